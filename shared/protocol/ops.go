@@ -1,0 +1,125 @@
+package protocol
+
+import (
+	"github.com/agentkeys/broker/shared/jwk"
+	"github.com/agentkeys/broker/shared/policy"
+)
+
+// Op names an operation.
+type Op string
+
+// The operations the enclave serves.
+const (
+	OpInfo          Op = "info"
+	OpAttest        Op = "attest"
+	OpSessionNonce  Op = "session_nonce"
+	OpCreateSession Op = "create_session"
+	OpVerifySession Op = "verify_session"
+	OpMintOIDC      Op = "mint_oidc"
+)
+
+// Bounds on request fields, enforced by the enclave.
+const (
+	MaxNonceSize     = 512 // attestation nonce, as the NSM allows
+	MaxUserDataSize  = 512 // attestation user data, as the NSM allows
+	MaxSessionToken  = 4 << 10
+	MaxSignInMessage = 8 << 10
+	MaxAudience      = 256
+)
+
+// InfoRequest asks for the enclave's public description. It has no fields.
+type InfoRequest struct{}
+
+// InfoResponse describes the enclave: everything in it is public.
+type InfoResponse struct {
+	ProtocolVersion uint          `cbor:"protocol_version"`
+	Mode            string        `cbor:"mode"` // "nitro" or "simulated"
+	Policy          policy.Policy `cbor:"policy"`
+	PolicyDigest    string        `cbor:"policy_digest"`
+	// IssuerKeys are the JWKs to publish, in policy order; SigningKid names the one that signs.
+	IssuerKeys []jwk.Key `cbor:"issuer_keys"`
+	SigningKid string    `cbor:"signing_kid"`
+	// CheckpointVerifierKey is the audit checkpoint key as a C2SP signed-note
+	// verifier key ("name+hash+base64").
+	CheckpointVerifierKey string `cbor:"checkpoint_verifier_key"`
+	// PCRs are the measurement registers the enclave's attestation documents carry.
+	PCRs map[int][]byte `cbor:"pcrs"`
+}
+
+// AttestRequest asks for a fresh attestation document.
+type AttestRequest struct {
+	Nonce    []byte `cbor:"nonce"`
+	UserData []byte `cbor:"user_data,omitempty"`
+}
+
+// AttestResponse carries the document and the manifest it binds: the document's
+// user_data is the SHA-256 of Manifest, a JSON object naming the issuer, the mode,
+// the policy digest, the issuer keys, the checkpoint verifier key and the caller's
+// user data. An auditor hashes Manifest, compares it with user_data, then reads it.
+type AttestResponse struct {
+	Document []byte `cbor:"document"`
+	Manifest []byte `cbor:"manifest"`
+}
+
+// SessionNonceRequest asks for a single-use sign-in nonce. It has no fields.
+type SessionNonceRequest struct{}
+
+// SessionNonceResponse carries a nonce for an EIP-4361 message.
+type SessionNonceResponse struct {
+	Nonce     string `cbor:"nonce"`
+	ExpiresAt int64  `cbor:"expires_at"` // unix seconds
+}
+
+// CreateSessionRequest presents a signed EIP-4361 message.
+type CreateSessionRequest struct {
+	Message   string `cbor:"message"`
+	Signature []byte `cbor:"signature"` // 65 bytes r||s||v
+}
+
+// Session describes a verified session.
+type Session struct {
+	Wallet    string `cbor:"wallet"`     // lowercase 0x + 40 hex
+	SessionID string `cbor:"session_id"` // random, names the session for revocation
+	ExpiresAt int64  `cbor:"expires_at"` // unix seconds
+}
+
+// CreateSessionResponse carries the session token and what it stands for.
+type CreateSessionResponse struct {
+	Token   string  `cbor:"token"`
+	Session Session `cbor:"session"`
+}
+
+// VerifySessionRequest asks the enclave to check a session token.
+type VerifySessionRequest struct {
+	Token string `cbor:"token"`
+}
+
+// VerifySessionResponse is the verified session.
+type VerifySessionResponse struct {
+	Session Session `cbor:"session"`
+}
+
+// MintOIDCRequest asks for an OIDC JWT for the holder of a session token.
+//
+// HostAssertedWallet replaces the token only when the policy allows it
+// (allow_host_asserted_wallet): the host vouches for the wallet through an
+// external session backend, and the JWT and audit record say so.
+type MintOIDCRequest struct {
+	Token              string `cbor:"token,omitempty"`
+	HostAssertedWallet string `cbor:"host_asserted_wallet,omitempty"`
+	Audience           string `cbor:"audience,omitempty"`    // "" = the policy default
+	TTLSeconds         int64  `cbor:"ttl_seconds,omitempty"` // 0 = the policy default
+}
+
+// MintOIDCResponse is a signed JWT and what it says.
+type MintOIDCResponse struct {
+	JWT                string `cbor:"jwt"`
+	Wallet             string `cbor:"wallet"`
+	SessionID          string `cbor:"session_id,omitempty"`
+	Kid                string `cbor:"kid"`
+	JTI                string `cbor:"jti"`
+	Audience           string `cbor:"audience"`
+	IssuedAt           int64  `cbor:"issued_at"`
+	ExpiresAt          int64  `cbor:"expires_at"`
+	HostAssertedWallet bool   `cbor:"host_asserted_wallet,omitempty"`
+}
