@@ -253,6 +253,9 @@ func NormalizeIssuer(raw string) (string, error) {
 	}
 	u.Scheme = strings.ToLower(u.Scheme)
 	u.Host = strings.ToLower(u.Host)
+	if u.Scheme != "https" && u.Scheme != "http" {
+		return "", fmt.Errorf("issuer URL %q must use https", raw)
+	}
 	if u.Hostname() == "" {
 		return "", fmt.Errorf("issuer URL %q has no host", raw)
 	}

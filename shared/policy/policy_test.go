@@ -1,0 +1,125 @@
+package policy
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestNormalizeIssuer(t *testing.T) {
+	tests := []struct {
+		in, want, err string
+	}{
+		{"https://broker.example.com", "https://broker.example.com", ""},
+		{"https://broker.example.com/", "https://broker.example.com", ""},
+		{"HTTPS://Broker.Example.COM//", "https://broker.example.com", ""},
+		{"https://broker.example.com:443/", "https://broker.example.com", ""},
+		{"https://broker.example.com:8443/oidc/", "https://broker.example.com:8443/oidc", ""},
+		{"http://127.0.0.1:8091", "http://127.0.0.1:8091", ""},
+		{"http://localhost:8091/", "http://localhost:8091", ""},
+		{"http://[::1]:8091", "http://[::1]:8091", ""},
+		{"http://broker.example.com", "", "must use https"},
+		{"ftp://broker.example.com", "", "must use https"},
+		{"https://broker.example.com/?a=b", "", "query"},
+		{"https://broker.example.com?", "", "query"},
+		{"https://broker.example.com/#frag", "", "fragment"},
+		{"https://user@broker.example.com", "", "user info"},
+		{"https:///path", "", "no host"},
+		{"broker.example.com", "", "https"},
+		{"", "", "empty"},
+	}
+	for _, tt := range tests {
+		got, err := NormalizeIssuer(tt.in)
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("NormalizeIssuer(%q) = %q, %v; want error containing %q", tt.in, got, err, tt.err)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("NormalizeIssuer(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+		}
+	}
+}
+
+func TestParse(t *testing.T) {
+	p, err := Parse([]byte(`{"issuer": "https://b.example.com/"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := Default("https://b.example.com")
+	if p.Issuer != d.Issuer || p.JWTTTLDefault != 300 || p.JWTTTLMin != 60 || p.JWTTTLMax != 3600 ||
+		p.SessionLifetime != 86400 || p.Audiences[0] != "sts.amazonaws.com" || p.IssuerKeys[0] != "oidc/issuer/v1" || p.AllowHostAssertedWallet {
+		t.Fatalf("defaults not applied: %+v", p)
+	}
+	if p.Digest() != d.Digest() {
+		t.Fatal("digest of equal policies differs")
+	}
+	p.JWTTTLDefault = 301
+	if p.Digest() == d.Digest() {
+		t.Fatal("digest ignores a field")
+	}
+
+	bad := []struct{ json, err string }{
+		{`{}`, "issuer URL is empty"},
+		{`{"issuer":"https://b.example.com","isuer":"x"}`, "unknown field"},
+		{`{"issuer":"https://b.example.com"} {}`, "trailing data"},
+		{`{"issuer":"https://b.example.com","audiences":[]}`, "at least one audience"},
+		{`{"issuer":"https://b.example.com","audiences":["a","a"]}`, "listed twice"},
+		{`{"issuer":"https://b.example.com","jwt_ttl_max_seconds":7200}`, "within [60, 3600]"},
+		{`{"issuer":"https://b.example.com","jwt_ttl_min_seconds":30}`, "within [60, 3600]"},
+		{`{"issuer":"https://b.example.com","jwt_ttl_default_seconds":30}`, "jwt_ttl_default_seconds 30"},
+		{`{"issuer":"https://b.example.com","session_lifetime_seconds":2592001}`, "session_lifetime_seconds"},
+		{`{"issuer":"https://b.example.com","nonce_lifetime_seconds":0}`, "nonce_lifetime_seconds"},
+		{`{"issuer":"https://b.example.com","issuer_keys":["issuer/jwt/v1"]}`, "must start with oidc/issuer/"},
+		{`{"issuer":"https://b.example.com","issuer_keys":[]}`, "one to four"},
+		{`{"issuer":"http://b.example.com"}`, "must use https"},
+		{strings.Repeat(" ", MaxFileSize+1), "larger than"},
+	}
+	for _, tt := range bad {
+		if _, err := Parse([]byte(tt.json)); err == nil || !strings.Contains(err.Error(), tt.err) {
+			t.Errorf("Parse(%.60q): err = %v, want %q", tt.json, err, tt.err)
+		}
+	}
+}
+
+func TestTTLAndAudience(t *testing.T) {
+	p := Default("https://b.example.com")
+	p.Audiences = []string{"sts.amazonaws.com", "other"}
+	ttls := []struct {
+		in   int64
+		want int64
+		ok   bool
+	}{{0, 300, true}, {60, 60, true}, {3600, 3600, true}, {59, 0, false}, {3601, 0, false}, {-1, 0, false}}
+	for _, tt := range ttls {
+		d, err := p.TTL(tt.in)
+		if (err == nil) != tt.ok || (tt.ok && int64(d.Seconds()) != tt.want) {
+			t.Errorf("TTL(%d) = %v, %v", tt.in, d, err)
+		}
+		if err != nil && !strings.Contains(err.Error(), "between 60 and 3600") {
+			t.Errorf("TTL(%d) error does not name the bounds: %v", tt.in, err)
+		}
+	}
+	if a, err := p.Audience(""); err != nil || a != "sts.amazonaws.com" {
+		t.Errorf("default audience: %q %v", a, err)
+	}
+	if a, err := p.Audience("other"); err != nil || a != "other" {
+		t.Errorf("allowed audience: %q %v", a, err)
+	}
+	if _, err := p.Audience("evil"); err == nil || !strings.Contains(err.Error(), "sts.amazonaws.com, other") {
+		t.Errorf("disallowed audience: %v", err)
+	}
+}
+
+func TestLoad(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "policy.json")
+	os.WriteFile(path, []byte(`{"issuer":"http://127.0.0.1:8091/"}`), 0o644)
+	p, raw, err := Load(path)
+	if err != nil || p.Issuer != "http://127.0.0.1:8091" || len(raw) == 0 {
+		t.Fatalf("Load: %+v %v", p, err)
+	}
+	if _, _, err := Load(path + ".missing"); err == nil {
+		t.Fatal("missing file loaded")
+	}
+}
