@@ -32,24 +32,24 @@ type InfoRequest struct{}
 
 // InfoResponse describes the enclave: everything in it is public.
 type InfoResponse struct {
-	ProtocolVersion uint          `cbor:"protocol_version"`
-	Mode            string        `cbor:"mode"` // "nitro" or "simulated"
-	Policy          policy.Policy `cbor:"policy"`
-	PolicyDigest    string        `cbor:"policy_digest"`
+	ProtocolVersion uint          `cbor:"protocol_version" json:"protocol_version"`
+	Mode            string        `cbor:"mode" json:"mode"` // "nitro" or "simulated"
+	Policy          policy.Policy `cbor:"policy" json:"policy"`
+	PolicyDigest    string        `cbor:"policy_digest" json:"policy_digest"`
 	// IssuerKeys are the JWKs to publish, in policy order; SigningKid names the one that signs.
-	IssuerKeys []jwk.Key `cbor:"issuer_keys"`
-	SigningKid string    `cbor:"signing_kid"`
+	IssuerKeys []jwk.Key `cbor:"issuer_keys" json:"issuer_keys"`
+	SigningKid string    `cbor:"signing_kid" json:"signing_kid"`
 	// CheckpointVerifierKey is the audit checkpoint key as a C2SP signed-note
 	// verifier key ("name+hash+base64").
-	CheckpointVerifierKey string `cbor:"checkpoint_verifier_key"`
+	CheckpointVerifierKey string `cbor:"checkpoint_verifier_key" json:"checkpoint_verifier_key"`
 	// PCRs are the measurement registers the enclave's attestation documents carry.
-	PCRs map[int][]byte `cbor:"pcrs"`
+	PCRs map[int][]byte `cbor:"pcrs" json:"pcrs"`
 }
 
 // AttestRequest asks for a fresh attestation document.
 type AttestRequest struct {
-	Nonce    []byte `cbor:"nonce"`
-	UserData []byte `cbor:"user_data,omitempty"`
+	Nonce    []byte `cbor:"nonce" json:"nonce"`
+	UserData []byte `cbor:"user_data,omitempty" json:"user_data,omitempty"`
 }
 
 // AttestResponse carries the document and the manifest it binds: the document's
@@ -57,8 +57,8 @@ type AttestRequest struct {
 // the policy digest, the issuer keys, the checkpoint verifier key and the caller's
 // user data. An auditor hashes Manifest, compares it with user_data, then reads it.
 type AttestResponse struct {
-	Document []byte `cbor:"document"`
-	Manifest []byte `cbor:"manifest"`
+	Document []byte `cbor:"document" json:"document"`
+	Manifest []byte `cbor:"manifest" json:"manifest"`
 }
 
 // SessionNonceRequest asks for a single-use sign-in nonce. It has no fields.
@@ -66,37 +66,37 @@ type SessionNonceRequest struct{}
 
 // SessionNonceResponse carries a nonce for an EIP-4361 message.
 type SessionNonceResponse struct {
-	Nonce     string `cbor:"nonce"`
-	ExpiresAt int64  `cbor:"expires_at"` // unix seconds
+	Nonce     string `cbor:"nonce" json:"nonce"`
+	ExpiresAt int64  `cbor:"expires_at" json:"expires_at"` // unix seconds
 }
 
 // CreateSessionRequest presents a signed EIP-4361 message.
 type CreateSessionRequest struct {
-	Message   string `cbor:"message"`
-	Signature []byte `cbor:"signature"` // 65 bytes r||s||v
+	Message   string `cbor:"message" json:"message"`
+	Signature []byte `cbor:"signature" json:"signature"` // 65 bytes r||s||v
 }
 
 // Session describes a verified session.
 type Session struct {
-	Wallet    string `cbor:"wallet"`     // lowercase 0x + 40 hex
-	SessionID string `cbor:"session_id"` // random, names the session for revocation
-	ExpiresAt int64  `cbor:"expires_at"` // unix seconds
+	Wallet    string `cbor:"wallet" json:"wallet"`         // lowercase 0x + 40 hex
+	SessionID string `cbor:"session_id" json:"session_id"` // random, names the session for revocation
+	ExpiresAt int64  `cbor:"expires_at" json:"expires_at"` // unix seconds
 }
 
 // CreateSessionResponse carries the session token and what it stands for.
 type CreateSessionResponse struct {
-	Token   string  `cbor:"token"`
-	Session Session `cbor:"session"`
+	Token   string  `cbor:"token" json:"token"`
+	Session Session `cbor:"session" json:"session"`
 }
 
 // VerifySessionRequest asks the enclave to check a session token.
 type VerifySessionRequest struct {
-	Token string `cbor:"token"`
+	Token string `cbor:"token" json:"token"`
 }
 
 // VerifySessionResponse is the verified session.
 type VerifySessionResponse struct {
-	Session Session `cbor:"session"`
+	Session Session `cbor:"session" json:"session"`
 }
 
 // MintOIDCRequest asks for an OIDC JWT for the holder of a session token.
@@ -105,21 +105,21 @@ type VerifySessionResponse struct {
 // (allow_host_asserted_wallet): the host vouches for the wallet through an
 // external session backend, and the JWT and audit record say so.
 type MintOIDCRequest struct {
-	Token              string `cbor:"token,omitempty"`
-	HostAssertedWallet string `cbor:"host_asserted_wallet,omitempty"`
-	Audience           string `cbor:"audience,omitempty"`    // "" = the policy default
-	TTLSeconds         int64  `cbor:"ttl_seconds,omitempty"` // 0 = the policy default
+	Token              string `cbor:"token,omitempty" json:"token,omitempty"`
+	HostAssertedWallet string `cbor:"host_asserted_wallet,omitempty" json:"host_asserted_wallet,omitempty"`
+	Audience           string `cbor:"audience,omitempty" json:"audience,omitempty"`       // "" = the policy default
+	TTLSeconds         int64  `cbor:"ttl_seconds,omitempty" json:"ttl_seconds,omitempty"` // 0 = the policy default
 }
 
 // MintOIDCResponse is a signed JWT and what it says.
 type MintOIDCResponse struct {
-	JWT                string `cbor:"jwt"`
-	Wallet             string `cbor:"wallet"`
-	SessionID          string `cbor:"session_id,omitempty"`
-	Kid                string `cbor:"kid"`
-	JTI                string `cbor:"jti"`
-	Audience           string `cbor:"audience"`
-	IssuedAt           int64  `cbor:"issued_at"`
-	ExpiresAt          int64  `cbor:"expires_at"`
-	HostAssertedWallet bool   `cbor:"host_asserted_wallet,omitempty"`
+	JWT                string `cbor:"jwt" json:"jwt"`
+	Wallet             string `cbor:"wallet" json:"wallet"`
+	SessionID          string `cbor:"session_id,omitempty" json:"session_id,omitempty"`
+	Kid                string `cbor:"kid" json:"kid"`
+	JTI                string `cbor:"jti" json:"jti"`
+	Audience           string `cbor:"audience" json:"audience"`
+	IssuedAt           int64  `cbor:"issued_at" json:"issued_at"`
+	ExpiresAt          int64  `cbor:"expires_at" json:"expires_at"`
+	HostAssertedWallet bool   `cbor:"host_asserted_wallet,omitempty" json:"host_asserted_wallet,omitempty"`
 }

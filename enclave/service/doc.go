@@ -1,0 +1,32 @@
+// Package service is the enclave's decision maker: it holds the derived keys and
+// answers the operations of the [protocol] package.
+//
+// Every identity decision is made here, inside the trust boundary, never on the
+// host:
+//
+//   - CreateSession verifies a Sign-In with Ethereum message (EIP-4361) and its
+//     personal_sign signature, checks that the message names this issuer and a
+//     nonce this enclave issued, and returns a session token: an ES256 JWT
+//     signed with the internal key issuer/jwt/v1.
+//   - MintOIDC verifies a session token itself (signature, issuer, audience,
+//     expiry, alg pinned to ES256), applies the [policy.Policy] (audience
+//     allowlist, TTL bounds) and signs the OIDC JWT with oidc/issuer/v1.
+//   - Attest returns an attestation document whose user_data is the SHA-256 of a
+//     manifest of the published keys, so a host cannot present a document that
+//     binds keys the enclave does not hold.
+//
+// # What a compromised host can and cannot do
+//
+// The host forwards requests and may drop, delay or replay them. It cannot mint
+// for a wallet that never signed in (the enclave checks the signature and the
+// single-use nonce), cannot extend a TTL past the policy, and cannot choose the
+// claims beyond the audience and TTL the policy allows. The one exception is
+// the compatibility mode allow_host_asserted_wallet, which the policy must switch
+// on explicitly and which marks every such JWT.
+//
+// # Start here
+//
+// [New] takes a [Config] (policy, seed, attester); the returned *Service is a
+// [protocol.Handler] to pass to [protocol.Server]. Tests use the typed methods
+// ([Service.CreateSession], [Service.MintOIDC], …) directly or through the wire.
+package service

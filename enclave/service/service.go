@@ -1,0 +1,337 @@
+package service
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"sync"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/agentkeys/broker/enclave/attester"
+	"github.com/agentkeys/broker/enclave/keys"
+	"github.com/agentkeys/broker/shared/jwk"
+	"github.com/agentkeys/broker/shared/policy"
+	"github.com/agentkeys/broker/shared/protocol"
+)
+
+// Config configures a Service.
+type Config struct {
+	Policy   policy.Policy
+	Seed     []byte // 32 bytes; New derives the keys and keeps no reference to it
+	Attester attester.Attester
+	Logger   *slog.Logger
+	Now      func() time.Time // default time.Now; tests move the clock
+}
+
+// Validate checks the configuration.
+func (c Config) Validate() error {
+	if err := c.Policy.Validate(); err != nil {
+		return err
+	}
+	if len(c.Seed) != keys.SeedSize {
+		return fmt.Errorf("seed must be %d bytes, not %d", keys.SeedSize, len(c.Seed))
+	}
+	if c.Attester == nil {
+		return errors.New("an attester is required")
+	}
+	return nil
+}
+
+// Service answers the enclave protocol. It is safe for concurrent use.
+type Service struct {
+	policy   policy.Policy
+	attester attester.Attester
+	log      *slog.Logger
+	now      func() time.Time
+
+	issuerKey  *ecdsa.PrivateKey // signs OIDC JWTs (policy.IssuerKeys[0])
+	issuerKid  string
+	issuerJWKs []jwk.Key // every published issuer key, signer first
+	sessionKey *ecdsa.PrivateKey
+	sessionKid string
+	checkpoint ed25519.PrivateKey
+	vkey       string // C2SP note verifier key for checkpoints
+
+	domain string // the issuer's host[:port]: sign-in messages must name it
+
+	nonces nonceStore
+}
+
+// SessionAudience is the aud of session tokens. It never equals an OIDC
+// audience, so a session token is useless as a web identity token.
+const SessionAudience = "agentkeys-session"
+
+// ClockSkew is the leeway allowed on sign-in message times.
+const ClockSkew = 60 * time.Second
+
+// New derives the keys from the seed and returns a Service.
+func New(cfg Config) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("enclave: %w", err)
+	}
+	set, err := keys.DeriveSet(cfg.Seed)
+	if err != nil {
+		return nil, fmt.Errorf("enclave: failed to derive keys: %w", err)
+	}
+	s := &Service{
+		policy:     cfg.Policy,
+		attester:   cfg.Attester,
+		log:        cfg.Logger,
+		now:        cfg.Now,
+		sessionKey: set.Session,
+		checkpoint: set.Checkpoint,
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	for i, label := range cfg.Policy.IssuerKeys {
+		k, err := keys.P256(cfg.Seed, label)
+		if err != nil {
+			return nil, fmt.Errorf("enclave: failed to derive %s: %w", label, err)
+		}
+		j, err := jwk.FromP256(&k.PublicKey)
+		if err != nil {
+			return nil, err
+		}
+		if i == 0 {
+			s.issuerKey, s.issuerKid = k, j.Kid
+		}
+		s.issuerJWKs = append(s.issuerJWKs, j)
+	}
+	sj, err := jwk.FromP256(&set.Session.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	s.sessionKid = sj.Kid
+	u, err := url.Parse(cfg.Policy.Issuer)
+	if err != nil {
+		return nil, fmt.Errorf("enclave: issuer: %w", err)
+	}
+	s.domain = u.Host
+	s.vkey, err = note.NewEd25519VerifierKey(checkpointKeyName(u), set.Checkpoint.Public().(ed25519.PublicKey))
+	if err != nil {
+		return nil, fmt.Errorf("enclave: checkpoint key: %w", err)
+	}
+	s.nonces.init()
+	return s, nil
+}
+
+// checkpointKeyName names the audit checkpoint key after the issuer:
+// "broker.example.com/audit" (host and path, no scheme).
+func checkpointKeyName(issuer *url.URL) string {
+	return issuer.Host + issuer.Path + "/audit"
+}
+
+// Handle implements protocol.Handler.
+func (s *Service) Handle(ctx context.Context, op protocol.Op, body []byte) (any, error) {
+	switch op {
+	case protocol.OpInfo:
+		var req protocol.InfoRequest
+		if err := decode(body, &req); err != nil {
+			return nil, err
+		}
+		return s.Info(), nil
+	case protocol.OpAttest:
+		var req protocol.AttestRequest
+		if err := decode(body, &req); err != nil {
+			return nil, err
+		}
+		return s.Attest(req)
+	case protocol.OpSessionNonce:
+		var req protocol.SessionNonceRequest
+		if err := decode(body, &req); err != nil {
+			return nil, err
+		}
+		return s.SessionNonce()
+	case protocol.OpCreateSession:
+		var req protocol.CreateSessionRequest
+		if err := decode(body, &req); err != nil {
+			return nil, err
+		}
+		return s.CreateSession(req)
+	case protocol.OpVerifySession:
+		var req protocol.VerifySessionRequest
+		if err := decode(body, &req); err != nil {
+			return nil, err
+		}
+		sess, err := s.VerifySession(req.Token)
+		if err != nil {
+			return nil, err
+		}
+		return protocol.VerifySessionResponse{Session: sess}, nil
+	case protocol.OpMintOIDC:
+		var req protocol.MintOIDCRequest
+		if err := decode(body, &req); err != nil {
+			return nil, err
+		}
+		return s.MintOIDC(req)
+	}
+	return nil, protocol.Errorf(protocol.CodeUnknownOp, "unknown operation %q", truncate(string(op), 64))
+}
+
+func decode(body []byte, v any) error {
+	if err := protocol.Unmarshal(body, v); err != nil {
+		return protocol.Errorf(protocol.CodeBadRequest, "malformed request body: %v", err)
+	}
+	return nil
+}
+
+// Info describes the enclave. Everything in it is public.
+func (s *Service) Info() protocol.InfoResponse {
+	return protocol.InfoResponse{
+		ProtocolVersion:       protocol.Version,
+		Mode:                  s.attester.Mode(),
+		Policy:                s.policy,
+		PolicyDigest:          s.policy.Digest(),
+		IssuerKeys:            append([]jwk.Key(nil), s.issuerJWKs...),
+		SigningKid:            s.issuerKid,
+		CheckpointVerifierKey: s.vkey,
+		PCRs:                  s.attester.PCRs(),
+	}
+}
+
+// Manifest is what an attestation document binds (its user_data is the SHA-256
+// of the manifest's JSON bytes).
+type Manifest struct {
+	Version               int       `json:"version"`
+	Mode                  string    `json:"mode"`
+	Issuer                string    `json:"issuer"`
+	PolicyDigest          string    `json:"policy_digest"`
+	IssuerKeys            []jwk.Key `json:"issuer_keys"`
+	SigningKid            string    `json:"signing_kid"`
+	CheckpointVerifierKey string    `json:"checkpoint_verifier_key"`
+	UserData              []byte    `json:"user_data,omitempty"` // the caller's, base64 in JSON
+}
+
+// Attest returns a fresh attestation document binding the key manifest.
+func (s *Service) Attest(req protocol.AttestRequest) (protocol.AttestResponse, error) {
+	if len(req.Nonce) > protocol.MaxNonceSize {
+		return protocol.AttestResponse{}, protocol.Errorf(protocol.CodeBadRequest, "nonce is longer than %d bytes", protocol.MaxNonceSize)
+	}
+	if len(req.UserData) > protocol.MaxUserDataSize {
+		return protocol.AttestResponse{}, protocol.Errorf(protocol.CodeBadRequest, "user_data is longer than %d bytes", protocol.MaxUserDataSize)
+	}
+	m := Manifest{
+		Version:               1,
+		Mode:                  s.attester.Mode(),
+		Issuer:                s.policy.Issuer,
+		PolicyDigest:          s.policy.Digest(),
+		IssuerKeys:            s.issuerJWKs,
+		SigningKid:            s.issuerKid,
+		CheckpointVerifierKey: s.vkey,
+		UserData:              req.UserData,
+	}
+	mb, err := json.Marshal(m)
+	if err != nil {
+		return protocol.AttestResponse{}, err
+	}
+	digest := sha256.Sum256(mb)
+	doc, err := s.attester.Attest(req.Nonce, digest[:], nil)
+	if err != nil {
+		return protocol.AttestResponse{}, fmt.Errorf("failed to attest: %w", err)
+	}
+	return protocol.AttestResponse{Document: doc, Manifest: mb}, nil
+}
+
+// SessionNonce issues a single-use sign-in nonce.
+func (s *Service) SessionNonce() (protocol.SessionNonceResponse, error) {
+	var b [16]byte
+	if _, err := io.ReadFull(s.attester, b[:]); err != nil {
+		return protocol.SessionNonceResponse{}, fmt.Errorf("failed to read randomness: %w", err)
+	}
+	nonce := hex.EncodeToString(b[:])
+	exp := s.now().Add(time.Duration(s.policy.NonceLifetime) * time.Second)
+	if err := s.nonces.add(nonce, exp, s.now()); err != nil {
+		return protocol.SessionNonceResponse{}, err
+	}
+	return protocol.SessionNonceResponse{Nonce: nonce, ExpiresAt: exp.Unix()}, nil
+}
+
+func (s *Service) randomID() (string, error) {
+	var b [16]byte
+	if _, err := io.ReadFull(s.attester, b[:]); err != nil {
+		return "", fmt.Errorf("failed to read randomness: %w", err)
+	}
+	return hex.EncodeToString(b[:]), nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// nonceStore holds outstanding sign-in nonces in memory only: a restart
+// invalidates them all, which is what we want.
+type nonceStore struct {
+	mu sync.Mutex
+	m  map[string]time.Time
+}
+
+// maxNonces bounds outstanding nonces so that a flood of nonce requests cannot
+// exhaust the enclave's memory; past it, expired nonces are pruned and, if still
+// full, new nonces are refused until old ones expire.
+const maxNonces = 100_000
+
+func (n *nonceStore) init() { n.m = make(map[string]time.Time) }
+
+func (n *nonceStore) add(nonce string, exp, now time.Time) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if len(n.m) >= maxNonces {
+		for k, e := range n.m {
+			if !now.Before(e) {
+				delete(n.m, k)
+			}
+		}
+		if len(n.m) >= maxNonces {
+			return protocol.Errorf(protocol.CodeNonceRejected, "too many outstanding sign-in nonces; try again later")
+		}
+	}
+	n.m[nonce] = exp
+	return nil
+}
+
+// check reports whether nonce is outstanding and unexpired, without using it.
+func (n *nonceStore) check(nonce string, now time.Time) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	exp, ok := n.m[nonce]
+	if !ok {
+		return protocol.Errorf(protocol.CodeNonceRejected, "nonce was not issued by this enclave, or was already used")
+	}
+	if !now.Before(exp) {
+		delete(n.m, nonce)
+		return protocol.Errorf(protocol.CodeNonceRejected, "nonce expired; request a new one")
+	}
+	return nil
+}
+
+// use consumes nonce; exactly one caller succeeds.
+func (n *nonceStore) use(nonce string, now time.Time) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	exp, ok := n.m[nonce]
+	delete(n.m, nonce)
+	if !ok {
+		return protocol.Errorf(protocol.CodeNonceRejected, "nonce was not issued by this enclave, or was already used")
+	}
+	if !now.Before(exp) {
+		return protocol.Errorf(protocol.CodeNonceRejected, "nonce expired; request a new one")
+	}
+	return nil
+}
