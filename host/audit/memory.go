@@ -1,0 +1,105 @@
+package audit
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// Memory is a Store that keeps records in memory, for tests of the code that
+// uses a Store. It normalizes, validates and numbers records exactly as
+// SQLite does, and can be told to fail with SetFailure.
+type Memory struct {
+	mu      sync.Mutex
+	records []Record
+	failure error
+	closed  bool
+}
+
+var _ Store = (*Memory)(nil)
+
+// NewMemory returns an empty in-memory Store.
+func NewMemory() *Memory {
+	return &Memory{}
+}
+
+// SetFailure makes every later Append, List and Ping fail with an error
+// wrapping err, as a broken database would; nothing is stored meanwhile.
+// SetFailure(nil) makes the store work again.
+func (m *Memory) SetFailure(err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.failure = err
+}
+
+// Append implements Store.
+func (m *Memory) Append(ctx context.Context, r Record) (Record, error) {
+	if err := ctx.Err(); err != nil {
+		return Record{}, err
+	}
+	r, err := prepare(r, time.Now())
+	if err != nil {
+		return Record{}, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return Record{}, ErrClosed
+	}
+	if m.failure != nil {
+		return Record{}, fmt.Errorf("failed to append audit record: %w", m.failure)
+	}
+	r.Seq = int64(len(m.records)) + 1
+	m.records = append(m.records, r)
+	return r, nil
+}
+
+// List implements Store.
+func (m *Memory) List(ctx context.Context, afterSeq int64, limit int) ([]Record, error) {
+	limit, err := listLimit(afterSeq, limit)
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, ErrClosed
+	}
+	if m.failure != nil {
+		return nil, fmt.Errorf("failed to list audit records: %w", m.failure)
+	}
+	// Seq n is at index n-1.
+	if afterSeq >= int64(len(m.records)) {
+		return nil, nil
+	}
+	rest := m.records[afterSeq:]
+	return append([]Record(nil), rest[:min(limit, len(rest))]...), nil
+}
+
+// Ping implements Store.
+func (m *Memory) Ping(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	if m.failure != nil {
+		return fmt.Errorf("audit store unavailable: %w", m.failure)
+	}
+	return nil
+}
+
+// Close implements Store.
+func (m *Memory) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.closed = true
+	return nil
+}

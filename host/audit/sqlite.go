@@ -1,0 +1,577 @@
+package audit
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"modernc.org/sqlite"
+)
+
+// DefaultMaxBatch is the most records the SQLite writer commits in one
+// transaction unless WithMaxBatch says otherwise.
+const DefaultMaxBatch = 256
+
+const (
+	maxMaxBatch   = 4096
+	maxOpenConns  = 8 // one writer plus readers (List, Ping)
+	schemaVersion = 1
+)
+
+// sqlitePragmas are set by the DSN on every connection the pool opens, and
+// checkConnection verifies the ones durability depends on. fullfsync makes
+// macOS flush the drive's cache too (F_FULLFSYNC); elsewhere it does nothing.
+var sqlitePragmas = []string{
+	"journal_mode(WAL)",
+	"synchronous(FULL)",
+	"busy_timeout(5000)",
+	"foreign_keys(1)",
+	"fullfsync(1)",
+}
+
+// The schema. Times are unix microseconds (UTC), booleans 0 or 1. STRICT
+// makes SQLite refuse a value of the wrong type instead of storing it.
+//
+// leaf_hash and tree_index are for the Merkle tree (see the package doc) and
+// stay NULL until that is built: leaf_hash is the RFC 6962 leaf hash of the
+// entry (32 bytes), tree_index the entry's index in the tree as assigned by
+// the enclave, which is why it is unique but not the same column as seq.
+var schema = []string{
+	`CREATE TABLE IF NOT EXISTS schema_version (
+		id      INTEGER PRIMARY KEY CHECK (id = 1),
+		version INTEGER NOT NULL
+	) STRICT`,
+	fmt.Sprintf(`CREATE TABLE IF NOT EXISTS audit_records (
+		seq                  INTEGER PRIMARY KEY AUTOINCREMENT,
+		time_unix_micro      INTEGER NOT NULL,
+		kind                 TEXT    NOT NULL,
+		outcome              TEXT    NOT NULL,
+		wallet               TEXT    NOT NULL,
+		bearer_sha256        TEXT    NOT NULL CHECK (length(bearer_sha256) IN (0, 64)),
+		audience             TEXT    NOT NULL,
+		ttl_seconds          INTEGER NOT NULL,
+		kid                  TEXT    NOT NULL,
+		jti                  TEXT    NOT NULL,
+		detail               TEXT    NOT NULL CHECK (length(CAST(detail AS BLOB)) <= %d),
+		host_asserted_wallet INTEGER NOT NULL CHECK (host_asserted_wallet IN (0, 1)),
+		leaf_hash            BLOB    CHECK (leaf_hash IS NULL OR length(leaf_hash) = 32),
+		tree_index           INTEGER UNIQUE CHECK (tree_index IS NULL OR tree_index >= 0)
+	) STRICT`, MaxDetailLen),
+}
+
+const (
+	recordColumns = `time_unix_micro, kind, outcome, wallet, bearer_sha256, audience,
+		ttl_seconds, kid, jti, detail, host_asserted_wallet`
+	insertRecord = `INSERT INTO audit_records (` + recordColumns + `)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	selectRecords = `SELECT seq, ` + recordColumns + ` FROM audit_records
+		WHERE seq > ? ORDER BY seq LIMIT ?`
+)
+
+// SQLite is a Store in a local SQLite database file. See the package doc for
+// how it makes records durable.
+type SQLite struct {
+	db         *sql.DB
+	reqs       chan *appendRequest
+	writerDone chan struct{}
+	maxBatch   int
+	stall      func() // testing only, see testingOnlyStallWriter
+
+	// mu guards closed. Append holds it for reading while it sends on reqs,
+	// so Close (which holds it for writing) never closes reqs under a sender.
+	mu     sync.RWMutex
+	closed bool
+
+	commits       atomic.Int64
+	records       atomic.Int64
+	failedRecords atomic.Int64
+}
+
+var _ Store = (*SQLite)(nil)
+
+type appendRequest struct {
+	rec  Record
+	done chan appendResult // buffered: the writer never blocks on a caller that gave up
+}
+
+type appendResult struct {
+	seq int64
+	err error
+}
+
+// Stats counts what the SQLite writer has done since OpenSQLite.
+type Stats struct {
+	Commits       int64 // transactions committed, each one fsync
+	Records       int64 // records in those transactions
+	FailedRecords int64 // records whose transaction failed; their callers got an error
+}
+
+// Option configures OpenSQLite.
+type Option func(*sqliteConfig)
+
+type sqliteConfig struct {
+	maxBatch int
+	stall    func()
+	pragmas  []string
+}
+
+// WithMaxBatch sets the most records committed in one transaction, between
+// 1 and 4096. The default is DefaultMaxBatch; 1 turns group commit off.
+func WithMaxBatch(n int) Option {
+	return func(c *sqliteConfig) { c.maxBatch = n }
+}
+
+// testingOnlyStallWriter makes the writer call f each time it has received
+// the first record of a batch and before it gathers the rest, so a test can
+// hold the writer there, queue Appends, and know they form one batch.
+func testingOnlyStallWriter(f func()) Option {
+	return func(c *sqliteConfig) { c.stall = f }
+}
+
+// testingOnlyPragmas replaces the pragmas in the DSN, so a test can check
+// that OpenSQLite refuses a connection that would not be durable.
+func testingOnlyPragmas(p ...string) Option {
+	return func(c *sqliteConfig) { c.pragmas = p }
+}
+
+// OpenSQLite opens the audit database at path, creating it (and its
+// directory, mode 0700) if missing. The database file is made mode 0600;
+// SQLite gives its -wal and -shm files the same mode.
+//
+// It fails unless every connection runs with journal_mode=wal and
+// synchronous=FULL, and refuses a database whose schema is newer than this
+// code. Close the returned store to stop its writer.
+func OpenSQLite(path string, opts ...Option) (*SQLite, error) {
+	cfg := sqliteConfig{maxBatch: DefaultMaxBatch, pragmas: sqlitePragmas}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if cfg.maxBatch < 1 || cfg.maxBatch > maxMaxBatch {
+		return nil, fmt.Errorf("audit: max batch is %d, must be between 1 and %d", cfg.maxBatch, maxMaxBatch)
+	}
+	if path == "" {
+		return nil, errors.New("audit: database path is empty")
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("audit: failed to resolve database path: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(abs), 0o700); err != nil {
+		return nil, fmt.Errorf("audit: failed to create database directory: %w", err)
+	}
+	if err := createPrivateFile(abs); err != nil {
+		return nil, err
+	}
+
+	db := sql.OpenDB(connector{dsn: sqliteDSN(abs, cfg.pragmas)})
+	db.SetMaxOpenConns(maxOpenConns)
+	if err := initSchema(db, abs); err != nil {
+		db.Close()
+		return nil, err
+	}
+
+	// The queue holds at least a default batch even when batches are small,
+	// so callers rarely block handing a record over.
+	s := &SQLite{
+		db:         db,
+		reqs:       make(chan *appendRequest, max(cfg.maxBatch, DefaultMaxBatch)),
+		writerDone: make(chan struct{}),
+		maxBatch:   cfg.maxBatch,
+		stall:      cfg.stall,
+	}
+	go s.writer()
+	return s, nil
+}
+
+// createPrivateFile creates the database file 0600 before SQLite does, so it
+// is never readable by others even for a moment, and tightens the mode of
+// files left by an earlier run.
+func createPrivateFile(abs string) error {
+	f, err := os.OpenFile(abs, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("audit: failed to create database file: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("audit: failed to create database file: %w", err)
+	}
+	for _, p := range []string{abs, abs + "-wal", abs + "-shm"} {
+		if err := os.Chmod(p, 0o600); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("audit: failed to restrict database file mode: %w", err)
+		}
+	}
+	return nil
+}
+
+// sqliteDSN returns the modernc.org/sqlite DSN for the file at abs: a SQLite
+// URI (so the path is percent-encoded and cannot smuggle parameters) with
+// each pragma as a _pragma parameter, which the driver runs on every new
+// connection, and _txlock=immediate so the writer takes the write lock when
+// its transaction begins rather than part-way through.
+func sqliteDSN(abs string, pragmas []string) string {
+	p := filepath.ToSlash(abs)
+	if !strings.HasPrefix(p, "/") {
+		p = "/" + p // Windows: file:/C:/dir/audit.db
+	}
+	var b strings.Builder
+	b.WriteString("file:")
+	b.WriteString((&url.URL{Path: p}).EscapedPath())
+	b.WriteString("?_txlock=immediate")
+	for _, pragma := range pragmas {
+		b.WriteString("&_pragma=")
+		b.WriteString(url.QueryEscape(pragma))
+	}
+	return b.String()
+}
+
+// sqliteDriver is a private instance of the modernc.org/sqlite driver, so the
+// connection hook applies to this package's connections only.
+var sqliteDriver = func() *sqlite.Driver {
+	d := &sqlite.Driver{}
+	d.RegisterConnectionHook(func(c sqlite.ExecQuerierContext, _ string) error {
+		return checkConnection(c)
+	})
+	return d
+}()
+
+type connector struct{ dsn string }
+
+func (c connector) Connect(context.Context) (driver.Conn, error) { return sqliteDriver.Open(c.dsn) }
+func (c connector) Driver() driver.Driver                        { return sqliteDriver }
+
+// checkConnection runs on every new connection, after the DSN's pragmas, and
+// refuses it unless commits on it are durable. A pragma can silently not take
+// effect (journal_mode stays "delete" where WAL is unsupported, for one), and
+// a record on a connection without synchronous=FULL could be lost on power
+// failure after Append reported it durable.
+func checkConnection(c sqlite.ExecQuerierContext) error {
+	for _, p := range []struct{ name, want string }{
+		{"journal_mode", "wal"},
+		{"synchronous", "2"}, // FULL
+		{"foreign_keys", "1"},
+	} {
+		got, err := pragmaValue(c, p.name)
+		if err != nil {
+			return err
+		}
+		if !strings.EqualFold(got, p.want) {
+			return fmt.Errorf("audit: PRAGMA %s is %q on a new connection, want %q: refusing a database that would not keep records durably", p.name, got, p.want)
+		}
+	}
+	return nil
+}
+
+func pragmaValue(c sqlite.ExecQuerierContext, name string) (string, error) {
+	rows, err := c.QueryContext(context.Background(), "PRAGMA "+name, nil)
+	if err != nil {
+		return "", fmt.Errorf("audit: failed to read PRAGMA %s: %w", name, err)
+	}
+	defer rows.Close()
+	dest := make([]driver.Value, len(rows.Columns()))
+	if len(dest) != 1 {
+		return "", fmt.Errorf("audit: PRAGMA %s returned %d columns, want 1", name, len(dest))
+	}
+	if err := rows.Next(dest); err != nil {
+		return "", fmt.Errorf("audit: failed to read PRAGMA %s: %w", name, err)
+	}
+	switch v := dest[0].(type) {
+	case int64:
+		return strconv.FormatInt(v, 10), nil
+	case string:
+		return v, nil
+	case []byte:
+		return string(v), nil
+	default:
+		return fmt.Sprint(v), nil
+	}
+}
+
+// initSchema creates the tables if missing, checks the schema version, checks
+// that SQLite opened the file at abs (not some other file a mangled URI
+// named), and syncs the directory so the new files' names are durable too.
+func initSchema(db *sql.DB, abs string) error {
+	ctx := context.Background()
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("audit: failed to open database: %w", err)
+	}
+	defer tx.Rollback()
+	for _, stmt := range schema {
+		if _, err := tx.ExecContext(ctx, stmt); err != nil {
+			return fmt.Errorf("audit: failed to create schema: %w", err)
+		}
+	}
+	var v int64
+	switch err := tx.QueryRowContext(ctx, `SELECT version FROM schema_version WHERE id = 1`).Scan(&v); {
+	case errors.Is(err, sql.ErrNoRows):
+		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (id, version) VALUES (1, ?)`, schemaVersion); err != nil {
+			return fmt.Errorf("audit: failed to record schema version: %w", err)
+		}
+	case err != nil:
+		return fmt.Errorf("audit: failed to read schema version: %w", err)
+	case v != schemaVersion:
+		return fmt.Errorf("audit: database schema version is %d, this broker supports %d: use a broker at least as new as the one that wrote it", v, schemaVersion)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("audit: failed to create schema: %w", err)
+	}
+
+	var seq int64
+	var name, file string
+	if err := db.QueryRowContext(ctx, `SELECT seq, name, file FROM pragma_database_list WHERE name = 'main'`).Scan(&seq, &name, &file); err != nil {
+		return fmt.Errorf("audit: failed to read database file name: %w", err)
+	}
+	want, err := os.Stat(abs)
+	if err != nil {
+		return fmt.Errorf("audit: failed to stat database file: %w", err)
+	}
+	got, err := os.Stat(file)
+	if err != nil || !os.SameFile(got, want) {
+		return fmt.Errorf("audit: SQLite opened %q, not %q", file, abs)
+	}
+
+	if runtime.GOOS != "windows" {
+		if err := syncDir(filepath.Dir(abs)); err != nil {
+			return fmt.Errorf("audit: failed to sync database directory: %w", err)
+		}
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// Append implements Store. It hands r to the writer goroutine and waits
+// until the transaction holding it has committed (see the package doc).
+//
+// If ctx ends first, Append returns ctx.Err() at once, but a record already
+// handed to the writer is still committed. The caller must return no
+// credential either way.
+func (s *SQLite) Append(ctx context.Context, r Record) (Record, error) {
+	if err := ctx.Err(); err != nil {
+		return Record{}, err
+	}
+	r, err := prepare(r, time.Now())
+	if err != nil {
+		return Record{}, err
+	}
+	req := &appendRequest{rec: r, done: make(chan appendResult, 1)}
+	if err := s.enqueue(ctx, req); err != nil {
+		return Record{}, err
+	}
+	var res appendResult
+	select {
+	case res = <-req.done:
+	case <-ctx.Done():
+		select {
+		case res = <-req.done: // committed just in time: report it
+		default:
+			return Record{}, ctx.Err()
+		}
+	}
+	if res.err != nil {
+		return Record{}, res.err
+	}
+	r.Seq = res.seq
+	return r, nil
+}
+
+func (s *SQLite) enqueue(ctx context.Context, req *appendRequest) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return ErrClosed
+	}
+	select {
+	case s.reqs <- req:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// writer is the only goroutine that writes audit_records. It takes one
+// request, then everything else already queued (up to maxBatch), commits
+// them in one transaction, answers each, and repeats until reqs is closed
+// and drained.
+func (s *SQLite) writer() {
+	defer close(s.writerDone)
+	batch := make([]*appendRequest, 0, s.maxBatch)
+	for {
+		req, ok := <-s.reqs
+		if !ok {
+			return
+		}
+		batch = append(batch[:0], req)
+		if s.stall != nil {
+			s.stall()
+		}
+	gather:
+		for len(batch) < s.maxBatch {
+			select {
+			case req, ok := <-s.reqs:
+				if !ok {
+					break gather // closed: commit this batch, then return above
+				}
+				batch = append(batch, req)
+			default:
+				break gather
+			}
+		}
+		s.commit(batch)
+		clear(batch)
+	}
+}
+
+// commit stores batch in one transaction and answers every request in it.
+// Either all of them are committed or every one gets the error.
+func (s *SQLite) commit(batch []*appendRequest) {
+	seqs, err := s.insert(batch)
+	if err != nil {
+		s.failedRecords.Add(int64(len(batch)))
+		err = fmt.Errorf("audit: failed to store record (batch of %d not committed): %w", len(batch), err)
+		for _, req := range batch {
+			req.done <- appendResult{err: err}
+		}
+		return
+	}
+	s.commits.Add(1)
+	s.records.Add(int64(len(batch)))
+	for i, req := range batch {
+		req.done <- appendResult{seq: seqs[i]}
+	}
+}
+
+func (s *SQLite) insert(batch []*appendRequest) ([]int64, error) {
+	// Not a caller's context: one caller giving up must not fail the
+	// others' records. busy_timeout bounds the wait for the write lock.
+	ctx := context.Background()
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("failed to begin transaction: %w", err)
+	}
+	defer tx.Rollback() // after Commit, a no-op
+	stmt, err := tx.PrepareContext(ctx, insertRecord)
+	if err != nil {
+		return nil, fmt.Errorf("failed to prepare insert: %w", err)
+	}
+	defer stmt.Close()
+	seqs := make([]int64, len(batch))
+	for i, req := range batch {
+		r := req.rec
+		res, err := stmt.ExecContext(ctx, r.Time.UnixMicro(), r.Kind, r.Outcome, r.Wallet,
+			r.BearerSHA256, r.Audience, r.TTLSeconds, r.Kid, r.JTI, r.Detail, boolInt(r.HostAssertedWallet))
+		if err != nil {
+			return nil, fmt.Errorf("failed to insert: %w", err)
+		}
+		if seqs[i], err = res.LastInsertId(); err != nil {
+			return nil, fmt.Errorf("failed to read assigned seq: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("failed to commit: %w", err)
+	}
+	return seqs, nil
+}
+
+func boolInt(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// List implements Store.
+func (s *SQLite) List(ctx context.Context, afterSeq int64, limit int) ([]Record, error) {
+	limit, err := listLimit(afterSeq, limit)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return nil, ErrClosed
+	}
+	rows, err := s.db.QueryContext(ctx, selectRecords, afterSeq, limit)
+	if err != nil {
+		return nil, fmt.Errorf("audit: failed to list records: %w", err)
+	}
+	defer rows.Close()
+	var out []Record
+	for rows.Next() {
+		var r Record
+		var micros, hostAsserted int64
+		if err := rows.Scan(&r.Seq, &micros, &r.Kind, &r.Outcome, &r.Wallet, &r.BearerSHA256,
+			&r.Audience, &r.TTLSeconds, &r.Kid, &r.JTI, &r.Detail, &hostAsserted); err != nil {
+			return nil, fmt.Errorf("audit: failed to read record: %w", err)
+		}
+		r.Time = time.UnixMicro(micros).UTC()
+		r.HostAssertedWallet = hostAsserted != 0
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("audit: failed to list records: %w", err)
+	}
+	return out, nil
+}
+
+// Ping implements Store: it reads from audit_records. It does not write, so
+// it cannot see a full disk; an Append failing for that reason fails only
+// its own caller.
+func (s *SQLite) Ping(ctx context.Context) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return ErrClosed
+	}
+	var last int64
+	if err := s.db.QueryRowContext(ctx, `SELECT coalesce(max(seq), 0) FROM audit_records`).Scan(&last); err != nil {
+		return fmt.Errorf("audit: database unavailable: %w", err)
+	}
+	return nil
+}
+
+// Stats returns the writer's counters.
+func (s *SQLite) Stats() Stats {
+	return Stats{
+		Commits:       s.commits.Load(),
+		Records:       s.records.Load(),
+		FailedRecords: s.failedRecords.Load(),
+	}
+}
+
+// Close implements Store. It lets the writer commit every record already
+// handed to it, then closes the database. Appends that have not been handed
+// over get ErrClosed.
+func (s *SQLite) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.reqs)
+	s.mu.Unlock()
+	<-s.writerDone
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("audit: failed to close database: %w", err)
+	}
+	return nil
+}
