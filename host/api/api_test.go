@@ -1,0 +1,446 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/decred/dcrd/dcrec/secp256k1/v4"
+
+	"github.com/agentkeys/broker/host/audit"
+	"github.com/agentkeys/broker/internal/testbroker"
+	"github.com/agentkeys/broker/shared/jwk"
+	"github.com/agentkeys/broker/shared/policy"
+	"github.com/agentkeys/broker/shared/siwe"
+)
+
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (r response) json(t *testing.T) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(r.body, &m); err != nil {
+		t.Fatalf("body is not JSON: %v: %s", err, r.body)
+	}
+	return m
+}
+
+func do(t *testing.T, method, u string, header map[string]string, body io.Reader) response {
+	t.Helper()
+	req, err := http.NewRequest(method, u, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return response{resp.StatusCode, resp.Header, b}
+}
+
+func signIn(t *testing.T, b *testbroker.Broker) (token, wallet string) {
+	t.Helper()
+	key, _ := secp256k1.GeneratePrivateKey()
+	addr, _ := siwe.ChecksumAddress(siwe.AddressOf(key.PubKey()))
+	r := do(t, "GET", b.URL+"/v1/session/nonce", nil, nil)
+	if r.status != 200 {
+		t.Fatalf("nonce: %d %s", r.status, r.body)
+	}
+	nonce := r.json(t)["nonce"].(string)
+	u, _ := url.Parse(b.URL)
+	m := &siwe.Message{Domain: u.Host, Address: addr, URI: b.URL + "/v1/session", Version: "1", ChainID: 1, Nonce: nonce, IssuedAt: time.Now().Truncate(time.Second)}
+	text := m.String()
+	sig := siwe.Sign(key, []byte(text))
+	body, _ := json.Marshal(map[string]string{"message": text, "signature": "0x" + hex.EncodeToString(sig)})
+	r = do(t, "POST", b.URL+"/v1/session", nil, bytes.NewReader(body))
+	if r.status != 200 {
+		t.Fatalf("sign-in: %d %s", r.status, r.body)
+	}
+	j := r.json(t)
+	if j["wallet"] != strings.ToLower(addr) {
+		t.Fatalf("sign-in wallet %v", j["wallet"])
+	}
+	return j["session"].(string), strings.ToLower(addr)
+}
+
+func mint(t *testing.T, b *testbroker.Broker, auth string, body string) response {
+	t.Helper()
+	h := map[string]string{}
+	if auth != "" {
+		h["Authorization"] = auth
+	}
+	return do(t, "POST", b.URL+"/v1/mint-oidc-jwt", h, strings.NewReader(body))
+}
+
+func records(t *testing.T, b *testbroker.Broker) []audit.Record {
+	t.Helper()
+	rs, err := b.Audit.List(context.Background(), 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rs
+}
+
+func lastRecord(t *testing.T, b *testbroker.Broker) audit.Record {
+	t.Helper()
+	rs := records(t, b)
+	if len(rs) == 0 {
+		t.Fatal("no audit records")
+	}
+	return rs[len(rs)-1]
+}
+
+func TestPublicRoutes(t *testing.T) {
+	b := testbroker.Start(t, testbroker.Options{})
+	if r := do(t, "GET", b.URL+"/healthz", nil, nil); r.status != 200 || string(r.body) != "ok" {
+		t.Fatalf("healthz: %d %q", r.status, r.body)
+	}
+	r := do(t, "GET", b.URL+"/readyz", nil, nil)
+	if r.status != 200 || r.json(t)["status"] != "ready" {
+		t.Fatalf("readyz: %d %s", r.status, r.body)
+	}
+	r = do(t, "GET", b.URL+"/.well-known/openid-configuration", nil, nil)
+	d := r.json(t)
+	if r.status != 200 || d["issuer"] != b.URL || d["jwks_uri"] != b.URL+"/.well-known/jwks.json" ||
+		fmt.Sprint(d["id_token_signing_alg_values_supported"]) != "[ES256]" ||
+		!strings.Contains(fmt.Sprint(d["claims_supported"]), "https://aws.amazon.com/tags") {
+		t.Fatalf("discovery: %s", r.body)
+	}
+	r = do(t, "GET", b.URL+"/.well-known/jwks.json", nil, nil)
+	if r.status != 200 || r.header.Get("Cache-Control") != "public, max-age=300" || r.header.Get("ETag") == "" {
+		t.Fatalf("jwks: %d %v", r.status, r.header)
+	}
+	var set jwk.Set
+	if err := json.Unmarshal(r.body, &set); err != nil || len(set.Keys) != 1 {
+		t.Fatalf("jwks body: %s", r.body)
+	}
+	k := set.Keys[0]
+	if k.Kty != "EC" || k.Crv != "P-256" || k.Alg != "ES256" || k.Use != "sig" || k.Kid != k.Thumbprint() {
+		t.Fatalf("jwk: %+v", k)
+	}
+	if r2 := do(t, "GET", b.URL+"/.well-known/jwks.json", map[string]string{"If-None-Match": r.header.Get("ETag")}, nil); r2.status != 304 {
+		t.Fatalf("conditional jwks: %d", r2.status)
+	}
+	if r2 := do(t, "GET", b.URL+"/.well-known/jwks.json", map[string]string{"If-None-Match": `"other"`}, nil); r2.status != 200 {
+		t.Fatalf("jwks with a stale etag: %d", r2.status)
+	}
+	r = do(t, "GET", b.URL+"/nope", nil, nil)
+	if r.status != 404 || r.json(t)["error"] != "not_found" {
+		t.Fatalf("404: %d %s", r.status, r.body)
+	}
+}
+
+func TestMintAndAudit(t *testing.T) {
+	b := testbroker.Start(t, testbroker.Options{})
+	tok, wallet := signIn(t, b)
+	if rec := lastRecord(t, b); rec.Kind != "session" || rec.Outcome != "ok" || rec.Wallet != wallet || rec.BearerSHA256 != audit.HashBearer(tok) {
+		t.Fatalf("sign-in record: %+v", rec)
+	}
+	r := mint(t, b, "Bearer "+tok, "")
+	if r.status != 200 {
+		t.Fatalf("mint: %d %s", r.status, r.body)
+	}
+	j := r.json(t)
+	if j["wallet"] != wallet || j["jwt"] == nil || j["expiration"] == nil {
+		t.Fatalf("mint body: %s", r.body)
+	}
+	claims := claimsOf(t, j["jwt"].(string))
+	if claims["exp"].(float64) != j["expiration"].(float64) || claims["exp"].(float64)-claims["iat"].(float64) != 300 {
+		t.Fatalf("claims: %v", claims)
+	}
+	rec := lastRecord(t, b)
+	if rec.Kind != "oidc_jwt" || rec.Outcome != "ok" || rec.Wallet != wallet || rec.JTI != claims["jti"] ||
+		rec.Audience != "sts.amazonaws.com" || rec.TTLSeconds != 300 || rec.Kid == "" || rec.BearerSHA256 != audit.HashBearer(tok) {
+		t.Fatalf("mint record: %+v", rec)
+	}
+	// No record holds the bearer itself.
+	for _, rec := range records(t, b) {
+		if strings.Contains(fmt.Sprintf("%+v", rec), tok) {
+			t.Fatalf("a record holds the bearer: %+v", rec)
+		}
+	}
+
+	// A body with audience and TTL.
+	r = mint(t, b, "Bearer "+tok, `{"audience":"sts.amazonaws.com","ttl_seconds":3600}`)
+	if r.status != 200 {
+		t.Fatalf("mint with body: %d %s", r.status, r.body)
+	}
+	if c := claimsOf(t, r.json(t)["jwt"].(string)); c["exp"].(float64)-c["iat"].(float64) != 3600 {
+		t.Fatalf("ttl not applied: %v", c)
+	}
+	// The metrics saw the mints.
+	m := do(t, "GET", b.URL+"/metrics", nil, nil)
+	if !bytes.Contains(m.body, []byte(`agentkeys_mints_total{kind="oidc_jwt",outcome="ok"} 2`)) ||
+		!bytes.Contains(m.body, []byte("agentkeys_audit_write_duration_seconds")) ||
+		!bytes.Contains(m.body, []byte(`agentkeys_enclave_rpc_duration_seconds_count{op="mint_oidc",outcome="ok"} 2`)) {
+		t.Fatalf("metrics missing mint figures:\n%s", m.body)
+	}
+}
+
+func claimsOf(t *testing.T, jwt string) map[string]any {
+	t.Helper()
+	parts := strings.Split(jwt, ".")
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c map[string]any
+	json.Unmarshal(b, &c)
+	return c
+}
+
+// TestRefusalsAreAudited: every refused mint is answered with the right status
+// and kind, returns no JWT, and leaves one audit record with the outcome.
+func TestRefusalsAreAudited(t *testing.T) {
+	b := testbroker.Start(t, testbroker.Options{})
+	tok, wallet := signIn(t, b)
+	forged := strings.Split(tok, ".")
+	forged[2] = forged[2][:10] + "AAAA" + forged[2][14:]
+	tests := []struct {
+		name    string
+		auth    string
+		body    string
+		status  int
+		kind    string
+		outcome string
+		wallet  string
+		msg     string
+	}{
+		{"no header", "", "", 401, "unauthorized", "unauthorized", "unknown", "Bearer"},
+		{"basic auth", "Basic dXNlcjpwYXNz", "", 401, "unauthorized", "unauthorized", "unknown", "Bearer TOKEN"},
+		{"bearer without token", "Bearer", "", 401, "unauthorized", "unauthorized", "unknown", ""},
+		{"token with spaces", "Bearer a b", "", 401, "unauthorized", "unauthorized", "unknown", ""},
+		{"forged session", "Bearer " + strings.Join(forged, "."), "", 401, "unauthorized", "unauthorized", "unknown", "invalid session token"},
+		{"garbage token", "Bearer xyz", "", 401, "unauthorized", "unauthorized", "unknown", "invalid session token"},
+		{"ttl too short", "Bearer " + tok, `{"ttl_seconds":59}`, 400, "bad_request", "policy_refused", "unknown", "between 60 and 3600"},
+		{"ttl too long", "Bearer " + tok, `{"ttl_seconds":3601}`, 400, "bad_request", "policy_refused", "unknown", "between 60 and 3600"},
+		{"audience not allowed", "Bearer " + tok, `{"audience":"evil"}`, 400, "bad_request", "policy_refused", "unknown", "sts.amazonaws.com"},
+		{"bad json", "Bearer " + tok, `{"ttl_seconds":"x"}`, 400, "bad_request", "bad_request", "unknown", "not valid JSON"},
+		{"body too large", "Bearer " + tok, `{"audience":"` + strings.Repeat("a", 70<<10) + `"}`, 413, "payload_too_large", "bad_request", "unknown", "larger than"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(records(t, b))
+			r := mint(t, b, tt.auth, tt.body)
+			j := r.json(t)
+			if r.status != tt.status || j["error"] != tt.kind || !strings.Contains(fmt.Sprint(j["message"]), tt.msg) || j["jwt"] != nil {
+				t.Fatalf("got %d %s", r.status, r.body)
+			}
+			rs := records(t, b)
+			if len(rs) != before+1 {
+				t.Fatalf("%d new records, want 1", len(rs)-before)
+			}
+			rec := rs[len(rs)-1]
+			if rec.Kind != "oidc_jwt" || rec.Outcome != tt.outcome || rec.Wallet != tt.wallet {
+				t.Fatalf("record: %+v", rec)
+			}
+		})
+	}
+	// Bearer parsing: the scheme in any case, one or more spaces.
+	for _, auth := range []string{"bearer " + tok, "BEARER   " + tok, "BeArEr " + tok} {
+		if r := mint(t, b, auth, ""); r.status != 200 {
+			t.Errorf("%q: %d %s", auth[:10], r.status, r.body)
+		}
+	}
+	_ = wallet
+}
+
+func TestRevokedSessionIsRefused(t *testing.T) {
+	b := testbroker.Start(t, testbroker.Options{})
+	tok, wallet := signIn(t, b)
+	tok2, _ := signIn(t, b)
+	r := do(t, "POST", b.URL+"/v1/session/revoke", map[string]string{"Authorization": "Bearer " + tok}, nil)
+	if r.status != 200 || r.json(t)["revoked"] != true {
+		t.Fatalf("revoke: %d %s", r.status, r.body)
+	}
+	if rec := lastRecord(t, b); rec.Kind != "session_revoke" || rec.Outcome != "ok" || rec.Wallet != wallet {
+		t.Fatalf("revoke record: %+v", rec)
+	}
+	r = mint(t, b, "Bearer "+tok, "")
+	if r.status != 401 || !strings.Contains(string(r.body), "revoked") {
+		t.Fatalf("mint with a revoked session: %d %s", r.status, r.body)
+	}
+	if rec := lastRecord(t, b); rec.Outcome != "revoked" || rec.Kind != "oidc_jwt" {
+		t.Fatalf("record: %+v", rec)
+	}
+	// Another session of the same wallet is untouched.
+	if r := mint(t, b, "Bearer "+tok2, ""); r.status != 200 {
+		t.Fatalf("other session: %d", r.status)
+	}
+	// Revoking needs a valid session.
+	if r := do(t, "POST", b.URL+"/v1/session/revoke", map[string]string{"Authorization": "Bearer junk"}, nil); r.status != 401 {
+		t.Fatalf("revoke with junk: %d", r.status)
+	}
+	// If the revocation list cannot be read, nothing is minted.
+	b.Revocations.SetFailure(errors.New("disk gone"))
+	if r := mint(t, b, "Bearer "+tok2, ""); r.status != 500 || bytes.Contains(r.body, []byte("jwt")) {
+		t.Fatalf("mint with a failing revocation list: %d %s", r.status, r.body)
+	}
+}
+
+// TestAuditFailureReturnsNoJWT: if the audit store cannot write, the mint
+// answers 500 audit_error and no credential leaves the host.
+func TestAuditFailureReturnsNoJWT(t *testing.T) {
+	b := testbroker.Start(t, testbroker.Options{})
+	tok, _ := signIn(t, b)
+	before := len(records(t, b))
+	b.Memory.SetFailure(errors.New("disk full"))
+	for _, body := range []string{"", `{"ttl_seconds":1}`} {
+		r := mint(t, b, "Bearer "+tok, body)
+		j := r.json(t)
+		if r.status != 500 || j["error"] != "audit_error" || j["jwt"] != nil || bytes.Contains(r.body, []byte("eyJ")) {
+			t.Fatalf("mint with a failing audit store: %d %s", r.status, r.body)
+		}
+	}
+	r := do(t, "GET", b.URL+"/readyz", nil, nil)
+	if r.status != 503 || r.json(t)["audit"] != "failing" {
+		t.Fatalf("readyz with a failing audit store: %d %s", r.status, r.body)
+	}
+	b.Memory.SetFailure(nil)
+	if n := len(records(t, b)); n != before {
+		t.Fatalf("the failing store gained %d records", n-before)
+	}
+	if r := mint(t, b, "Bearer "+tok, ""); r.status != 200 {
+		t.Fatalf("after recovery: %d", r.status)
+	}
+}
+
+func TestEnclaveDownAndBack(t *testing.T) {
+	b := testbroker.Start(t, testbroker.Options{})
+	tok, _ := signIn(t, b)
+	b.StopEnclave()
+	b.WaitDisconnected()
+	r := mint(t, b, "Bearer "+tok, "")
+	if r.status != 503 || r.json(t)["error"] != "enclave_unavailable" {
+		t.Fatalf("mint with the enclave down: %d %s", r.status, r.body)
+	}
+	if rec := lastRecord(t, b); rec.Outcome != "enclave_error" {
+		t.Fatalf("record: %+v", rec)
+	}
+	if r := do(t, "GET", b.URL+"/v1/session/nonce", nil, nil); r.status != 503 {
+		t.Fatalf("nonce with the enclave down: %d", r.status)
+	}
+	r = do(t, "GET", b.URL+"/readyz", nil, nil)
+	if r.status != 503 || r.json(t)["enclave"] != "unreachable" || !strings.Contains(r.json(t)["message"].(string), "enclave") {
+		t.Fatalf("readyz: %d %s", r.status, r.body)
+	}
+	// JWKS and discovery are served from memory meanwhile.
+	if r := do(t, "GET", b.URL+"/.well-known/jwks.json", nil, nil); r.status != 200 {
+		t.Fatalf("jwks with the enclave down: %d", r.status)
+	}
+	b.StartEnclave()
+	b.WaitConnected()
+	if r := mint(t, b, "Bearer "+tok, ""); r.status != 200 {
+		t.Fatalf("after the enclave came back: %d %s", r.status, r.body)
+	}
+}
+
+func TestIssuerMismatchRefusesToServe(t *testing.T) {
+	b := testbroker.Start(t, testbroker.Options{})
+	info, _ := b.Enclave.Info()
+	info.Policy.Issuer = "https://other.example.com"
+	b.API.SetInfo(info)
+	for _, path := range []string{"/.well-known/openid-configuration", "/.well-known/jwks.json", "/readyz"} {
+		r := do(t, "GET", b.URL+path, nil, nil)
+		if r.status != 503 || !strings.Contains(string(r.body), "issuer") {
+			t.Errorf("%s: %d %s", path, r.status, r.body)
+		}
+	}
+}
+
+func TestSignInRefusals(t *testing.T) {
+	b := testbroker.Start(t, testbroker.Options{})
+	tests := []struct {
+		body   string
+		status int
+		msg    string
+	}{
+		{`{}`, 400, "signature"},
+		{`{"message":"x","signature":"0x1234"}`, 400, "130 hex"},
+		{`{"message":"","signature":"0x` + strings.Repeat("ab", 65) + `"}`, 400, "message is required"},
+		{`{"message":"hello","signature":"0x` + strings.Repeat("ab", 65) + `"}`, 401, "siwe"},
+		{`not json`, 400, "not valid JSON"},
+		{``, 400, "empty"},
+	}
+	for _, tt := range tests {
+		r := do(t, "POST", b.URL+"/v1/session", nil, strings.NewReader(tt.body))
+		if r.status != tt.status || !strings.Contains(string(r.body), tt.msg) {
+			t.Errorf("%s: %d %s", tt.body, r.status, r.body)
+		}
+		if rec := lastRecord(t, b); rec.Kind != "session" || rec.Outcome == "ok" {
+			t.Errorf("%s: record %+v", tt.body, rec)
+		}
+	}
+}
+
+func TestSessionBackendCompatibility(t *testing.T) {
+	const wallet = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/session/validate" {
+			http.NotFound(w, r)
+			return
+		}
+		switch r.Header.Get("Authorization") {
+		case "Bearer good-opaque":
+			fmt.Fprintf(w, `{"wallet":%q}`, wallet)
+		case "Bearer broken":
+			w.WriteHeader(500)
+		case "Bearer no-wallet":
+			fmt.Fprint(w, `{"wallet":"bob"}`)
+		default:
+			w.WriteHeader(401)
+		}
+	}))
+	defer backend.Close()
+
+	on := testbroker.Start(t, testbroker.Options{SessionBackend: backend.URL, Policy: func(p *policy.Policy) { p.AllowHostAssertedWallet = true }})
+	r := mint(t, on, "Bearer good-opaque", "")
+	if r.status != 200 || r.json(t)["wallet"] != strings.ToLower(wallet) {
+		t.Fatalf("backend session: %d %s", r.status, r.body)
+	}
+	if c := claimsOf(t, r.json(t)["jwt"].(string)); c["agentkeys_host_asserted_wallet"] != true {
+		t.Fatalf("JWT not marked: %v", c)
+	}
+	if rec := lastRecord(t, on); !rec.HostAssertedWallet || rec.Outcome != "ok" {
+		t.Fatalf("record not marked: %+v", rec)
+	}
+	for _, tt := range []struct {
+		auth   string
+		status int
+	}{{"Bearer unknown", 401}, {"Bearer broken", 502}, {"Bearer no-wallet", 502}} {
+		if r := mint(t, on, tt.auth, ""); r.status != tt.status || bytes.Contains(r.body, []byte(`"jwt"`)) {
+			t.Errorf("%s: %d %s", tt.auth, r.status, r.body)
+		}
+	}
+	// Enclave sessions keep working beside the backend.
+	tok, _ := signIn(t, on)
+	if r := mint(t, on, "Bearer "+tok, ""); r.status != 200 || claimsOf(t, r.json(t)["jwt"].(string))["agentkeys_host_asserted_wallet"] != nil {
+		t.Fatalf("enclave session in compatibility mode: %d %s", r.status, r.body)
+	}
+
+	// Without the enclave policy switch, the backend's word is not enough.
+	off := testbroker.Start(t, testbroker.Options{SessionBackend: backend.URL})
+	if r := mint(t, off, "Bearer good-opaque", ""); r.status != 401 || !strings.Contains(string(r.body), "does not allow") {
+		t.Fatalf("policy off: %d %s", r.status, r.body)
+	}
+}

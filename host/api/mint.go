@@ -1,0 +1,97 @@
+package api
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/agentkeys/broker/host/audit"
+	"github.com/agentkeys/broker/shared/protocol"
+)
+
+// errRevoked is the answer for a revoked session.
+var errRevoked = &httpError{status: http.StatusUnauthorized, kind: KindUnauthorized, message: "session was revoked; sign in again", outcome: audit.OutcomeRevoked}
+
+// mintJWT has the enclave mint a JWT for the holder of bearer tok, filling rec
+// with what is known as it goes. It checks revocation before asking the enclave
+// (with the unverified sid, to refuse early) and after (with the sid the
+// enclave verified, which is what counts). It writes no audit record: the
+// caller records the outcome, once, and releases nothing before that.
+func (a *API) mintJWT(ctx context.Context, tok, audience string, ttl int64, rec *audit.Record) (protocol.MintOIDCResponse, *httpError) {
+	var resp protocol.MintOIDCResponse
+	req := protocol.MintOIDCRequest{Audience: audience, TTLSeconds: ttl}
+	if req.TTLSeconds == 0 {
+		req.TTLSeconds = a.cfg.DefaultTTLSeconds
+	}
+	if a.cfg.SessionBackend != nil && !looksLikeJWT(tok) {
+		wallet, e := a.cfg.SessionBackend.Validate(ctx, tok)
+		if e != nil {
+			return resp, e
+		}
+		rec.Wallet, rec.HostAssertedWallet = wallet, true
+		req.HostAssertedWallet = wallet
+	} else {
+		if sid := sessionIDOf(tok); sid != "" {
+			if e := a.checkRevoked(ctx, sid); e != nil {
+				return resp, e
+			}
+		}
+		req.Token = tok
+	}
+	if err := a.call(ctx, protocol.OpMintOIDC, req, &resp); err != nil {
+		return resp, fromEnclave(err)
+	}
+	rec.Wallet, rec.HostAssertedWallet = resp.Wallet, resp.HostAssertedWallet
+	rec.Kid, rec.JTI, rec.Audience, rec.TTLSeconds = resp.Kid, resp.JTI, resp.Audience, resp.ExpiresAt-resp.IssuedAt
+	if resp.SessionID != "" {
+		if e := a.checkRevoked(ctx, resp.SessionID); e != nil {
+			return protocol.MintOIDCResponse{}, e
+		}
+	}
+	return resp, nil
+}
+
+func (a *API) checkRevoked(ctx context.Context, sid string) *httpError {
+	revoked, err := a.cfg.Revocations.IsRevoked(ctx, sid)
+	if err != nil {
+		a.log.Error("revocation check failed; refusing", "err", err)
+		return errorf(http.StatusInternalServerError, KindInternal, "could not check whether the session was revoked; try again")
+	}
+	if revoked {
+		return errRevoked
+	}
+	return nil
+}
+
+// mintOIDCJWT: POST /v1/mint-oidc-jwt, bearer = session, optional body
+// {"audience","ttl_seconds"} → {"jwt","wallet","expiration"}.
+func (a *API) mintOIDCJWT(w http.ResponseWriter, r *http.Request) {
+	rec := audit.Record{Kind: audit.KindOIDCJWT, Wallet: audit.WalletUnknown}
+	tok, e := bearer(r)
+	if e != nil {
+		a.refuse(w, r, rec, e)
+		return
+	}
+	rec.BearerSHA256 = audit.HashBearer(tok)
+	var body struct {
+		Audience   string `json:"audience"`
+		TTLSeconds int64  `json:"ttl_seconds"`
+	}
+	if e := readJSON(w, r, &body, true); e != nil {
+		a.refuse(w, r, rec, e)
+		return
+	}
+	rec.Audience, rec.TTLSeconds = body.Audience, body.TTLSeconds
+	resp, e := a.mintJWT(r.Context(), tok, body.Audience, body.TTLSeconds, &rec)
+	if e != nil {
+		a.refuse(w, r, rec, e)
+		return
+	}
+	rec.Outcome = audit.OutcomeOK
+	if err := a.record(r.Context(), rec); err != nil {
+		a.m.Mints.WithLabelValues(rec.Kind, "audit_error").Inc()
+		writeError(w, errAudit)
+		return
+	}
+	a.m.Mints.WithLabelValues(rec.Kind, audit.OutcomeOK).Inc()
+	writeJSON(w, http.StatusOK, map[string]any{"jwt": resp.JWT, "wallet": resp.Wallet, "expiration": resp.ExpiresAt})
+}

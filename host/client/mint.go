@@ -1,0 +1,69 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/agentkeys/broker/shared/siwe"
+)
+
+// JWT is a minted OIDC JWT, for the wallet of the session that asked for it.
+type JWT struct {
+	Token      string
+	Wallet     string
+	Expiration time.Time
+}
+
+// MintJWT asks the broker for an OIDC JWT (POST /v1/mint-oidc-jwt) with the
+// session token as bearer. An empty audience and a zero ttlSeconds leave them
+// to the broker's policy (by default sts.amazonaws.com and 300 s); a value
+// outside policy is refused with a 400 *Error whose message gives the bounds.
+func (c *Client) MintJWT(ctx context.Context, token string, audience string, ttlSeconds int64) (*JWT, error) {
+	if err := checkToken(token); err != nil {
+		return nil, err
+	}
+	body := struct {
+		Audience   string `json:"audience,omitempty"`
+		TTLSeconds int64  `json:"ttl_seconds,omitempty"`
+	}{audience, ttlSeconds}
+	var v struct {
+		JWT        string `json:"jwt"`
+		Wallet     string `json:"wallet"`
+		Expiration int64  `json:"expiration"`
+	}
+	if err := c.do(ctx, http.MethodPost, "/v1/mint-oidc-jwt", token, body, &v); err != nil {
+		return nil, err
+	}
+	if !isCompactJWS(v.JWT) {
+		return nil, errors.New("the broker's answer holds no well-formed JWT")
+	}
+	if siwe.ValidateAddress(v.Wallet) != nil {
+		return nil, errors.New("the broker's answer holds no well-formed wallet")
+	}
+	return &JWT{Token: v.JWT, Wallet: v.Wallet, Expiration: time.Unix(v.Expiration, 0)}, nil
+}
+
+// isCompactJWS reports whether s looks like a JWS in compact form: three
+// non-empty base64url segments. The CLI prints the JWT, so nothing else (no
+// terminal escape, no newline) may come through.
+func isCompactJWS(s string) bool {
+	parts := strings.Split(s, ".")
+	if len(parts) != 3 {
+		return false
+	}
+	for _, p := range parts {
+		if p == "" {
+			return false
+		}
+		for i := 0; i < len(p); i++ {
+			c := p[i]
+			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/agentkeys/broker/shared/policy"
+)
+
+// config is every option of the host. Each flag has an environment variable;
+// the Rust broker's names are kept where they exist. A flag given on the
+// command line wins over its variable.
+type config struct {
+	Issuer         string
+	Port           int
+	Enclave        string
+	StateDir       string
+	AuditDB        string
+	JWTTTL         int64
+	ShutdownGrace  time.Duration
+	TLSDomain      string
+	ACMECA         string
+	ACMEEmail      string
+	ACMECARoot     string
+	HTTPSPort      int
+	HTTPPort       int
+	BehindProxy    bool
+	SessionBackend string
+	LogLevel       string
+	ListenAddr     string // derived: where the plain-HTTP API listens
+}
+
+func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
+	c := &config{}
+	var port, ttl, grace, httpsPort, httpPort string
+	var behind string
+	fs := flag.NewFlagSet("agentkeys-host", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	flags := []struct {
+		name, env, def, usage string
+		p                     *string
+	}{
+		{"issuer", "BROKER_OIDC_ISSUER", "", "OIDC issuer URL; must equal the enclave policy's issuer (default http://127.0.0.1:PORT)", &c.Issuer},
+		{"port", "BROKER_PORT", "8091", "port of the HTTP API when not serving TLS itself", &port},
+		{"enclave", "BROKER_ENCLAVE", "vsock:16:5005", "enclave address: vsock:CID:PORT, unix:PATH or tcp:127.0.0.1:PORT", &c.Enclave},
+		{"state-dir", "BROKER_STATE_DIR", "/var/lib/agentkeys-host", "directory for the audit log, revocations and ACME certificates", &c.StateDir},
+		{"audit-db", "BROKER_AUDIT_DB_PATH", "", "SQLite audit log path (default STATE_DIR/audit.db)", &c.AuditDB},
+		{"jwt-ttl", "BROKER_OIDC_JWT_TTL_SECONDS", "0", "JWT TTL in seconds when a caller gives none (0: the enclave policy's default)", &ttl},
+		{"shutdown-grace", "BROKER_SHUTDOWN_GRACE_SECONDS", "10", "seconds to drain in-flight requests on shutdown", &grace},
+		{"tls-domain", "BROKER_TLS_DOMAIN", "", "serve HTTPS for this DNS name with an ACME certificate (ports 443 and 80)", &c.TLSDomain},
+		{"acme-ca", "BROKER_ACME_CA", "", "ACME directory URL (default Let's Encrypt production)", &c.ACMECA},
+		{"acme-email", "BROKER_ACME_EMAIL", "", "ACME account email", &c.ACMEEmail},
+		{"acme-ca-root", "BROKER_ACME_CA_ROOT", "", "PEM file of roots to trust for the ACME server's own TLS (private CAs, tests)", &c.ACMECARoot},
+		{"https-port", "BROKER_HTTPS_PORT", "443", "HTTPS port with --tls-domain", &httpsPort},
+		{"http-port", "BROKER_HTTP_PORT", "80", "HTTP port (ACME challenges and redirects) with --tls-domain", &httpPort},
+		{"behind-proxy", "BROKER_BEHIND_PROXY", "false", "TLS is terminated by a reverse proxy: listen on all interfaces", &behind},
+		{"session-backend", "BROKER_SESSION_BACKEND", "", "compatibility: validate opaque bearers with this AgentKeys backend (needs allow_host_asserted_wallet in the enclave policy)", &c.SessionBackend},
+		{"log-level", "BROKER_LOG_LEVEL", "info", "log level: debug, info, warn or error", &c.LogLevel},
+	}
+	envOf := map[string]string{}
+	for _, f := range flags {
+		envOf[f.name] = f.env
+		def := f.def
+		if v := getenv(f.env); v != "" {
+			def = v
+		}
+		fs.StringVar(f.p, f.name, def, f.usage+" ["+f.env+"]")
+	}
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: agentkeys-host [flags]\n\nThe AgentKeys host: OIDC issuer and credential broker in front of an agentkeys-enclave.\nEvery flag can also be set by the environment variable named in brackets.\n\nFlags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	bad := func(name, val, want string) error {
+		return fmt.Errorf("invalid --%s (%s) %q: %s", name, envOf[name], val, want)
+	}
+	var err error
+	if c.Port, err = parsePort(port); err != nil {
+		return nil, bad("port", port, "want a port number 1-65535")
+	}
+	if c.HTTPSPort, err = parsePort(httpsPort); err != nil {
+		return nil, bad("https-port", httpsPort, "want a port number 1-65535")
+	}
+	if c.HTTPPort, err = parsePort(httpPort); err != nil {
+		return nil, bad("http-port", httpPort, "want a port number 1-65535")
+	}
+	if c.JWTTTL, err = strconv.ParseInt(ttl, 10, 64); err != nil || (c.JWTTTL != 0 && (c.JWTTTL < policy.HardMinJWTTTL || c.JWTTTL > policy.HardMaxJWTTTL)) {
+		return nil, bad("jwt-ttl", ttl, fmt.Sprintf("want 0 or seconds in [%d, %d]", policy.HardMinJWTTTL, policy.HardMaxJWTTTL))
+	}
+	g, err := strconv.ParseInt(grace, 10, 64)
+	if err != nil || g < 0 || g > 3600 {
+		return nil, bad("shutdown-grace", grace, "want seconds in [0, 3600]")
+	}
+	c.ShutdownGrace = time.Duration(g) * time.Second
+	if c.BehindProxy, err = strconv.ParseBool(behind); err != nil {
+		return nil, bad("behind-proxy", behind, "want true or false")
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return nil, bad("log-level", c.LogLevel, "want debug, info, warn or error")
+	}
+	if c.StateDir == "" {
+		return nil, bad("state-dir", "", "want a directory")
+	}
+	if c.AuditDB == "" {
+		c.AuditDB = filepath.Join(c.StateDir, "audit.db")
+	}
+	if c.Issuer == "" {
+		c.Issuer = fmt.Sprintf("http://127.0.0.1:%d", c.Port)
+	}
+	iss, err := policy.NormalizeIssuer(c.Issuer)
+	if err != nil {
+		return nil, bad("issuer", c.Issuer, err.Error())
+	}
+	c.Issuer = iss
+	u, _ := url.Parse(iss)
+	switch {
+	case c.TLSDomain != "":
+		if c.BehindProxy {
+			return nil, errors.New("--tls-domain and --behind-proxy exclude each other: either this host terminates TLS or a proxy does")
+		}
+		if u.Scheme != "https" || u.Hostname() != strings.ToLower(c.TLSDomain) {
+			return nil, bad("issuer", iss, fmt.Sprintf("with --tls-domain %s the issuer must be https://%s", c.TLSDomain, c.TLSDomain))
+		}
+	case c.BehindProxy:
+		c.ListenAddr = fmt.Sprintf(":%d", c.Port)
+	default:
+		if u.Scheme == "https" {
+			return nil, bad("issuer", iss, "an https issuer needs --tls-domain (this host serves TLS) or --behind-proxy (a proxy does)")
+		}
+		// Plain HTTP without a proxy: loopback only.
+		c.ListenAddr = fmt.Sprintf("127.0.0.1:%d", c.Port)
+	}
+	if c.ACMECARoot != "" {
+		if _, err := os.Stat(c.ACMECARoot); err != nil {
+			return nil, bad("acme-ca-root", c.ACMECARoot, err.Error())
+		}
+	}
+	return c, nil
+}
+
+func parsePort(s string) (int, error) {
+	p, err := strconv.Atoi(s)
+	if err != nil || p < 1 || p > 65535 {
+		return 0, errors.New("bad port")
+	}
+	return p, nil
+}

@@ -1,0 +1,195 @@
+// Command agentkeys-host is the AgentKeys host: it serves the OIDC discovery
+// document and JWKS, sign-in and sessions, and credential minting over HTTPS,
+// carrying every identity decision to an agentkeys-enclave over the enclave
+// protocol, and writing a fail-closed audit log. It holds no private key.
+//
+// Run it with -h for every flag; each has an environment variable (BROKER_*).
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/agentkeys/broker/host/api"
+	"github.com/agentkeys/broker/host/audit"
+	"github.com/agentkeys/broker/host/enclaveclient"
+	"github.com/agentkeys/broker/host/metrics"
+	"github.com/agentkeys/broker/host/revocation"
+	"github.com/agentkeys/broker/host/tlsacme"
+	"github.com/agentkeys/broker/shared/protocol"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stderr))
+}
+
+func run(args []string, getenv func(string) string, stderr io.Writer) int {
+	cfg, err := parseConfig(args, getenv, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintf(stderr, "agentkeys-host: %v\n", err)
+		return 2
+	}
+	var level slog.Level
+	level.UnmarshalText([]byte(cfg.LogLevel))
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if err := serve(ctx, cfg, log); err != nil {
+		fmt.Fprintf(stderr, "agentkeys-host: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return fmt.Errorf("failed to create the state dir: %w", err)
+	}
+	store, err := audit.OpenSQLite(cfg.AuditDB)
+	if err != nil {
+		return fmt.Errorf("failed to open the audit log: %w", err)
+	}
+	defer store.Close()
+	revs, err := revocation.OpenSQLite(filepath.Join(cfg.StateDir, "sessions.db"))
+	if err != nil {
+		return err
+	}
+	defer revs.Close()
+
+	dial, err := protocol.Dialer(cfg.Enclave)
+	if err != nil {
+		return err
+	}
+	// The enclave client may connect before the API exists; whoever comes
+	// second publishes the newest Info (always read back from the client, so
+	// an older Info can never overwrite a newer one).
+	var published atomic.Pointer[api.API]
+	var enc *enclaveclient.Client
+	enc = enclaveclient.New(enclaveclient.Config{Dial: dial, Logger: log, OnInfo: func(protocol.InfoResponse) {
+		if a := published.Load(); a != nil {
+			if info, ok := enc.Info(); ok {
+				a.SetInfo(info)
+			}
+		}
+	}})
+	defer enc.Close()
+
+	apiCfg := api.Config{Issuer: cfg.Issuer, Enclave: enc, Audit: store, Revocations: revs,
+		Metrics: metrics.New(enc.Connected), Logger: log, DefaultTTLSeconds: cfg.JWTTTL}
+	if cfg.SessionBackend != "" {
+		if apiCfg.SessionBackend, err = api.NewSessionBackend(cfg.SessionBackend); err != nil {
+			return fmt.Errorf("invalid --session-backend (BROKER_SESSION_BACKEND): %w", err)
+		}
+		log.Warn("compatibility mode: opaque bearers are validated by the session backend; the enclave must allow host-asserted wallets", "backend", cfg.SessionBackend)
+	}
+	a, err := api.New(apiCfg)
+	if err != nil {
+		return err
+	}
+	published.Store(a)
+	if info, ok := enc.Info(); ok {
+		a.SetInfo(info)
+	}
+
+	var servers []*http.Server
+	errc := make(chan error, 3)
+	start := func(srv *http.Server, l net.Listener) {
+		servers = append(servers, srv)
+		go func() {
+			if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+	}
+	newServer := func(h http.Handler) *http.Server {
+		return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+			WriteTimeout: 60 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 64 << 10,
+			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	}
+
+	if cfg.TLSDomain != "" {
+		tcfg := tlsacme.Config{Domain: cfg.TLSDomain, CA: cfg.ACMECA, Email: cfg.ACMEEmail,
+			StorageDir: filepath.Join(cfg.StateDir, "acme"), HTTPPort: cfg.HTTPPort, TLSPort: cfg.HTTPSPort, Logger: log}
+		if cfg.ACMECARoot != "" {
+			pem, err := os.ReadFile(cfg.ACMECARoot)
+			if err != nil {
+				return fmt.Errorf("invalid --acme-ca-root: %w", err)
+			}
+			tcfg.CARoots = x509.NewCertPool()
+			if !tcfg.CARoots.AppendCertsFromPEM(pem) {
+				return fmt.Errorf("invalid --acme-ca-root: no PEM certificate in %s", cfg.ACMECARoot)
+			}
+		}
+		m, err := tlsacme.New(tcfg)
+		if err != nil {
+			return err
+		}
+		defer m.Close()
+		// Listen before obtaining: the CA connects back to these ports.
+		hl, err := net.Listen("tcp", fmt.Sprintf(":%d", cfg.HTTPPort))
+		if err != nil {
+			return fmt.Errorf("failed to listen on the HTTP port: %w", err)
+		}
+		tl, err := net.Listen("tcp", fmt.Sprintf(":%d", cfg.HTTPSPort))
+		if err != nil {
+			hl.Close()
+			return fmt.Errorf("failed to listen on the HTTPS port: %w", err)
+		}
+		start(newServer(m.HTTPHandler(nil)), hl)
+		start(newServer(a), tls.NewListener(tl, m.TLSConfig()))
+		log.Info("obtaining a certificate", "domain", cfg.TLSDomain, "ca", cfg.ACMECA)
+		octx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+		err = m.Obtain(octx)
+		cancel()
+		if err != nil {
+			shutdown(servers, 0)
+			return err
+		}
+		log.Info("serving HTTPS", "issuer", cfg.Issuer, "https_port", cfg.HTTPSPort, "http_port", cfg.HTTPPort)
+	} else {
+		l, err := net.Listen("tcp", cfg.ListenAddr)
+		if err != nil {
+			return fmt.Errorf("failed to listen on %s: %w", cfg.ListenAddr, err)
+		}
+		start(newServer(a), l)
+		log.Info("serving HTTP", "addr", l.Addr().String(), "issuer", cfg.Issuer, "behind_proxy", cfg.BehindProxy, "enclave", cfg.Enclave)
+	}
+
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		shutdown(servers, cfg.ShutdownGrace)
+		return err
+	}
+	log.Info("shutting down; draining in-flight requests", "grace", cfg.ShutdownGrace.String())
+	shutdown(servers, cfg.ShutdownGrace)
+	log.Info("stopped")
+	return nil
+}
+
+func shutdown(servers []*http.Server, grace time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	for _, s := range servers {
+		if err := s.Shutdown(ctx); err != nil {
+			s.Close()
+		}
+	}
+}

@@ -1,0 +1,281 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/decred/dcrd/dcrec/secp256k1/v4"
+
+	"github.com/agentkeys/broker/host/client"
+)
+
+const hintLogin = "run: agentkeys login"
+
+// print writes v as one JSON object with --json, and text otherwise.
+func (c *cli) print(v any, text string) int {
+	var err error
+	if c.json {
+		err = json.NewEncoder(c.stdout).Encode(v)
+	} else if text != "" {
+		_, err = fmt.Fprintln(c.stdout, text)
+	}
+	if err != nil {
+		return c.fail(fmt.Errorf("failed to write the output: %w", err), "")
+	}
+	return 0
+}
+
+func (c *cli) walletNew() int {
+	path, err := c.walletPath()
+	if err != nil {
+		return c.fail(err, "")
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return c.fail(fmt.Errorf("failed to create the wallet's directory: %w", err), "")
+	}
+	address, err := client.NewWalletFile(path)
+	if errors.Is(err, fs.ErrExist) {
+		return c.fail(fmt.Errorf("a wallet file already exists at %s; refusing to overwrite it", path),
+			"to print its address, run: agentkeys wallet address; to make another wallet, pass --wallet with a new file name")
+	}
+	if err != nil {
+		return c.fail(err, "")
+	}
+	return c.print(struct {
+		Address string `json:"address"`
+	}{address}, address)
+}
+
+func (c *cli) walletAddress() int {
+	key, address, code := c.loadWallet()
+	if key == nil {
+		return code
+	}
+	key.Zero()
+	return c.print(struct {
+		Address string `json:"address"`
+	}{address}, address)
+}
+
+// loadWallet loads the wallet key, or reports why not (key is then nil).
+func (c *cli) loadWallet() (key *secp256k1.PrivateKey, address string, code int) {
+	path, err := c.walletPath()
+	if err != nil {
+		return nil, "", c.fail(err, "")
+	}
+	key, address, err = client.LoadWalletFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, "", c.fail(fmt.Errorf("no wallet file at %s", path), "run: agentkeys wallet new")
+	}
+	if err != nil {
+		return nil, "", c.fail(err, "")
+	}
+	return key, address, 0
+}
+
+// newClient makes the broker client, or reports why not (the client is then nil).
+func (c *cli) newClient() (*client.Client, int) {
+	cl, err := client.New(c.broker)
+	if err != nil {
+		return nil, c.fail(err, "set --broker or AGENTKEYS_BROKER to the broker's URL")
+	}
+	cl.UserAgent = "agentkeys-cli"
+	return cl, 0
+}
+
+func (c *cli) login(ctx context.Context) int {
+	key, _, code := c.loadWallet()
+	if key == nil {
+		return code
+	}
+	defer key.Zero()
+	path, err := c.sessionPath()
+	if err != nil {
+		return c.fail(err, "")
+	}
+	cl, code := c.newClient()
+	if cl == nil {
+		return code
+	}
+	s, err := cl.SignIn(ctx, key, client.SignInOptions{})
+	if err != nil {
+		var e *client.Error
+		if errors.As(err, &e) && e.Status == http.StatusUnauthorized {
+			return c.fail(err, "check that --broker is the broker's public URL (its OIDC issuer) and that this machine's clock is right")
+		}
+		return c.brokerError(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return c.fail(fmt.Errorf("failed to create the session's directory: %w", err), "")
+	}
+	if err := client.SaveSession(path, s); err != nil {
+		return c.fail(err, "")
+	}
+	return c.print(struct {
+		Wallet     string `json:"wallet"`
+		Expiration int64  `json:"expiration"`
+	}{s.Wallet, s.Expiration.Unix()},
+		fmt.Sprintf("signed in as %s until %s", s.Wallet, s.Expiration.UTC().Format(time.RFC3339)))
+}
+
+// loadSession loads an unexpired session, or reports why not (the session is
+// then nil).
+func (c *cli) loadSession() (*client.Session, int) {
+	path, err := c.sessionPath()
+	if err != nil {
+		return nil, c.fail(err, "")
+	}
+	s, err := client.LoadSession(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, c.fail(fmt.Errorf("not signed in: no session file at %s", path), hintLogin)
+	}
+	if err != nil {
+		return nil, c.fail(err, "")
+	}
+	if !time.Now().Before(s.Expiration) {
+		return nil, c.fail(fmt.Errorf("the session in %s expired at %s", path, s.Expiration.UTC().Format(time.RFC3339)), hintLogin)
+	}
+	return s, 0
+}
+
+type jwtOptions struct {
+	audience string
+	ttl      int64
+	out      string
+}
+
+func (c *cli) jwt(ctx context.Context, o jwtOptions) int {
+	s, code := c.loadSession()
+	if s == nil {
+		return code
+	}
+	cl, code := c.newClient()
+	if cl == nil {
+		return code
+	}
+	j, err := cl.MintJWT(ctx, s.Token, o.audience, o.ttl)
+	if err != nil {
+		return c.brokerError(err)
+	}
+	if o.out == "" {
+		return c.print(struct {
+			JWT        string `json:"jwt"`
+			Wallet     string `json:"wallet"`
+			Expiration int64  `json:"expiration"`
+		}{j.Token, j.Wallet, j.Expiration.Unix()}, j.Token)
+	}
+	// No trailing newline: the AWS SDKs use the file's bytes as the token.
+	if err := writeFileAtomic(o.out, []byte(j.Token), 0o600); err != nil {
+		return c.fail(fmt.Errorf("failed to write the JWT to %s: %w", o.out, err), "")
+	}
+	return c.print(struct {
+		Wallet     string `json:"wallet"`
+		Expiration int64  `json:"expiration"`
+		Out        string `json:"out"`
+	}{j.Wallet, j.Expiration.Unix(), o.out}, "")
+}
+
+func (c *cli) logout(ctx context.Context) int {
+	path, err := c.sessionPath()
+	if err != nil {
+		return c.fail(err, "")
+	}
+	type result struct {
+		Revoked bool   `json:"revoked"`
+		Wallet  string `json:"wallet,omitempty"`
+	}
+	s, err := client.LoadSession(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return c.print(result{}, "not signed in")
+	}
+	if err != nil {
+		return c.fail(err, "")
+	}
+	text := "signed out: revoked the session of " + s.Wallet
+	revoked := true
+	if !time.Now().Before(s.Expiration) {
+		// Nothing to revoke: the broker refuses it already.
+		text, revoked = "signed out: the session had expired", false
+	} else {
+		cl, code := c.newClient()
+		if cl == nil {
+			return code
+		}
+		err := cl.Revoke(ctx, s.Token)
+		var e *client.Error
+		switch {
+		case errors.As(err, &e) && e.Status == http.StatusUnauthorized:
+			// Expired, revoked or never valid: the broker refuses it already.
+			text, revoked = "signed out: the broker no longer accepted the session", false
+		case err != nil:
+			// Keep the file, so that the revocation can be retried.
+			return c.brokerError(err)
+		}
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return c.fail(fmt.Errorf("failed to delete the session file: %w", err), "")
+	}
+	return c.print(result{revoked, s.Wallet}, text)
+}
+
+// brokerError reports a failed call to the broker, with a hint where the user
+// can act.
+func (c *cli) brokerError(err error) int {
+	var e *client.Error
+	if errors.As(err, &e) {
+		switch {
+		case e.Status == http.StatusUnauthorized:
+			return c.fail(err, hintLogin)
+		case e.Status == http.StatusNotFound || e.Status >= 300 && e.Status < 400:
+			// The broker answers every route it documents: the URL is wrong.
+			return c.fail(err, fmt.Sprintf("is %s the broker? check --broker or AGENTKEYS_BROKER", c.broker))
+		}
+		return c.fail(err, "")
+	}
+	if errors.Is(err, context.Canceled) {
+		return c.fail(errors.New("interrupted"), "")
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return c.fail(err, fmt.Sprintf("is the broker running at %s? check --broker or AGENTKEYS_BROKER", c.broker))
+	}
+	return c.fail(err, "")
+}
+
+// writeFileAtomic writes data to a temporary file in path's directory, with
+// mode perm from the start, syncs it and renames it over path: a reader such
+// as an AWS SDK sees the old token or the new one, never a part.
+func writeFileAtomic(path string, data []byte, perm fs.FileMode) (err error) {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if err := f.Chmod(perm); err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}

@@ -1,0 +1,149 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/agentkeys/broker/host/client"
+	"github.com/agentkeys/broker/internal/testbroker"
+	"github.com/agentkeys/broker/shared/jwk"
+)
+
+func TestMain(m *testing.M) {
+	testscript.Main(m, map[string]func(){
+		"agentkeys": func() { os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr)) },
+	})
+}
+
+// TestScript runs the scripts in testdata/script, each against its own
+// in-process broker (real enclave service, real host API), with
+// AGENTKEYS_BROKER set to it, BROKER_LOCALHOST to the same server named
+// localhost (not the issuer), HOME to $WORK and UNREACHABLE to a loopback URL
+// where nothing listens.
+func TestScript(t *testing.T) {
+	testscript.Run(t, testscript.Params{
+		Dir:                 "testdata/script",
+		RequireExplicitExec: true,
+		Setup: func(env *testscript.Env) error {
+			tb, ok := env.T().(testing.TB)
+			if !ok {
+				return errors.New("testscript did not pass a testing.TB")
+			}
+			b := testbroker.Start(tb, testbroker.Options{})
+			env.Setenv("AGENTKEYS_BROKER", b.URL)
+			env.Setenv("BROKER_LOCALHOST", strings.Replace(b.URL, "127.0.0.1", "localhost", 1))
+			env.Setenv("HOME", env.WorkDir)
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				return err
+			}
+			env.Setenv("UNREACHABLE", "http://"+l.Addr().String())
+			return l.Close()
+		},
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			"exitcode":  cmdExitCode,
+			"filemode":  cmdFileMode,
+			"jwtverify": cmdJWTVerify,
+		},
+	})
+}
+
+// exitcode N COMMAND [ARGS...] runs a command like exec and checks that it
+// exits with status N.
+func cmdExitCode(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 2 {
+		ts.Fatalf("usage: exitcode N COMMAND [ARGS...]")
+	}
+	want, err := strconv.Atoi(args[0])
+	ts.Check(err)
+	got := 0
+	if err := ts.Exec(args[1], args[2:]...); err != nil {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			ts.Fatalf("%v", err)
+		}
+		got = ee.ExitCode()
+	}
+	if got != want {
+		ts.Fatalf("exit status %d, want %d", got, want)
+	}
+}
+
+// filemode PERM FILE checks a file's permission bits (octal). It checks
+// nothing on Windows.
+func cmdFileMode(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 2 {
+		ts.Fatalf("usage: filemode PERM FILE")
+	}
+	want, err := strconv.ParseUint(args[0], 8, 32)
+	ts.Check(err)
+	fi, err := os.Stat(ts.MkAbs(args[1]))
+	ts.Check(err)
+	if runtime.GOOS == "windows" {
+		return
+	}
+	if got := fi.Mode().Perm(); (uint64(got) == want) == neg {
+		ts.Fatalf("%s has mode %04o", args[1], got)
+	}
+}
+
+// jwtverify JWTFILE WALLETFILE checks the JWT in JWTFILE (or "stdout") against
+// the broker's JWKS: ES256, iss the broker, aud sts.amazonaws.com, sub and
+// agentkeys_user_wallet the wallet of WALLETFILE. It prints the claims as JSON
+// and then "ttl SECONDS" (exp - iat), for stdout to match.
+func cmdJWTVerify(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: jwtverify JWTFILE|stdout WALLETFILE")
+	}
+	tok := strings.TrimSuffix(ts.ReadFile(args[0]), "\n")
+	_, address, err := client.LoadWalletFile(ts.MkAbs(args[1]))
+	ts.Check(err)
+	wallet := strings.ToLower(address)
+	broker := ts.Getenv("AGENTKEYS_BROKER")
+
+	resp, err := http.Get(broker + "/.well-known/jwks.json")
+	ts.Check(err)
+	defer resp.Body.Close()
+	var set jwk.Set
+	ts.Check(json.NewDecoder(resp.Body).Decode(&set))
+
+	claims := jwt.MapClaims{}
+	_, err = jwt.ParseWithClaims(tok, claims, func(t *jwt.Token) (any, error) {
+		for _, k := range set.Keys {
+			if k.Kid == t.Header["kid"] {
+				return k.PublicKey()
+			}
+		}
+		return nil, errors.New("kid not in the JWKS")
+	}, jwt.WithValidMethods([]string{"ES256"}), jwt.WithIssuer(broker),
+		jwt.WithAudience("sts.amazonaws.com"), jwt.WithExpirationRequired(), jwt.WithIssuedAt())
+	if err != nil {
+		ts.Fatalf("the JWT does not verify: %v", err)
+	}
+	if sub, _ := claims.GetSubject(); sub != "agentkeys:agent:"+wallet {
+		ts.Fatalf("sub is %q, want %q", sub, "agentkeys:agent:"+wallet)
+	}
+	if claims["agentkeys_user_wallet"] != wallet {
+		ts.Fatalf("agentkeys_user_wallet is %v, want %q", claims["agentkeys_user_wallet"], wallet)
+	}
+	exp, _ := claims.GetExpirationTime()
+	iat, _ := claims.GetIssuedAt()
+	if iat == nil {
+		ts.Fatalf("no iat")
+	}
+	out, err := json.Marshal(claims)
+	ts.Check(err)
+	fmt.Fprintf(ts.Stdout(), "%s\nttl %d\n", out, exp.Unix()-iat.Unix())
+}

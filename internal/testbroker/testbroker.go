@@ -1,0 +1,195 @@
+// Package testbroker runs a whole broker in-process for tests: a simulated
+// enclave (the real enclave service) behind the real protocol on a unix socket,
+// and the real host API on an httptest server on loopback. Nothing is mocked;
+// only the processes are folded into one.
+//
+// Tests that must exercise the binaries themselves build and start them (see
+// the e2e tests); everything else uses this for speed.
+package testbroker
+
+import (
+	"context"
+	"crypto/rand"
+	"net/http/httptest"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/agentkeys/broker/enclave/attester"
+	"github.com/agentkeys/broker/enclave/service"
+	"github.com/agentkeys/broker/host/api"
+	"github.com/agentkeys/broker/host/audit"
+	"github.com/agentkeys/broker/host/enclaveclient"
+	"github.com/agentkeys/broker/host/metrics"
+	"github.com/agentkeys/broker/host/revocation"
+	"github.com/agentkeys/broker/shared/policy"
+	"github.com/agentkeys/broker/shared/protocol"
+)
+
+// Options adjust the broker.
+type Options struct {
+	// Policy adjusts the enclave policy (its issuer is set to the server URL).
+	Policy func(*policy.Policy)
+	// Audit replaces the default in-memory audit store.
+	Audit audit.Store
+	// SessionBackend is the compatibility backend URL, if any.
+	SessionBackend string
+	// DefaultTTLSeconds is passed to the API.
+	DefaultTTLSeconds int64
+}
+
+// Broker is a running in-process broker.
+type Broker struct {
+	URL         string // the issuer, http://127.0.0.1:PORT
+	Audit       audit.Store
+	Memory      *audit.Memory // the default store (nil if Options.Audit was given)
+	Revocations *revocation.Memory
+	API         *api.API
+	Enclave     *enclaveclient.Client
+	Metrics     *metrics.Metrics
+	Attester    *attester.Simulated
+
+	t        testing.TB
+	addr     string
+	pol      policy.Policy
+	seed     []byte
+	stateDir string
+
+	mu  sync.Mutex
+	srv *protocol.Server
+}
+
+// Start starts a broker and stops it when the test ends.
+func Start(t testing.TB, opts Options) *Broker {
+	t.Helper()
+	hs := httptest.NewUnstartedServer(nil)
+	issuer := "http://" + hs.Listener.Addr().String()
+	pol := policy.Default(issuer)
+	if opts.Policy != nil {
+		opts.Policy(&pol)
+	}
+	if err := pol.Normalize(); err != nil {
+		t.Fatal(err)
+	}
+	b := &Broker{t: t, URL: issuer, pol: pol, addr: "unix:" + filepath.Join(t.TempDir(), "enclave.sock"), stateDir: t.TempDir()}
+	b.seed = make([]byte, 32)
+	rand.Read(b.seed)
+	b.StartEnclave()
+
+	dial, err := protocol.Dialer(b.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var apiRef *api.API
+	var apiMu sync.Mutex
+	b.Enclave = enclaveclient.New(enclaveclient.Config{
+		Dial: dial, FailFast: 200 * time.Millisecond, MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
+		OnInfo: func(info protocol.InfoResponse) {
+			apiMu.Lock()
+			defer apiMu.Unlock()
+			if apiRef != nil {
+				apiRef.SetInfo(info)
+			}
+		},
+	})
+	b.Audit = opts.Audit
+	if b.Audit == nil {
+		b.Memory = audit.NewMemory()
+		b.Audit = b.Memory
+	}
+	b.Revocations = revocation.NewMemory()
+	b.Metrics = metrics.New(b.Enclave.Connected)
+	cfg := api.Config{Issuer: issuer, Enclave: b.Enclave, Audit: b.Audit, Revocations: b.Revocations,
+		Metrics: b.Metrics, DefaultTTLSeconds: opts.DefaultTTLSeconds}
+	if opts.SessionBackend != "" {
+		cfg.SessionBackend, err = api.NewSessionBackend(opts.SessionBackend)
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, err := api.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	apiMu.Lock()
+	apiRef = a
+	apiMu.Unlock()
+	b.API = a
+	b.WaitConnected()
+	if info, ok := b.Enclave.Info(); ok {
+		a.SetInfo(info)
+	}
+	hs.Config.Handler = a
+	hs.Start()
+	t.Cleanup(func() {
+		hs.Close()
+		b.Enclave.Close()
+		b.StopEnclave()
+	})
+	return b
+}
+
+// StartEnclave starts (or restarts) the simulated enclave on the same socket,
+// from the same seed and state: the same keys, fresh nonces.
+func (b *Broker) StartEnclave() {
+	b.t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.srv != nil {
+		return
+	}
+	att, err := attester.NewSimulated(attester.SimulatedOptions{StateDir: b.stateDir, AppData: []byte(b.pol.Digest())})
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	b.Attester = att
+	seed := append([]byte(nil), b.seed...)
+	svc, err := service.New(service.Config{Policy: b.pol, Seed: seed, Attester: att})
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	l, err := protocol.Listen(b.addr)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	b.srv = &protocol.Server{Handler: svc}
+	go b.srv.Serve(l)
+}
+
+// StopEnclave stops the enclave, dropping its connections.
+func (b *Broker) StopEnclave() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.srv == nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	b.srv.Shutdown(ctx)
+	b.srv = nil
+}
+
+// WaitConnected waits (bounded) until the host holds an enclave connection.
+func (b *Broker) WaitConnected() {
+	b.t.Helper()
+	for range 1000 {
+		if b.Enclave.Connected() {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	b.t.Fatal("the host did not connect to the enclave")
+}
+
+// WaitDisconnected waits (bounded) until the host has noticed the enclave is gone.
+func (b *Broker) WaitDisconnected() {
+	b.t.Helper()
+	for range 1000 {
+		if !b.Enclave.Connected() {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	b.t.Fatal("the host did not notice the enclave going away")
+}
