@@ -291,6 +291,17 @@ func TestSignInRejections(t *testing.T) {
 			m.URI = "http://broker.example.com/"
 			return signIn(w, m)
 		}, protocol.ErrSignInRejected, "URI"},
+		{"URI escaping the issuer path", func(n string) protocol.CreateSessionRequest {
+			m := e.message(w, n)
+			m.URI = testIssuer + "/v1/../../elsewhere"
+			return signIn(w, m)
+		}, protocol.ErrSignInRejected, "dot segments"},
+		{"expired within the clock skew", func(n string) protocol.CreateSessionRequest {
+			m := e.message(w, n)
+			m.IssuedAt = e.clock.Now().Add(-time.Hour)
+			m.ExpirationTime = e.clock.Now().Add(-30 * time.Second)
+			return signIn(w, m)
+		}, protocol.ErrSignInRejected, "expired"},
 		{"nonce not issued", func(string) protocol.CreateSessionRequest {
 			return signIn(w, e.message(w, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"))
 		}, protocol.ErrNonceRejected, "not issued"},

@@ -66,6 +66,10 @@ func (s *Service) CreateSession(req protocol.CreateSessionRequest) (protocol.Cre
 		// The wallet owner said how long this sign-in may last.
 		exp = msg.ExpirationTime
 	}
+	if !exp.After(now) {
+		// CheckTime allows clock skew; a session must still outlive its creation.
+		return zero, protocol.Errorf(protocol.CodeSignInRejected, "sign-in message has expired")
+	}
 	claims := sessionClaims{
 		SessionID: sid,
 		RegisteredClaims: jwt.RegisteredClaims{
@@ -107,11 +111,25 @@ func (s *Service) checkOrigin(msg *siwe.Message) error {
 		return protocol.Errorf(protocol.CodeSignInRejected, "message URI does not parse")
 	}
 	path := strings.TrimRight(iss.Path, "/")
+	if hasDotSegment(u.Path) {
+		return protocol.Errorf(protocol.CodeSignInRejected, "message URI must not contain dot segments")
+	}
 	if !strings.EqualFold(u.Scheme, iss.Scheme) || !strings.EqualFold(u.Host, iss.Host) ||
 		(u.Path != path && !strings.HasPrefix(u.Path, path+"/")) {
 		return protocol.Errorf(protocol.CodeSignInRejected, "message URI %q is not under the issuer %q", truncate(msg.URI, 120), s.policy.Issuer)
 	}
 	return nil
+}
+
+// hasDotSegment reports a "." or ".." path segment, which would let a URI
+// textually under the issuer's path resolve outside it.
+func hasDotSegment(p string) bool {
+	for _, seg := range strings.Split(p, "/") {
+		if seg == "." || seg == ".." {
+			return true
+		}
+	}
+	return false
 }
 
 // VerifySession verifies a session token: ES256 only, signed by this enclave's

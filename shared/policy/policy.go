@@ -51,6 +51,9 @@ import (
 // MaxFileSize bounds the policy file.
 const MaxFileSize = 64 << 10
 
+// MaxAudiences bounds the audience allowlist.
+const MaxAudiences = 16
+
 // Hard limits that no policy may exceed.
 const (
 	// HardMinJWTTTL and HardMaxJWTTTL bound the JWT TTL range a policy may allow
@@ -160,8 +163,8 @@ func (p Policy) Validate() error {
 	} else if iss != p.Issuer {
 		return fmt.Errorf("policy: issuer %q is not normalised (want %q)", p.Issuer, iss)
 	}
-	if len(p.Audiences) == 0 {
-		return errors.New("policy: audiences must list at least one audience")
+	if len(p.Audiences) == 0 || len(p.Audiences) > MaxAudiences {
+		return fmt.Errorf("policy: audiences must list one to %d audiences", MaxAudiences)
 	}
 	seen := map[string]bool{}
 	for _, a := range p.Audiences {
@@ -192,10 +195,15 @@ func (p Policy) Validate() error {
 	if len(p.IssuerKeys) == 0 || len(p.IssuerKeys) > 4 {
 		return errors.New("policy: issuer_keys must list one to four key labels")
 	}
+	labels := map[string]bool{}
 	for _, l := range p.IssuerKeys {
 		if !strings.HasPrefix(l, "oidc/issuer/") {
 			return fmt.Errorf("policy: issuer key label %q must start with oidc/issuer/", l)
 		}
+		if labels[l] {
+			return fmt.Errorf("policy: issuer key label %q is listed twice", l)
+		}
+		labels[l] = true
 	}
 	return nil
 }

@@ -65,7 +65,7 @@ func TestParse(t *testing.T) {
 		{`{}`, "issuer URL is empty"},
 		{`{"issuer":"https://b.example.com","isuer":"x"}`, "unknown field"},
 		{`{"issuer":"https://b.example.com"} {}`, "trailing data"},
-		{`{"issuer":"https://b.example.com","audiences":[]}`, "at least one audience"},
+		{`{"issuer":"https://b.example.com","audiences":[]}`, "one to 16"},
 		{`{"issuer":"https://b.example.com","audiences":["a","a"]}`, "listed twice"},
 		{`{"issuer":"https://b.example.com","jwt_ttl_max_seconds":7200}`, "within [60, 3600]"},
 		{`{"issuer":"https://b.example.com","jwt_ttl_min_seconds":30}`, "within [60, 3600]"},
@@ -74,6 +74,8 @@ func TestParse(t *testing.T) {
 		{`{"issuer":"https://b.example.com","nonce_lifetime_seconds":0}`, "nonce_lifetime_seconds"},
 		{`{"issuer":"https://b.example.com","issuer_keys":["issuer/jwt/v1"]}`, "must start with oidc/issuer/"},
 		{`{"issuer":"https://b.example.com","issuer_keys":[]}`, "one to four"},
+		{`{"issuer":"https://b.example.com","issuer_keys":["oidc/issuer/v1","oidc/issuer/v1"]}`, "listed twice"},
+		{`{"issuer":"https://b.example.com","audiences":["a","b","c","d","e","f","g","h","i","j","k","l","m","n","o","p","q"]}`, "one to 16"},
 		{`{"issuer":"http://b.example.com"}`, "must use https"},
 		{strings.Repeat(" ", MaxFileSize+1), "larger than"},
 	}

@@ -97,6 +97,8 @@ func init() {
 		MaxMapPairs:       256,
 		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
 		UTF8:              cbor.UTF8RejectInvalid,
+		// Field names match exactly: "V" or "TOKEN" is an unknown field, not v or token.
+		FieldNameMatching: cbor.FieldNameMatchingCaseSensitive,
 	}.DecMode()
 	if err != nil {
 		panic(err)

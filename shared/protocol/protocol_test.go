@@ -176,6 +176,7 @@ func TestMalformedFrameClosesOnlyThatConnection(t *testing.T) {
 	tagged := frameOf(t, []byte("\xc1\xa2\x61v\x01\x62op\x64echo"))
 	unknownField := frameOf(t, []byte("\xa3\x61v\x01\x62op\x64echo\x61x\x01"))
 	noOp := frameOf(t, []byte("\xa2\x61v\x01\x62id\x01"))
+	upperCase := frameOf(t, []byte("\xa2\x61V\x01\x62op\x64echo"))
 	cases := map[string][]byte{
 		"oversize length":  oversize,
 		"zero length":      {0, 0, 0, 0},
@@ -184,6 +185,7 @@ func TestMalformedFrameClosesOnlyThatConnection(t *testing.T) {
 		"cbor tag":         tagged,
 		"unknown envelope": unknownField,
 		"missing op":       noOp,
+		"field name case":  upperCase,
 	}
 	for name, b := range cases {
 		t.Run(name, func(t *testing.T) {
