@@ -59,6 +59,9 @@ type API struct {
 	log *slog.Logger
 	m   *metrics.Metrics
 	mux *http.ServeMux
+	// allowed maps each route's path to its method, to answer 405 rather than
+	// 404 for a known path with the wrong method.
+	allowed map[string]string
 
 	published atomic.Pointer[published]
 }
@@ -87,7 +90,7 @@ func New(cfg Config) (*API, error) {
 	if cfg.JWKSMaxAge <= 0 {
 		cfg.JWKSMaxAge = 300 * time.Second
 	}
-	a := &API{cfg: cfg, log: cfg.Logger, m: cfg.Metrics, mux: http.NewServeMux()}
+	a := &API{cfg: cfg, log: cfg.Logger, m: cfg.Metrics, mux: http.NewServeMux(), allowed: map[string]string{}}
 	a.route("GET /healthz", "healthz", a.healthz)
 	a.route("GET /readyz", "readyz", a.readyz)
 	a.route("GET /.well-known/openid-configuration", "discovery", a.discovery)
@@ -97,7 +100,14 @@ func New(cfg Config) (*API, error) {
 	a.route("POST /v1/session/revoke", "session_revoke", a.revokeSession)
 	a.route("POST /v1/mint-oidc-jwt", "mint_oidc_jwt", a.mintOIDCJWT)
 	a.mux.Handle("GET /metrics", a.m.Handler())
+	a.allowed["/metrics"] = "GET"
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if allow, ok := a.allowed[r.URL.Path]; ok {
+			a.m.Requests.WithLabelValues("other", KindMethodNotAllowed).Inc()
+			w.Header().Set("Allow", allow)
+			writeError(w, errorf(http.StatusMethodNotAllowed, KindMethodNotAllowed, r.Method+" is not allowed on "+r.URL.Path+"; use "+allow))
+			return
+		}
 		a.m.Requests.WithLabelValues("other", KindNotFound).Inc()
 		writeError(w, errorf(http.StatusNotFound, KindNotFound, "no such route: "+r.Method+" "+truncate(r.URL.Path, 100)))
 	})
@@ -114,6 +124,18 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTT
 type statusWriter struct {
 	http.ResponseWriter
 	status int
+	kind   string // set by writeError
+}
+
+// outcome is the metrics label: the error kind, or "ok".
+func (s *statusWriter) outcome() string {
+	if s.kind != "" {
+		return s.kind
+	}
+	if s.status >= 400 {
+		return "error"
+	}
+	return "ok"
 }
 
 func (s *statusWriter) WriteHeader(code int) {
@@ -131,12 +153,14 @@ func (s *statusWriter) Write(b []byte) (int, error) {
 }
 
 func (a *API) route(pattern, name string, h http.HandlerFunc) {
+	method, path, _ := strings.Cut(pattern, " ")
+	a.allowed[path] = method
 	a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
 		h(sw, r)
 		a.m.RequestSeconds.WithLabelValues(name).Observe(time.Since(start).Seconds())
-		a.m.Requests.WithLabelValues(name, http.StatusText(sw.status)).Inc()
+		a.m.Requests.WithLabelValues(name, sw.outcome()).Inc()
 	})
 }
 

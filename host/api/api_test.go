@@ -148,6 +148,14 @@ func TestPublicRoutes(t *testing.T) {
 	if r.status != 404 || r.json(t)["error"] != "not_found" {
 		t.Fatalf("404: %d %s", r.status, r.body)
 	}
+	for _, tt := range []struct{ method, path, allow string }{
+		{"GET", "/v1/mint-oidc-jwt", "POST"}, {"POST", "/v1/session/nonce", "GET"}, {"DELETE", "/v1/session", "POST"}, {"POST", "/metrics", "GET"},
+	} {
+		r = do(t, tt.method, b.URL+tt.path, nil, nil)
+		if r.status != 405 || r.json(t)["error"] != "method_not_allowed" || r.header.Get("Allow") != tt.allow {
+			t.Errorf("%s %s: %d %v %s", tt.method, tt.path, r.status, r.header.Get("Allow"), r.body)
+		}
+	}
 }
 
 func TestMintAndAudit(t *testing.T) {
@@ -192,7 +200,8 @@ func TestMintAndAudit(t *testing.T) {
 	m := do(t, "GET", b.URL+"/metrics", nil, nil)
 	if !bytes.Contains(m.body, []byte(`agentkeys_mints_total{kind="oidc_jwt",outcome="ok"} 2`)) ||
 		!bytes.Contains(m.body, []byte("agentkeys_audit_write_duration_seconds")) ||
-		!bytes.Contains(m.body, []byte(`agentkeys_enclave_rpc_duration_seconds_count{op="mint_oidc",outcome="ok"} 2`)) {
+		!bytes.Contains(m.body, []byte(`agentkeys_enclave_rpc_duration_seconds_count{op="mint_oidc",outcome="ok"} 2`)) ||
+		!bytes.Contains(m.body, []byte(`agentkeys_http_requests_total{outcome="ok",route="mint_oidc_jwt"} 2`)) {
 		t.Fatalf("metrics missing mint figures:\n%s", m.body)
 	}
 }
@@ -254,7 +263,15 @@ func TestRefusalsAreAudited(t *testing.T) {
 			if rec.Kind != "oidc_jwt" || rec.Outcome != tt.outcome || rec.Wallet != tt.wallet {
 				t.Fatalf("record: %+v", rec)
 			}
+			if tt.status == 401 && r.header.Get("WWW-Authenticate") == "" {
+				t.Fatal("401 without WWW-Authenticate")
+			}
 		})
+	}
+	m := do(t, "GET", b.URL+"/metrics", nil, nil)
+	if !bytes.Contains(m.body, []byte(`agentkeys_http_requests_total{outcome="unauthorized",route="mint_oidc_jwt"}`)) ||
+		!bytes.Contains(m.body, []byte(`agentkeys_mints_total{kind="oidc_jwt",outcome="policy_refused"} 3`)) {
+		t.Fatalf("metrics do not count refusals by kind:\n%s", m.body)
 	}
 	// Bearer parsing: the scheme in any case, one or more spaces.
 	for _, auth := range []string{"bearer " + tok, "BEARER   " + tok, "BeArEr " + tok} {

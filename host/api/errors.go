@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -55,6 +56,9 @@ func errorf(status int, kind, message string) *httpError {
 // fromEnclave maps an enclave error to an HTTP error.
 func fromEnclave(err error) *httpError {
 	var pe *protocol.Error
+	if errors.Is(err, context.DeadlineExceeded) {
+		return errorf(http.StatusServiceUnavailable, KindEnclaveUnavailable, "the enclave did not answer in time; try again shortly")
+	}
 	if !errors.As(err, &pe) {
 		return errorf(http.StatusBadGateway, KindUpstream, "enclave call failed")
 	}
@@ -83,5 +87,11 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeError(w http.ResponseWriter, e *httpError) {
+	if sw, ok := w.(*statusWriter); ok {
+		sw.kind = e.kind
+	}
+	if e.status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="agentkeys"`)
+	}
 	writeJSON(w, e.status, map[string]string{"error": e.kind, "message": e.message})
 }
