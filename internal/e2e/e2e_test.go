@@ -1,0 +1,393 @@
+// Package e2e runs the real binaries together: agentkeys-enclave (simulated),
+// agentkeys-host and the agentkeys CLI, built from this tree, on loopback. A
+// JWT minted through them is verified by github.com/coreos/go-oidc against the
+// live discovery document and JWKS, as an independent relying party (AWS) would.
+package e2e
+
+import (
+	"bufio"
+	"encoding/base64"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/decred/dcrd/dcrec/secp256k1/v4"
+
+	"github.com/agentkeys/broker/host/audit"
+	"github.com/agentkeys/broker/host/client"
+	"github.com/agentkeys/broker/shared/jwk"
+)
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+// binaries builds the three binaries once per test run.
+func binaries(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "agentkeys-e2e-bin")
+		if buildErr != nil {
+			return
+		}
+		_, file, _, _ := runtime.Caller(0)
+		root := filepath.Join(filepath.Dir(file), "..", "..")
+		cmd := exec.Command("go", "build", "-o", binDir+"/", "./enclave/cmd/agentkeys-enclave", "./host/cmd/agentkeys-host", "./host/cmd/agentkeys")
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binDir
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// proc is a started binary with its stderr captured.
+type proc struct {
+	cmd    *exec.Cmd
+	stderr *syncBuffer
+	done   chan error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func start(t *testing.T, env []string, name string, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(name, args...), stderr: &syncBuffer{}, done: make(chan error, 1)}
+	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Stderr = p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			t.Logf("%s stderr:\n%s", filepath.Base(name), p.stderr.String())
+		}
+	})
+	return p
+}
+
+// stop sends SIGTERM and waits (bounded) for a clean exit.
+func (p *proc) stop(t *testing.T) {
+	t.Helper()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.done:
+		p.done <- err // for the cleanup
+		if err != nil {
+			t.Fatalf("%s exited with %v\n%s", p.cmd.Path, err, p.stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s did not stop on SIGTERM", p.cmd.Path)
+	}
+}
+
+func waitReady(t *testing.T, url string, want int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(url + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == want {
+				return
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s/readyz never answered %d", url, want)
+}
+
+type broker struct {
+	issuer, dir, bin, sock string
+	enclave, host          *proc
+}
+
+func startBroker(t *testing.T) *broker {
+	bin := binaries(t)
+	dir := t.TempDir()
+	b := &broker{dir: dir, bin: bin, sock: filepath.Join(dir, "enclave.sock")}
+	b.issuer = fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
+	os.WriteFile(filepath.Join(dir, "policy.json"), []byte(fmt.Sprintf(`{"issuer": %q}`, b.issuer)), 0o600)
+	b.startEnclave(t)
+	b.host = start(t, []string{
+		"BROKER_OIDC_ISSUER=" + b.issuer,
+		"BROKER_PORT=" + strings.TrimPrefix(b.issuer, "http://127.0.0.1:"),
+		"BROKER_ENCLAVE=unix:" + b.sock,
+		"BROKER_STATE_DIR=" + filepath.Join(dir, "host"),
+	}, filepath.Join(bin, "agentkeys-host"))
+	waitReady(t, b.issuer, 200)
+	return b
+}
+
+func (b *broker) startEnclave(t *testing.T) {
+	b.enclave = start(t, nil, filepath.Join(b.bin, "agentkeys-enclave"), "--simulated",
+		"--state-dir", filepath.Join(b.dir, "enclave"), "--policy", filepath.Join(b.dir, "policy.json"), "--listen", "unix:"+b.sock)
+}
+
+func TestEndToEnd(t *testing.T) {
+	b := startBroker(t)
+	ctx := context.Background()
+
+	// A fresh wallet signs in and mints, through the Go client library.
+	key, err := secp256k1.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(b.issuer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess, err := c.SignIn(ctx, key, client.SignInOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwt, err := c.MintJWT(ctx, sess.Token, "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// An independent relying party verifies it against the live discovery
+	// document and JWKS.
+	provider, err := oidc.NewProvider(ctx, b.issuer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifier := provider.Verifier(&oidc.Config{ClientID: "sts.amazonaws.com", SupportedSigningAlgs: []string{"ES256"}})
+	idt, err := verifier.Verify(ctx, jwt.Token)
+	if err != nil {
+		t.Fatalf("go-oidc rejects the minted JWT: %v", err)
+	}
+	var claims map[string]any
+	if err := idt.Claims(&claims); err != nil {
+		t.Fatal(err)
+	}
+	if idt.Issuer != b.issuer || idt.Subject != "agentkeys:agent:"+sess.Wallet || claims["agentkeys_user_wallet"] != sess.Wallet {
+		t.Fatalf("claims: %v", claims)
+	}
+	tags, _ := json.Marshal(claims["https://aws.amazon.com/tags"])
+	if string(tags) != fmt.Sprintf(`{"principal_tags":{"agentkeys_user_wallet":[%q]},"transitive_tag_keys":["agentkeys_user_wallet"]}`, sess.Wallet) {
+		t.Fatalf("tags claim: %s", tags)
+	}
+	// The kid is the RFC 7638 thumbprint of the published key.
+	resp, err := http.Get(b.issuer + "/.well-known/jwks.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var set jwk.Set
+	json.NewDecoder(resp.Body).Decode(&set)
+	resp.Body.Close()
+	if len(set.Keys) != 1 || set.Keys[0].Kid != set.Keys[0].Thumbprint() {
+		t.Fatalf("jwks: %+v", set)
+	}
+	header := strings.Split(jwt.Token, ".")[0]
+	if !strings.Contains(decodeSegment(t, header), `"kid":"`+set.Keys[0].Kid+`"`) {
+		t.Fatalf("JWT header %s does not name the JWKS kid", decodeSegment(t, header))
+	}
+
+	// The enclave is killed: the host answers 503 without hanging, and reports it.
+	b.enclave.stop(t)
+	waitReady(t, b.issuer, 503)
+	_, err = c.MintJWT(ctx, sess.Token, "", 0)
+	var ce *client.Error
+	if !errors.As(err, &ce) || ce.Status != 503 || ce.Kind != "enclave_unavailable" {
+		t.Fatalf("mint with the enclave down: %v", err)
+	}
+	// The enclave comes back: the host recovers without a restart, and the
+	// session (signed with the same derived key) is still good.
+	b.startEnclave(t)
+	waitReady(t, b.issuer, 200)
+	if _, err := c.MintJWT(ctx, sess.Token, "", 0); err != nil {
+		t.Fatalf("after the enclave came back: %v", err)
+	}
+
+	// The host drains and stops on SIGTERM; the audit log holds every outcome.
+	b.host.stop(t)
+	if !strings.Contains(b.host.stderr.String(), `"msg":"stopped"`) {
+		t.Fatalf("host did not log a clean stop:\n%s", b.host.stderr.String())
+	}
+	store, err := audit.OpenSQLite(filepath.Join(b.dir, "host", "audit.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	recs, err := store.List(ctx, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range recs {
+		got = append(got, r.Kind+"/"+r.Outcome)
+		if r.Outcome == "ok" && r.Kind == "oidc_jwt" && (r.Wallet != sess.Wallet || r.JTI == "" || r.BearerSHA256 != audit.HashBearer(sess.Token)) {
+			t.Errorf("mint record: %+v", r)
+		}
+	}
+	if strings.Join(got, " ") != "session/ok oidc_jwt/ok oidc_jwt/enclave_error oidc_jwt/ok" {
+		t.Fatalf("audit log: %v", got)
+	}
+}
+
+// TestCLI drives the agentkeys binary against the live binaries.
+func TestCLI(t *testing.T) {
+	b := startBroker(t)
+	home := t.TempDir()
+	run := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(filepath.Join(b.bin, "agentkeys"), args...)
+		cmd.Env = append(os.Environ(), "HOME="+home, "AGENTKEYS_BROKER="+b.issuer)
+		out, err := cmd.Output()
+		if err != nil {
+			var ee *exec.ExitError
+			errors.As(err, &ee)
+			t.Fatalf("agentkeys %v: %v\n%s", args, err, ee.Stderr)
+		}
+		return string(out)
+	}
+	run("wallet", "new")
+	run("login")
+	out := filepath.Join(home, "token")
+	run("jwt", "--out", out)
+	tok, _ := os.ReadFile(out)
+	provider, err := oidc.NewProvider(context.Background(), b.issuer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := provider.Verifier(&oidc.Config{ClientID: "sts.amazonaws.com"}).Verify(context.Background(), string(tok)); err != nil {
+		t.Fatalf("JWT from the CLI: %v", err)
+	}
+	run("logout")
+}
+
+// TestMakeDev runs scripts/dev.sh (what make dev runs) with its own port and
+// state directory, waits for its ready line, checks the issuer answers, and
+// stops it with SIGINT as Ctrl-C would.
+func TestMakeDev(t *testing.T) {
+	bin := binaries(t)
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Join(filepath.Dir(file), "..", "..")
+	dev := t.TempDir()
+	port := freePort(t)
+	cmd := exec.Command("bash", "scripts/dev.sh")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "BIN="+bin, "AGENTKEYS_DEV_DIR="+dev, fmt.Sprintf("BROKER_PORT=%d", port))
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	lines := make(chan string, 64)
+	go func() {
+		s := bufio.NewScanner(stdout)
+		for s.Scan() {
+			lines <- s.Text()
+		}
+		close(lines)
+	}()
+	issuer := fmt.Sprintf("http://127.0.0.1:%d", port)
+	timeout := time.After(60 * time.Second)
+	for ready := false; !ready; {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatal("dev.sh exited before it was ready")
+			}
+			ready = strings.Contains(l, "ready") && strings.Contains(l, issuer)
+		case <-timeout:
+			t.Fatal("dev.sh never printed its ready line")
+		}
+	}
+	resp, err := http.Get(issuer + "/.well-known/openid-configuration")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"issuer":"`+issuer+`"`) {
+		t.Fatalf("discovery: %d %s", resp.StatusCode, body)
+	}
+	if _, err := os.Stat(filepath.Join(dev, "simulated-root.pem")); err != nil {
+		t.Fatalf("simulated root not written: %v", err)
+	}
+	cmd.Process.Signal(os.Interrupt)
+	var rest strings.Builder
+	for l := range lines {
+		rest.WriteString(l + "\n")
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("dev.sh after Ctrl-C: %v\n%s", err, rest.String())
+	}
+	if !strings.Contains(rest.String(), "stopped") {
+		t.Fatalf("no stop message: %s", rest.String())
+	}
+	for _, log := range []string{"enclave.log", "host.log"} {
+		b, _ := os.ReadFile(filepath.Join(dev, log))
+		if !strings.Contains(string(b), `"msg":"stopped"`) {
+			t.Errorf("%s does not show a clean stop:\n%s", log, b)
+		}
+	}
+}
+
+func decodeSegment(t *testing.T, s string) string {
+	t.Helper()
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
