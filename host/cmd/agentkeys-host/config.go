@@ -41,7 +41,6 @@ type config struct {
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
 	c := &config{}
 	var port, ttl, grace, httpsPort, httpPort string
-	var behind string
 	fs := flag.NewFlagSet("agentkeys-host", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	flags := []struct {
@@ -61,7 +60,6 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		{"acme-ca-root", "BROKER_ACME_CA_ROOT", "", "PEM file of roots to trust for the ACME server's own TLS (private CAs, tests)", &c.ACMECARoot},
 		{"https-port", "BROKER_HTTPS_PORT", "443", "HTTPS port with --tls-domain", &httpsPort},
 		{"http-port", "BROKER_HTTP_PORT", "80", "HTTP port (ACME challenges and redirects) with --tls-domain", &httpPort},
-		{"behind-proxy", "BROKER_BEHIND_PROXY", "false", "TLS is terminated by a reverse proxy: listen on all interfaces", &behind},
 		{"session-backend", "BROKER_SESSION_BACKEND", "", "compatibility: validate opaque bearers with this AgentKeys backend (needs allow_host_asserted_wallet in the enclave policy)", &c.SessionBackend},
 		{"log-level", "BROKER_LOG_LEVEL", "info", "log level: debug, info, warn or error", &c.LogLevel},
 	}
@@ -74,6 +72,16 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		}
 		fs.StringVar(f.p, f.name, def, f.usage+" ["+f.env+"]")
 	}
+	// The one boolean flag: --behind-proxy needs no value on the command line.
+	envOf["behind-proxy"] = "BROKER_BEHIND_PROXY"
+	if v := getenv("BROKER_BEHIND_PROXY"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return nil, fmt.Errorf("invalid BROKER_BEHIND_PROXY %q: want true or false", v)
+		}
+		c.BehindProxy = b
+	}
+	fs.BoolVar(&c.BehindProxy, "behind-proxy", c.BehindProxy, "TLS is terminated by a reverse proxy: listen on all interfaces [BROKER_BEHIND_PROXY]")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: agentkeys-host [flags]\n\nThe AgentKeys host: OIDC issuer and credential broker in front of an agentkeys-enclave.\nEvery flag can also be set by the environment variable named in brackets.\n\nFlags:")
 		fs.PrintDefaults()
@@ -105,9 +113,6 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		return nil, bad("shutdown-grace", grace, "want seconds in [0, 3600]")
 	}
 	c.ShutdownGrace = time.Duration(g) * time.Second
-	if c.BehindProxy, err = strconv.ParseBool(behind); err != nil {
-		return nil, bad("behind-proxy", behind, "want true or false")
-	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:

@@ -1,0 +1,120 @@
+package main
+
+import (
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rogpeppe/go-internal/testscript"
+)
+
+func TestMain(m *testing.M) {
+	testscript.Main(m, map[string]func(){
+		"agentkeys-host": func() { os.Exit(run(os.Args[1:], os.Getenv, os.Stderr)) },
+	})
+}
+
+// TestScripts runs testdata/script/*.txt against the real binary.
+func TestScripts(t *testing.T) {
+	testscript.Run(t, testscript.Params{Dir: "testdata/script", Cmds: map[string]func(*testscript.TestScript, bool, []string){
+		"waithttp": cmdWaitHTTP,
+	}})
+}
+
+// waithttp URL STATUS: poll URL (bounded) until it answers with STATUS.
+func cmdWaitHTTP(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 2 {
+		ts.Fatalf("usage: waithttp URL STATUS")
+	}
+	var last string
+	for range 400 {
+		resp, err := http.Get(args[0])
+		if err == nil {
+			resp.Body.Close()
+			last = resp.Status
+			if strconv.Itoa(resp.StatusCode) == args[1] {
+				return
+			}
+		} else {
+			last = err.Error()
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	ts.Fatalf("%s never answered %s (last: %s)", args[0], args[1], last)
+}
+
+func TestConfig(t *testing.T) {
+	env := func(kv ...string) func(string) string {
+		m := map[string]string{}
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return func(k string) string { return m[k] }
+	}
+	tests := []struct {
+		name   string
+		args   []string
+		getenv func(string) string
+		check  func(*config) bool
+		err    string
+	}{
+		{"defaults", nil, env(), func(c *config) bool {
+			return c.Issuer == "http://127.0.0.1:8091" && c.ListenAddr == "127.0.0.1:8091" && c.Enclave == "vsock:16:5005" &&
+				c.AuditDB == "/var/lib/agentkeys-host/audit.db" && c.ShutdownGrace.Seconds() == 10
+		}, ""},
+		{"env", nil, env("BROKER_PORT", "9000", "BROKER_OIDC_ISSUER", "http://localhost:9000/", "BROKER_AUDIT_DB_PATH", "/x/a.db", "BROKER_OIDC_JWT_TTL_SECONDS", "600"),
+			func(c *config) bool {
+				return c.Issuer == "http://localhost:9000" && c.ListenAddr == "127.0.0.1:9000" && c.AuditDB == "/x/a.db" && c.JWTTTL == 600
+			}, ""},
+		{"flag beats env", []string{"--port", "9001"}, env("BROKER_PORT", "9000"), func(c *config) bool { return c.Port == 9001 }, ""},
+		{"behind proxy", []string{"--behind-proxy", "--issuer", "https://b.example.com"}, env(), func(c *config) bool {
+			return c.ListenAddr == ":8091" && c.Issuer == "https://b.example.com"
+		}, ""},
+		{"tls", []string{"--tls-domain", "b.example.com", "--issuer", "https://b.example.com/"}, env(), func(c *config) bool {
+			return c.ListenAddr == "" && c.HTTPSPort == 443 && c.HTTPPort == 80
+		}, ""},
+		{"bad port env", nil, env("BROKER_PORT", "http"), nil, "BROKER_PORT"},
+		{"bad ttl", nil, env("BROKER_OIDC_JWT_TTL_SECONDS", "7200"), nil, "BROKER_OIDC_JWT_TTL_SECONDS"},
+		{"bad grace", nil, env("BROKER_SHUTDOWN_GRACE_SECONDS", "-1"), nil, "BROKER_SHUTDOWN_GRACE_SECONDS"},
+		{"bad behind proxy", nil, env("BROKER_BEHIND_PROXY", "maybe"), nil, "BROKER_BEHIND_PROXY"},
+		{"bad log level", nil, env("BROKER_LOG_LEVEL", "loud"), nil, "BROKER_LOG_LEVEL"},
+		{"http issuer off loopback", nil, env("BROKER_OIDC_ISSUER", "http://b.example.com"), nil, "must use https"},
+		{"issuer with query", nil, env("BROKER_OIDC_ISSUER", "https://b.example.com/?x=1"), nil, "BROKER_OIDC_ISSUER"},
+		{"https without tls", nil, env("BROKER_OIDC_ISSUER", "https://b.example.com"), nil, "needs --tls-domain"},
+		{"tls domain mismatch", []string{"--tls-domain", "a.example.com", "--issuer", "https://b.example.com"}, env(), nil, "must be https://a.example.com"},
+		{"tls and proxy", []string{"--tls-domain", "a.example.com", "--issuer", "https://a.example.com", "--behind-proxy"}, env(), nil, "exclude each other"},
+		{"missing ca root", []string{"--acme-ca-root", "/nonexistent.pem"}, env(), nil, "BROKER_ACME_CA_ROOT"},
+		{"extra argument", []string{"serve"}, env(), nil, "unexpected argument"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := parseConfig(tt.args, tt.getenv, &strings.Builder{})
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("err = %v, want %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil || !tt.check(c) {
+				t.Fatalf("config %+v, err %v", c, err)
+			}
+		})
+	}
+}
+
+// TestImportsNoEnclaveCode: the host talks to the enclave only through shared/.
+func TestImportsNoEnclaveCode(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").Output()
+	if err != nil {
+		t.Skipf("go list unavailable: %v", err)
+	}
+	for _, pkg := range strings.Fields(string(out)) {
+		if strings.HasPrefix(pkg, "github.com/agentkeys/broker/enclave/") || strings.HasPrefix(pkg, "github.com/agentkeys/broker/internal/") {
+			t.Errorf("the host imports %s", pkg)
+		}
+	}
+}
