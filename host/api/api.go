@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/agentkeys/broker/host/audit"
+	"github.com/agentkeys/broker/host/awscreds"
 	"github.com/agentkeys/broker/host/metrics"
 	"github.com/agentkeys/broker/host/revocation"
 	"github.com/agentkeys/broker/shared/jwk"
@@ -51,6 +52,11 @@ type Config struct {
 	SessionBackend *SessionBackend
 	// JWKSMaxAge is the JWKS Cache-Control max-age (default 300 s).
 	JWKSMaxAge time.Duration
+	// AWS mints AWS credentials; nil leaves /v1/mint-aws-creds answering 503.
+	AWS *awscreds.Broker
+	// SessionDuration is the default AWS credential lifetime
+	// (BROKER_SESSION_DURATION_SECONDS, default 3600 s).
+	SessionDuration time.Duration
 }
 
 // API is the host's HTTP handler.
@@ -87,6 +93,9 @@ func New(cfg Config) (*API, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.SessionDuration <= 0 {
+		cfg.SessionDuration = time.Hour
+	}
 	if cfg.JWKSMaxAge <= 0 {
 		cfg.JWKSMaxAge = 300 * time.Second
 	}
@@ -99,6 +108,7 @@ func New(cfg Config) (*API, error) {
 	a.route("POST /v1/session", "session", a.createSession)
 	a.route("POST /v1/session/revoke", "session_revoke", a.revokeSession)
 	a.route("POST /v1/mint-oidc-jwt", "mint_oidc_jwt", a.mintOIDCJWT)
+	a.route("POST /v1/mint-aws-creds", "mint_aws_creds", a.mintAWSCreds)
 	a.mux.Handle("GET /metrics", a.m.Handler())
 	a.allowed["/metrics"] = "GET"
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

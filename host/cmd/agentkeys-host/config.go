@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agentkeys/broker/host/awscreds"
 	"github.com/agentkeys/broker/shared/policy"
 )
 
@@ -36,11 +37,21 @@ type config struct {
 	SessionBackend string
 	LogLevel       string
 	ListenAddr     string // derived: where the plain-HTTP API listens
+
+	// AWS credentials (/v1/mint-aws-creds).
+	STSMode          string
+	RoleARN          string // resolved from BROKER_DATA_ROLE_ARN, BROKER_AGENT_ROLE_ARN or ACCOUNT_ID; "" = off
+	AWSRegion        string
+	STSEndpoint      string
+	SessionDuration  time.Duration
+	SkipStartupCheck bool
+	DaemonKeyID      string // legacy static pair, environment only: never a flag
+	DaemonSecret     string
 }
 
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
 	c := &config{}
-	var port, ttl, grace, httpsPort, httpPort string
+	var port, ttl, grace, httpsPort, httpPort, sessDur string
 	fs := flag.NewFlagSet("agentkeys-host", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	flags := []struct {
@@ -62,6 +73,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		{"http-port", "BROKER_HTTP_PORT", "80", "HTTP port (ACME challenges and redirects) with --tls-domain", &httpPort},
 		{"session-backend", "BROKER_SESSION_BACKEND", "", "compatibility: validate opaque bearers with this AgentKeys backend (needs allow_host_asserted_wallet in the enclave policy)", &c.SessionBackend},
 		{"log-level", "BROKER_LOG_LEVEL", "info", "log level: debug, info, warn or error", &c.LogLevel},
+		{"sts-mode", "BROKER_STS_MODE", "web-identity", "how /v1/mint-aws-creds gets credentials: web-identity (no AWS secret on the host) or assume-role", &c.STSMode},
+		{"role-arn", "BROKER_DATA_ROLE_ARN", "", "IAM role for agents (else $BROKER_AGENT_ROLE_ARN, else arn:aws:iam::$ACCOUNT_ID:role/agentkeys-data-role); unset: AWS minting off", &c.RoleARN},
+		{"aws-region", "BROKER_AWS_REGION", "", "AWS region for STS (else $REGION, else us-east-1)", &c.AWSRegion},
+		{"sts-endpoint", "BROKER_STS_ENDPOINT", "", "STS endpoint URL override (VPC or FIPS endpoints, tests)", &c.STSEndpoint},
+		{"session-duration", "BROKER_SESSION_DURATION_SECONDS", "3600", "default AWS credential lifetime in seconds, 900-43200", &sessDur},
 	}
 	envOf := map[string]string{}
 	for _, f := range flags {
@@ -82,6 +98,15 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		c.BehindProxy = b
 	}
 	fs.BoolVar(&c.BehindProxy, "behind-proxy", c.BehindProxy, "TLS is terminated by a reverse proxy: listen on all interfaces [BROKER_BEHIND_PROXY]")
+	if v := getenv("BROKER_SKIP_STARTUP_CHECK"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return nil, fmt.Errorf("invalid BROKER_SKIP_STARTUP_CHECK %q: want true or false", v)
+		}
+		c.SkipStartupCheck = b
+	}
+	envOf["skip-startup-check"] = "BROKER_SKIP_STARTUP_CHECK"
+	fs.BoolVar(&c.SkipStartupCheck, "skip-startup-check", c.SkipStartupCheck, "assume-role mode: skip the GetCallerIdentity check at start [BROKER_SKIP_STARTUP_CHECK]")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: agentkeys-host [flags]\n\nThe AgentKeys host: OIDC issuer and credential broker in front of an agentkeys-enclave.\nEvery flag can also be set by the environment variable named in brackets.\n\nFlags:")
 		fs.PrintDefaults()
@@ -149,6 +174,33 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		}
 		// Plain HTTP without a proxy: loopback only.
 		c.ListenAddr = fmt.Sprintf("127.0.0.1:%d", c.Port)
+	}
+	switch c.STSMode {
+	case "web-identity", "assume-role":
+	default:
+		return nil, bad("sts-mode", c.STSMode, "want web-identity or assume-role")
+	}
+	d, err := strconv.ParseInt(sessDur, 10, 64)
+	if err != nil || d < 900 || d > 43200 {
+		return nil, bad("session-duration", sessDur, "want seconds in [900, 43200]")
+	}
+	c.SessionDuration = time.Duration(d) * time.Second
+	if c.RoleARN != "" || getenv("BROKER_AGENT_ROLE_ARN") != "" || getenv("ACCOUNT_ID") != "" {
+		arn, err := awscreds.ResolveRoleARN(c.RoleARN, getenv("BROKER_AGENT_ROLE_ARN"), getenv("ACCOUNT_ID"))
+		if err != nil {
+			return nil, fmt.Errorf("invalid AWS role (--role-arn, BROKER_DATA_ROLE_ARN, BROKER_AGENT_ROLE_ARN or ACCOUNT_ID): %w", err)
+		}
+		c.RoleARN = arn
+	}
+	c.AWSRegion = awscreds.ResolveRegion(c.AWSRegion, getenv("REGION"))
+	c.DaemonKeyID, c.DaemonSecret = getenv("DAEMON_ACCESS_KEY_ID"), getenv("DAEMON_SECRET_ACCESS_KEY")
+	if (c.DaemonKeyID == "") != (c.DaemonSecret == "") {
+		return nil, errors.New("set both DAEMON_ACCESS_KEY_ID and DAEMON_SECRET_ACCESS_KEY, or neither")
+	}
+	if c.STSEndpoint != "" {
+		if u, err := url.Parse(c.STSEndpoint); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return nil, bad("sts-endpoint", c.STSEndpoint, "want an http(s) URL")
+		}
 	}
 	if c.ACMECARoot != "" {
 		if _, err := os.Stat(c.ACMECARoot); err != nil {

@@ -26,6 +26,7 @@ import (
 
 	"github.com/agentkeys/broker/host/api"
 	"github.com/agentkeys/broker/host/audit"
+	"github.com/agentkeys/broker/host/awscreds"
 	"github.com/agentkeys/broker/host/enclaveclient"
 	"github.com/agentkeys/broker/host/metrics"
 	"github.com/agentkeys/broker/host/revocation"
@@ -98,6 +99,27 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 			return fmt.Errorf("invalid --session-backend (BROKER_SESSION_BACKEND): %w", err)
 		}
 		log.Warn("compatibility mode: opaque bearers are validated by the session backend; the enclave must allow host-asserted wallets", "backend", cfg.SessionBackend)
+	}
+	apiCfg.SessionDuration = cfg.SessionDuration
+	if cfg.RoleARN != "" {
+		b, err := awscreds.New(ctx, awscreds.Config{Mode: awscreds.Mode(cfg.STSMode), RoleARN: cfg.RoleARN, Region: cfg.AWSRegion,
+			Endpoint: cfg.STSEndpoint, StaticAccessKeyID: cfg.DaemonKeyID, StaticSecretAccessKey: cfg.DaemonSecret})
+		if err != nil {
+			return err
+		}
+		if b.Mode() == awscreds.ModeAssumeRole && !cfg.SkipStartupCheck {
+			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			arn, err := b.CheckIdentity(cctx)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("assume-role start-up check: %w\n\thint: give the host AWS credentials (default chain, or DAEMON_ACCESS_KEY_ID/DAEMON_SECRET_ACCESS_KEY), or --skip-startup-check", err)
+			}
+			log.Info("assume-role identity", "arn", arn)
+		}
+		apiCfg.AWS = b
+		log.Info("AWS credential minting on", "mode", cfg.STSMode, "role", cfg.RoleARN, "region", cfg.AWSRegion, "endpoint", cfg.STSEndpoint)
+	} else {
+		log.Info("AWS credential minting off: no role configured (BROKER_DATA_ROLE_ARN)")
 	}
 	a, err := api.New(apiCfg)
 	if err != nil {

@@ -77,6 +77,24 @@ func TestConfig(t *testing.T) {
 		{"tls", []string{"--tls-domain", "b.example.com", "--issuer", "https://b.example.com/"}, env(), func(c *config) bool {
 			return c.ListenAddr == "" && c.HTTPSPort == 443 && c.HTTPPort == 80
 		}, ""},
+		{"aws defaults off", nil, env(), func(c *config) bool {
+			return c.RoleARN == "" && c.STSMode == "web-identity" && c.AWSRegion == "us-east-1" && c.SessionDuration.Seconds() == 3600
+		}, ""},
+		{"aws role from account id", nil, env("ACCOUNT_ID", "123456789012", "REGION", "eu-west-1"), func(c *config) bool {
+			return c.RoleARN == "arn:aws:iam::123456789012:role/agentkeys-data-role" && c.AWSRegion == "eu-west-1"
+		}, ""},
+		{"aws legacy role", nil, env("BROKER_AGENT_ROLE_ARN", "arn:aws:iam::123456789012:role/legacy", "ACCOUNT_ID", "999999999999"), func(c *config) bool {
+			return c.RoleARN == "arn:aws:iam::123456789012:role/legacy"
+		}, ""},
+		{"aws data role wins", nil, env("BROKER_DATA_ROLE_ARN", "arn:aws:iam::123456789012:role/data", "BROKER_AGENT_ROLE_ARN", "arn:aws:iam::123456789012:role/legacy", "BROKER_AWS_REGION", "us-west-2", "REGION", "eu-west-1"), func(c *config) bool {
+			return c.RoleARN == "arn:aws:iam::123456789012:role/data" && c.AWSRegion == "us-west-2"
+		}, ""},
+		{"bad role", nil, env("BROKER_DATA_ROLE_ARN", "role/x"), nil, "BROKER_DATA_ROLE_ARN"},
+		{"bad account id", nil, env("ACCOUNT_ID", "12"), nil, "12-digit"},
+		{"bad sts mode", nil, env("BROKER_STS_MODE", "magic"), nil, "BROKER_STS_MODE"},
+		{"bad session duration", nil, env("BROKER_SESSION_DURATION_SECONDS", "60"), nil, "BROKER_SESSION_DURATION_SECONDS"},
+		{"half a static pair", nil, env("DAEMON_ACCESS_KEY_ID", "AKIA"), nil, "both DAEMON_ACCESS_KEY_ID"},
+		{"bad sts endpoint", nil, env("BROKER_STS_ENDPOINT", "sts.local"), nil, "BROKER_STS_ENDPOINT"},
 		{"bad port env", nil, env("BROKER_PORT", "http"), nil, "BROKER_PORT"},
 		{"bad ttl", nil, env("BROKER_OIDC_JWT_TTL_SECONDS", "7200"), nil, "BROKER_OIDC_JWT_TTL_SECONDS"},
 		{"bad grace", nil, env("BROKER_SHUTDOWN_GRACE_SECONDS", "-1"), nil, "BROKER_SHUTDOWN_GRACE_SECONDS"},
