@@ -31,6 +31,8 @@ const usage = `Usage:
     agentkeys [flags] login
     agentkeys [flags] jwt [--audience A] [--ttl SECONDS] [--out FILE]
     agentkeys [flags] logout
+    agentkeys [flags] creds [--format credential_process|env|json] [--duration SECONDS] [--region R]
+    agentkeys [flags] exec [--duration SECONDS] [--region R] -- COMMAND [ARGS...]
 
 Flags (before or after the command):
     --broker URL     The broker's base URL, which is its OIDC issuer.
@@ -55,6 +57,16 @@ Commands:
                          such as the file AWS_WEB_IDENTITY_TOKEN_FILE names.
     logout           Revoke the session at the broker and delete the session
                      file.
+    creds            Print temporary AWS credentials for the session's wallet.
+        --format F       credential_process (default): the JSON the AWS CLI and
+                         SDKs read from a credential_process command; env:
+                         export AWS_… lines for a shell; json: the broker's fields.
+        --duration S     Lifetime in seconds, 900 to 43200 (default: the
+                         broker's, 3600).
+        --region R       Also export AWS_REGION (env format).
+    exec             Run COMMAND with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+                     AWS_SESSION_TOKEN (and AWS_REGION, default $AWS_REGION) set
+                     to fresh credentials; exit with its status.
 
 Exit status: 0 on success, 1 on failure, 2 on a usage error.
 `
@@ -135,6 +147,28 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return code
 		}
 		return c.logout(ctx)
+	case "creds":
+		o := credsOptions{region: os.Getenv("AWS_REGION")}
+		fs := c.flagSet("agentkeys creds")
+		fs.StringVar(&o.format, "format", "credential_process", "")
+		fs.Int64Var(&o.duration, "duration", 0, "")
+		fs.StringVar(&o.region, "region", o.region, "")
+		if code, ok := c.parseWith(fs, args); !ok {
+			return code
+		}
+		return c.creds(ctx, o)
+	case "exec":
+		o := credsOptions{region: os.Getenv("AWS_REGION")}
+		fs := c.flagSet("agentkeys exec")
+		fs.Int64Var(&o.duration, "duration", 0, "")
+		fs.StringVar(&o.region, "region", o.region, "")
+		if err := fs.Parse(args); err != nil {
+			return c.parseError(err)
+		}
+		if fs.NArg() == 0 {
+			return c.usageError("exec: missing command; usage: agentkeys exec -- COMMAND [ARGS...]")
+		}
+		return c.execCmd(ctx, o, fs.Args())
 	case "help":
 		fmt.Fprint(stdout, usage)
 		return 0

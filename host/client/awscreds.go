@@ -1,0 +1,59 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/agentkeys/broker/shared/siwe"
+)
+
+// AWSCredentials are temporary AWS credentials minted for a session's wallet.
+type AWSCredentials struct {
+	AccessKeyID, SecretAccessKey, SessionToken string
+	Expiration                                 time.Time
+	Wallet                                     string
+}
+
+// MintAWSCreds asks the broker for AWS credentials (POST /v1/mint-aws-creds)
+// with the session token as bearer. A zero durationSeconds leaves the lifetime
+// to the broker (by default 3600 s); the broker accepts 900 to 43200.
+func (c *Client) MintAWSCreds(ctx context.Context, token string, durationSeconds int64) (*AWSCredentials, error) {
+	if err := checkToken(token); err != nil {
+		return nil, err
+	}
+	body := struct {
+		DurationSeconds int64 `json:"duration_seconds,omitempty"`
+	}{durationSeconds}
+	var v struct {
+		AccessKeyID     string `json:"access_key_id"`
+		SecretAccessKey string `json:"secret_access_key"`
+		SessionToken    string `json:"session_token"`
+		Expiration      int64  `json:"expiration"`
+		Wallet          string `json:"wallet"`
+	}
+	if err := c.do(ctx, http.MethodPost, "/v1/mint-aws-creds", token, body, &v); err != nil {
+		return nil, err
+	}
+	if v.AccessKeyID == "" || v.SecretAccessKey == "" || v.SessionToken == "" || v.Expiration == 0 ||
+		!printable(v.AccessKeyID) || !printable(v.SecretAccessKey) || !printable(v.SessionToken) {
+		return nil, errors.New("the broker's answer holds no well-formed AWS credentials")
+	}
+	if siwe.ValidateAddress(v.Wallet) != nil {
+		return nil, errors.New("the broker's answer holds no well-formed wallet")
+	}
+	return &AWSCredentials{AccessKeyID: v.AccessKeyID, SecretAccessKey: v.SecretAccessKey, SessionToken: v.SessionToken,
+		Expiration: time.Unix(v.Expiration, 0), Wallet: v.Wallet}, nil
+}
+
+// printable reports visible ASCII only: credentials end up in shell export
+// lines and environment variables.
+func printable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] > '~' || s[i] == '\'' {
+			return false
+		}
+	}
+	return true
+}
