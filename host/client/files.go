@@ -139,7 +139,7 @@ func SaveSession(path string, s *Session) error {
 	}
 	defer clear(data)
 	data = append(data, '\n')
-	if err := writeFileAtomic(path, data, 0o600); err != nil {
+	if err := WriteFileAtomic(path, data, 0o600); err != nil {
 		return fmt.Errorf("failed to save the session: %w", err)
 	}
 	return nil
@@ -192,9 +192,10 @@ func readPrivateFile(path, what string) ([]byte, error) {
 	return data, nil
 }
 
-// writeFileAtomic writes data to a temporary file in path's directory, with
-// mode perm from the start, syncs it and renames it over path.
-func writeFileAtomic(path string, data []byte, perm fs.FileMode) (err error) {
+// WriteFileAtomic writes data to a temporary file in path's directory, with
+// mode perm from the start, syncs it and renames it over path: a reader (such as
+// an AWS SDK reading a token file) sees the old content or the new, never a part.
+func WriteFileAtomic(path string, data []byte, perm fs.FileMode) (err error) {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return err

@@ -173,7 +173,7 @@ func (c *cli) jwt(ctx context.Context, o jwtOptions) int {
 		}{j.Token, j.Wallet, j.Expiration.Unix()}, j.Token)
 	}
 	// No trailing newline: the AWS SDKs use the file's bytes as the token.
-	if err := writeFileAtomic(o.out, []byte(j.Token), 0o600); err != nil {
+	if err := client.WriteFileAtomic(o.out, []byte(j.Token), 0o600); err != nil {
 		return c.fail(fmt.Errorf("failed to write the JWT to %s: %w", o.out, err), "")
 	}
 	return c.print(struct {
@@ -248,34 +248,4 @@ func (c *cli) brokerError(err error) int {
 		return c.fail(err, fmt.Sprintf("is the broker running at %s? check --broker or AGENTKEYS_BROKER", c.broker))
 	}
 	return c.fail(err, "")
-}
-
-// writeFileAtomic writes data to a temporary file in path's directory, with
-// mode perm from the start, syncs it and renames it over path: a reader such
-// as an AWS SDK sees the old token or the new one, never a part.
-func writeFileAtomic(path string, data []byte, perm fs.FileMode) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(perm); err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
