@@ -299,7 +299,7 @@ func (n *nonceStore) add(nonce string, exp, now time.Time) error {
 			}
 		}
 		if len(n.m) >= maxNonces {
-			return protocol.Errorf(protocol.CodeUnavailable, "too many outstanding sign-in nonces; try again later")
+			return protocol.Errorf(protocol.CodeBusy, "too many outstanding sign-in nonces; try again later")
 		}
 	}
 	n.m[nonce] = exp

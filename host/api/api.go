@@ -104,11 +104,11 @@ func New(cfg Config) (*API, error) {
 	a.route("GET /readyz", "readyz", a.readyz)
 	a.route("GET /.well-known/openid-configuration", "discovery", a.discovery)
 	a.route("GET /.well-known/jwks.json", "jwks", a.jwks)
-	a.route("GET /v1/session/nonce", "session_nonce", a.sessionNonce)
-	a.route("POST /v1/session", "session", a.createSession)
-	a.route("POST /v1/session/revoke", "session_revoke", a.revokeSession)
-	a.route("POST /v1/mint-oidc-jwt", "mint_oidc_jwt", a.mintOIDCJWT)
-	a.route("POST /v1/mint-aws-creds", "mint_aws_creds", a.mintAWSCreds)
+	a.route("GET /v1/session/nonce", "session_nonce", a.issuing(a.sessionNonce))
+	a.route("POST /v1/session", "session", a.issuing(a.createSession))
+	a.route("POST /v1/session/revoke", "session_revoke", a.issuing(a.revokeSession))
+	a.route("POST /v1/mint-oidc-jwt", "mint_oidc_jwt", a.issuing(a.mintOIDCJWT))
+	a.route("POST /v1/mint-aws-creds", "mint_aws_creds", a.issuing(a.mintAWSCreds))
 	a.mux.Handle("GET /metrics", a.m.Handler())
 	a.allowed["/metrics"] = "GET"
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -160,6 +160,19 @@ func (s *statusWriter) Write(b []byte) (int, error) {
 		s.status = http.StatusOK
 	}
 	return s.ResponseWriter.Write(b)
+}
+
+// issuing wraps the routes that sign in or mint: while the enclave's issuer
+// differs from ours they refuse, as discovery and the JWKS do. A JWT whose iss
+// no relying party can match is worse than none.
+func (a *API) issuing(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if p := a.published.Load(); p != nil && p.mismatch != "" {
+			writeError(w, errorf(http.StatusServiceUnavailable, KindUnavailable, p.mismatch))
+			return
+		}
+		h(w, r)
+	}
 }
 
 func (a *API) route(pattern, name string, h http.HandlerFunc) {
@@ -317,7 +330,11 @@ var errAudit = errorf(http.StatusInternalServerError, KindAuditError, "the audit
 // cannot be written the answer is audit_error: still a refusal.
 func (a *API) refuse(w http.ResponseWriter, r *http.Request, rec audit.Record, e *httpError) {
 	rec.Outcome = e.auditOutcome()
-	rec.Detail = e.message
+	if rec.Detail != "" {
+		rec.Detail += ": " + e.message // keep what the record was for
+	} else {
+		rec.Detail = e.message
+	}
 	if err := a.record(r.Context(), rec); err != nil {
 		e = errAudit
 	}

@@ -377,8 +377,14 @@ func TestIssuerMismatchRefusesToServe(t *testing.T) {
 	info, _ := b.Enclave.Info()
 	info.Policy.Issuer = "https://other.example.com"
 	b.API.SetInfo(info)
-	for _, path := range []string{"/.well-known/openid-configuration", "/.well-known/jwks.json", "/readyz"} {
+	for _, path := range []string{"/.well-known/openid-configuration", "/.well-known/jwks.json", "/readyz", "/v1/session/nonce"} {
 		r := do(t, "GET", b.URL+path, nil, nil)
+		if r.status != 503 || !strings.Contains(string(r.body), "issuer") {
+			t.Errorf("%s: %d %s", path, r.status, r.body)
+		}
+	}
+	for _, path := range []string{"/v1/session", "/v1/mint-oidc-jwt", "/v1/mint-aws-creds", "/v1/session/revoke"} {
+		r := do(t, "POST", b.URL+path, map[string]string{"Authorization": "Bearer x"}, strings.NewReader("{}"))
 		if r.status != 503 || !strings.Contains(string(r.body), "issuer") {
 			t.Errorf("%s: %d %s", path, r.status, r.body)
 		}

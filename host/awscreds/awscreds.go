@@ -279,6 +279,10 @@ func (e *STSError) Error() string {
 
 func (b *Broker) wrap(action string, err error) *STSError {
 	var api smithy.APIError
+	if strings.Contains(err.Error(), "failed to retrieve credentials") || strings.Contains(err.Error(), "failed to refresh cached credentials") {
+		return &STSError{Action: action, Code: "NoCredentials", Message: "the host has no AWS credentials for " + action,
+			Hint: "assume-role mode needs the SDK default credential chain (instance role, AWS_* variables, shared config) or DAEMON_ACCESS_KEY_ID/DAEMON_SECRET_ACCESS_KEY"}
+	}
 	if !errors.As(err, &api) {
 		return &STSError{Action: action, Code: "RequestFailed", Message: "could not reach STS: " + shorten(err.Error()),
 			Hint: "check BROKER_STS_ENDPOINT / BROKER_AWS_REGION and the host's network path to STS"}

@@ -151,6 +151,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	}
 	if c.Issuer == "" {
 		c.Issuer = fmt.Sprintf("http://127.0.0.1:%d", c.Port)
+		if c.TLSDomain != "" {
+			c.Issuer = "https://" + strings.ToLower(c.TLSDomain)
+		}
 	}
 	iss, err := policy.NormalizeIssuer(c.Issuer)
 	if err != nil {

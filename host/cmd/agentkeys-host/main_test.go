@@ -95,6 +95,7 @@ func TestConfig(t *testing.T) {
 		{"bad session duration", nil, env("BROKER_SESSION_DURATION_SECONDS", "60"), nil, "BROKER_SESSION_DURATION_SECONDS"},
 		{"half a static pair", nil, env("DAEMON_ACCESS_KEY_ID", "AKIA"), nil, "both DAEMON_ACCESS_KEY_ID"},
 		{"bad sts endpoint", nil, env("BROKER_STS_ENDPOINT", "sts.local"), nil, "BROKER_STS_ENDPOINT"},
+		{"tls domain gives the issuer", []string{"--tls-domain", "B.example.com"}, env(), func(c *config) bool { return c.Issuer == "https://b.example.com" }, ""},
 		{"bad port env", nil, env("BROKER_PORT", "http"), nil, "BROKER_PORT"},
 		{"bad ttl", nil, env("BROKER_OIDC_JWT_TTL_SECONDS", "7200"), nil, "BROKER_OIDC_JWT_TTL_SECONDS"},
 		{"bad grace", nil, env("BROKER_SHUTDOWN_GRACE_SECONDS", "-1"), nil, "BROKER_SHUTDOWN_GRACE_SECONDS"},
