@@ -20,6 +20,7 @@ import (
 	"github.com/agentkeys/broker/enclave/service"
 	"github.com/agentkeys/broker/host/api"
 	"github.com/agentkeys/broker/host/audit"
+	"github.com/agentkeys/broker/host/awscreds"
 	"github.com/agentkeys/broker/host/enclaveclient"
 	"github.com/agentkeys/broker/host/metrics"
 	"github.com/agentkeys/broker/host/revocation"
@@ -37,6 +38,9 @@ type Options struct {
 	SessionBackend string
 	// DefaultTTLSeconds is passed to the API.
 	DefaultTTLSeconds int64
+	// AWS, if set, is called with the issuer URL (known only once the listener
+	// exists) and returns the AWS credential broker for /v1/mint-aws-creds.
+	AWS func(issuer string) *awscreds.Broker
 }
 
 // Broker is a running in-process broker.
@@ -102,6 +106,9 @@ func Start(t testing.TB, opts Options) *Broker {
 	b.Metrics = metrics.New(b.Enclave.Connected)
 	cfg := api.Config{Issuer: issuer, Enclave: b.Enclave, Audit: b.Audit, Revocations: b.Revocations,
 		Metrics: b.Metrics, DefaultTTLSeconds: opts.DefaultTTLSeconds}
+	if opts.AWS != nil {
+		cfg.AWS = opts.AWS(issuer)
+	}
 	if opts.SessionBackend != "" {
 		cfg.SessionBackend, err = api.NewSessionBackend(opts.SessionBackend)
 		if err != nil {
