@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,15 +9,21 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/rogpeppe/go-internal/testscript"
 
+	"github.com/aws/aws-sdk-go-v2/credentials/processcreds"
+
+	"github.com/agentkeys/broker/host/awscreds"
 	"github.com/agentkeys/broker/host/client"
+	"github.com/agentkeys/broker/internal/stsserver"
 	"github.com/agentkeys/broker/internal/testbroker"
 	"github.com/agentkeys/broker/shared/jwk"
 )
@@ -41,7 +48,17 @@ func TestScript(t *testing.T) {
 			if !ok {
 				return errors.New("testscript did not pass a testing.TB")
 			}
-			b := testbroker.Start(tb, testbroker.Options{})
+			b := testbroker.Start(tb, testbroker.Options{AWS: func(issuer string) *awscreds.Broker {
+				sts := stsserver.New(stsserver.Options{
+					Roles:           []stsserver.Role{{ARN: testRole, ProviderIssuer: issuer, RequireTag: "agentkeys_user_wallet"}},
+					AllowHTTPIssuer: true,
+				})
+				ab, err := awscreds.New(context.Background(), awscreds.Config{RoleARN: testRole, Endpoint: sts.Start(tb)})
+				if err != nil {
+					tb.Fatal(err)
+				}
+				return ab
+			}})
 			env.Setenv("AGENTKEYS_BROKER", b.URL)
 			env.Setenv("BROKER_LOCALHOST", strings.Replace(b.URL, "127.0.0.1", "localhost", 1))
 			env.Setenv("HOME", env.WorkDir)
@@ -53,11 +70,52 @@ func TestScript(t *testing.T) {
 			return l.Close()
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"exitcode":  cmdExitCode,
-			"filemode":  cmdFileMode,
-			"jwtverify": cmdJWTVerify,
+			"exitcode":     cmdExitCode,
+			"filemode":     cmdFileMode,
+			"jwtverify":    cmdJWTVerify,
+			"processcreds": cmdProcessCreds,
 		},
 	})
+}
+
+const testRole = "arn:aws:iam::123456789012:role/agentkeys-data-role"
+
+// processcreds COMMAND [ARGS...] runs the command as the AWS SDK's
+// credential_process provider (aws-sdk-go-v2 processcreds) does, in the
+// script's environment, and prints what the SDK made of it.
+func cmdProcessCreds(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) == 0 {
+		ts.Fatalf("usage: processcreds COMMAND [ARGS...]")
+	}
+	var env []string
+	for _, k := range []string{"PATH", "HOME", "AGENTKEYS_BROKER"} {
+		env = append(env, k+"="+ts.Getenv(k))
+	}
+	// The command is looked up in the script's PATH (where testscript put agentkeys).
+	path := ""
+	for _, d := range filepath.SplitList(ts.Getenv("PATH")) {
+		if fi, err := os.Stat(filepath.Join(d, args[0])); err == nil && !fi.IsDir() {
+			path = filepath.Join(d, args[0])
+			break
+		}
+	}
+	if path == "" {
+		ts.Fatalf("%s not found in the script's PATH", args[0])
+	}
+	p := processcreds.NewProviderCommand(processcreds.NewCommandBuilderFunc(func(ctx context.Context) (*exec.Cmd, error) {
+		cmd := exec.CommandContext(ctx, path, args[1:]...)
+		cmd.Env = env
+		cmd.Dir = ts.Getenv("WORK")
+		return cmd, nil
+	}))
+	creds, err := p.Retrieve(context.Background())
+	if (err != nil) != neg {
+		ts.Fatalf("processcreds: %v", err)
+	}
+	if err == nil {
+		fmt.Fprintf(ts.Stdout(), "source=%s key=%s session_token=%t can_expire=%t expires_in_minutes=%d\n",
+			creds.Source, creds.AccessKeyID, creds.SessionToken != "", creds.CanExpire, int(time.Until(creds.Expires).Round(time.Minute).Minutes()))
+	}
 }
 
 // exitcode N COMMAND [ARGS...] runs a command like exec and checks that it
