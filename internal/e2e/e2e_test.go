@@ -14,6 +14,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,6 +30,7 @@ import (
 
 	"github.com/agentkeys/broker/host/audit"
 	"github.com/agentkeys/broker/host/client"
+	"github.com/agentkeys/broker/internal/stsserver"
 	"github.com/agentkeys/broker/shared/jwk"
 )
 
@@ -158,19 +160,19 @@ type broker struct {
 	enclave, host          *proc
 }
 
-func startBroker(t *testing.T) *broker {
+func startBroker(t *testing.T, env ...string) *broker {
 	bin := binaries(t)
 	dir := t.TempDir()
 	b := &broker{dir: dir, bin: bin, sock: filepath.Join(dir, "enclave.sock")}
 	b.issuer = fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
 	os.WriteFile(filepath.Join(dir, "policy.json"), []byte(fmt.Sprintf(`{"issuer": %q}`, b.issuer)), 0o600)
 	b.startEnclave(t)
-	b.host = start(t, []string{
+	b.host = start(t, append([]string{
 		"BROKER_OIDC_ISSUER=" + b.issuer,
 		"BROKER_PORT=" + strings.TrimPrefix(b.issuer, "http://127.0.0.1:"),
 		"BROKER_ENCLAVE=unix:" + b.sock,
 		"BROKER_STATE_DIR=" + filepath.Join(dir, "host"),
-	}, filepath.Join(bin, "agentkeys-host"))
+	}, env...), filepath.Join(bin, "agentkeys-host"))
 	waitReady(t, b.issuer, 200)
 	return b
 }
@@ -279,6 +281,46 @@ func TestEndToEnd(t *testing.T) {
 	}
 	if strings.Join(got, " ") != "session/ok oidc_jwt/ok oidc_jwt/enclave_error oidc_jwt/ok" {
 		t.Fatalf("audit log: %v", got)
+	}
+}
+
+// TestAWSCreds: the host binary configured as an operator would
+// (BROKER_STS_ENDPOINT, BROKER_DATA_ROLE_ARN) serves /v1/mint-aws-creds through
+// a local STS that verifies its JWTs against the live issuer.
+func TestAWSCreds(t *testing.T) {
+	const role = "arn:aws:iam::123456789012:role/agentkeys-data-role"
+	// The STS must trust the issuer, whose port is chosen by startBroker; route
+	// through a handler that is filled in once the issuer is known.
+	var sts *stsserver.Server
+	var mu sync.Mutex
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		s := sts
+		mu.Unlock()
+		s.ServeHTTP(w, r)
+	}))
+	defer front.Close()
+	b := startBroker(t, "BROKER_STS_ENDPOINT="+front.URL, "BROKER_DATA_ROLE_ARN="+role)
+	mu.Lock()
+	sts = stsserver.New(stsserver.Options{Roles: []stsserver.Role{{ARN: role, ProviderIssuer: b.issuer, RequireTag: "agentkeys_user_wallet"}}, AllowHTTPIssuer: true})
+	mu.Unlock()
+
+	key, _ := secp256k1.GeneratePrivateKey()
+	c, _ := client.New(b.issuer)
+	sess, err := c.SignIn(context.Background(), key, client.SignInOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cr, err := c.MintAWSCreds(context.Background(), sess.Token, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issued, ok := sts.Issued(cr.AccessKeyID)
+	if !ok || issued.PrincipalTags["agentkeys_user_wallet"] != sess.Wallet || cr.Wallet != sess.Wallet {
+		t.Fatalf("issued %+v for %s", issued, sess.Wallet)
+	}
+	if !strings.Contains(b.host.stderr.String(), `"msg":"AWS credential minting on"`) {
+		t.Fatalf("host log:\n%s", b.host.stderr.String())
 	}
 }
 
