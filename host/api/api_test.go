@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -312,6 +313,29 @@ func TestRevokedSessionIsRefused(t *testing.T) {
 	b.Revocations.SetFailure(errors.New("disk gone"))
 	if r := mint(t, b, "Bearer "+tok2, ""); r.status != 500 || bytes.Contains(r.body, []byte("jwt")) {
 		t.Fatalf("mint with a failing revocation list: %d %s", r.status, r.body)
+	}
+}
+
+// TestExpiredSessionIsRefused: the enclave's clock passes the session's
+// expiry; the mint is refused, says so, and is audited.
+func TestExpiredSessionIsRefused(t *testing.T) {
+	var mu sync.Mutex
+	offset := time.Duration(0)
+	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return time.Now().Add(offset) }
+	b := testbroker.Start(t, testbroker.Options{Now: now})
+	tok, _ := signIn(t, b)
+	if r := mint(t, b, "Bearer "+tok, ""); r.status != 200 {
+		t.Fatalf("fresh session: %d %s", r.status, r.body)
+	}
+	mu.Lock()
+	offset = 24*time.Hour + time.Minute
+	mu.Unlock()
+	r := mint(t, b, "Bearer "+tok, "")
+	if r.status != 401 || !strings.Contains(string(r.body), "expired") || bytes.Contains(r.body, []byte(`"jwt"`)) {
+		t.Fatalf("expired session: %d %s", r.status, r.body)
+	}
+	if rec := lastRecord(t, b); rec.Kind != "oidc_jwt" || rec.Outcome != "unauthorized" || !strings.Contains(rec.Detail, "expired") || rec.BearerSHA256 != audit.HashBearer(tok) {
+		t.Fatalf("record: %+v", rec)
 	}
 }
 

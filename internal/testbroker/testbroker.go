@@ -38,6 +38,8 @@ type Options struct {
 	SessionBackend string
 	// DefaultTTLSeconds is passed to the API.
 	DefaultTTLSeconds int64
+	// Now, if set, is the enclave's clock (to expire sessions in tests).
+	Now func() time.Time
 	// AWS, if set, is called with the issuer URL (known only once the listener
 	// exists) and returns the AWS credential broker for /v1/mint-aws-creds.
 	AWS func(issuer string) *awscreds.Broker
@@ -55,6 +57,7 @@ type Broker struct {
 	Attester    *attester.Simulated
 
 	t        testing.TB
+	now      func() time.Time
 	addr     string
 	pol      policy.Policy
 	seed     []byte
@@ -76,7 +79,7 @@ func Start(t testing.TB, opts Options) *Broker {
 	if err := pol.Normalize(); err != nil {
 		t.Fatal(err)
 	}
-	b := &Broker{t: t, URL: issuer, pol: pol, addr: "unix:" + filepath.Join(t.TempDir(), "enclave.sock"), stateDir: t.TempDir()}
+	b := &Broker{t: t, now: opts.Now, URL: issuer, pol: pol, addr: "unix:" + filepath.Join(t.TempDir(), "enclave.sock"), stateDir: t.TempDir()}
 	b.seed = make([]byte, 32)
 	rand.Read(b.seed)
 	b.StartEnclave()
@@ -152,7 +155,7 @@ func (b *Broker) StartEnclave() {
 	}
 	b.Attester = att
 	seed := append([]byte(nil), b.seed...)
-	svc, err := service.New(service.Config{Policy: b.pol, Seed: seed, Attester: att})
+	svc, err := service.New(service.Config{Policy: b.pol, Seed: seed, Attester: att, Now: b.now})
 	if err != nil {
 		b.t.Fatal(err)
 	}
