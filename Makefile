@@ -26,12 +26,7 @@ unit:
 
 # Run every fuzz target for FUZZTIME: decoders of bytes from across a trust boundary.
 fuzz:
-	@set -e; for pkg in $(FUZZPKGS); do \
-	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
-	    echo "fuzz $$pkg $$f ($(FUZZTIME))"; \
-	    $(GO) test $$pkg -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) >/tmp/agentkeys-fuzz.log 2>&1 || { cat /tmp/agentkeys-fuzz.log; exit 1; }; \
-	  done; \
-	done
+	@FUZZTIME=$(FUZZTIME) scripts/fuzz.sh $(FUZZPKGS)
 
 # A simulated enclave and the host on http://127.0.0.1:8091 until Ctrl-C.
 dev: build
