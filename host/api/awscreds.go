@@ -29,17 +29,11 @@ func (a *API) mintAWSCreds(w http.ResponseWriter, r *http.Request) {
 			"AWS credential minting is not configured on this host: set BROKER_DATA_ROLE_ARN (see docs/aws.md)"))
 		return
 	}
-	tok, e := bearer(r)
-	if e != nil {
-		a.refuse(w, r, rec, e)
-		return
-	}
-	rec.BearerSHA256 = audit.HashBearer(tok)
 	var body struct {
 		DurationSeconds int64 `json:"duration_seconds"`
 	}
-	if e := readJSON(w, r, &body, true); e != nil {
-		a.refuse(w, r, rec, e)
+	tok, ok := a.begin(w, r, &rec, &body)
+	if !ok {
 		return
 	}
 	duration := time.Duration(body.DurationSeconds) * time.Second

@@ -62,22 +62,32 @@ func (a *API) checkRevoked(ctx context.Context, sid string) *httpError {
 	return nil
 }
 
+// begin reads the bearer and the optional JSON body of a minting route. When
+// either is bad it records the refusal, answers, and returns ok = false.
+func (a *API) begin(w http.ResponseWriter, r *http.Request, rec *audit.Record, body any) (tok string, ok bool) {
+	tok, e := bearer(r)
+	if e != nil {
+		a.refuse(w, r, *rec, e)
+		return "", false
+	}
+	rec.BearerSHA256 = audit.HashBearer(tok)
+	if e := readJSON(w, r, body, true); e != nil {
+		a.refuse(w, r, *rec, e)
+		return "", false
+	}
+	return tok, true
+}
+
 // mintOIDCJWT: POST /v1/mint-oidc-jwt, bearer = session, optional body
 // {"audience","ttl_seconds"} → {"jwt","wallet","expiration"}.
 func (a *API) mintOIDCJWT(w http.ResponseWriter, r *http.Request) {
 	rec := audit.Record{Kind: audit.KindOIDCJWT, Wallet: audit.WalletUnknown}
-	tok, e := bearer(r)
-	if e != nil {
-		a.refuse(w, r, rec, e)
-		return
-	}
-	rec.BearerSHA256 = audit.HashBearer(tok)
 	var body struct {
 		Audience   string `json:"audience"`
 		TTLSeconds int64  `json:"ttl_seconds"`
 	}
-	if e := readJSON(w, r, &body, true); e != nil {
-		a.refuse(w, r, rec, e)
+	tok, ok := a.begin(w, r, &rec, &body)
+	if !ok {
 		return
 	}
 	rec.Audience, rec.TTLSeconds = body.Audience, body.TTLSeconds

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -54,10 +55,14 @@ func (h *testHandler) Handle(ctx context.Context, op Op, body []byte) (any, erro
 
 func startServer(t *testing.T, h Handler) (addr string, srv *Server) {
 	t.Helper()
-	addr = "unix:" + filepath.Join(t.TempDir(), "e.sock")
+	path := filepath.Join(t.TempDir(), "e.sock")
+	addr = "unix:" + path
 	l, err := Listen(addr)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("socket mode: %v %v", fi.Mode(), err)
 	}
 	srv = &Server{Handler: h}
 	go srv.Serve(l)

@@ -33,11 +33,12 @@ func Listen(addr string) (net.Listener, error) {
 		if fi, err := os.Lstat(rest); err == nil && fi.Mode()&os.ModeSocket != 0 {
 			os.Remove(rest)
 		}
-		l, err := net.Listen("unix", rest)
+		l, err := listenUnix(rest)
 		if err != nil {
 			return nil, err
 		}
-		// Only the owner (the host's user) may connect.
+		// Only the owner (the host's user) may connect; listenUnix already
+		// created it so, and this holds on systems without umask.
 		if err := os.Chmod(rest, 0o600); err != nil {
 			l.Close()
 			return nil, err
