@@ -18,6 +18,7 @@ import (
 	"github.com/agentkeys/broker/host/audit"
 	"github.com/agentkeys/broker/host/awscreds"
 	"github.com/agentkeys/broker/host/metrics"
+	"github.com/agentkeys/broker/host/ratelimit"
 	"github.com/agentkeys/broker/host/revocation"
 	"github.com/agentkeys/broker/shared/jwk"
 	"github.com/agentkeys/broker/shared/protocol"
@@ -54,6 +55,11 @@ type Config struct {
 	JWKSMaxAge time.Duration
 	// AWS mints AWS credentials; nil leaves /v1/mint-aws-creds answering 503.
 	AWS *awscreds.Broker
+	// SignInLimit, if set, rate-limits the unauthenticated sign-in routes
+	// (nonce and sign-in) per client; BehindProxy says whether the client is
+	// named by the proxy's X-Forwarded-For.
+	SignInLimit *ratelimit.Limiter
+	BehindProxy bool
 	// SessionDuration is the default AWS credential lifetime
 	// (BROKER_SESSION_DURATION_SECONDS, default 3600 s).
 	SessionDuration time.Duration
@@ -104,8 +110,8 @@ func New(cfg Config) (*API, error) {
 	a.route("GET /readyz", "readyz", a.readyz)
 	a.route("GET /.well-known/openid-configuration", "discovery", a.discovery)
 	a.route("GET /.well-known/jwks.json", "jwks", a.jwks)
-	a.route("GET /v1/session/nonce", "session_nonce", a.issuing(a.sessionNonce))
-	a.route("POST /v1/session", "session", a.issuing(a.createSession))
+	a.route("GET /v1/session/nonce", "session_nonce", a.limited(a.issuing(a.sessionNonce)))
+	a.route("POST /v1/session", "session", a.limited(a.issuing(a.createSession)))
 	a.route("POST /v1/session/revoke", "session_revoke", a.issuing(a.revokeSession))
 	a.route("POST /v1/mint-oidc-jwt", "mint_oidc_jwt", a.issuing(a.mintOIDCJWT))
 	a.route("POST /v1/mint-aws-creds", "mint_aws_creds", a.issuing(a.mintAWSCreds))
@@ -169,6 +175,22 @@ func (a *API) issuing(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if p := a.published.Load(); p != nil && p.mismatch != "" {
 			writeError(w, errorf(http.StatusServiceUnavailable, KindUnavailable, p.mismatch))
+			return
+		}
+		h(w, r)
+	}
+}
+
+// limited applies the per-client sign-in rate limit. A limited request is not
+// audited: it reached nothing, and recording it would let a flood fill the log.
+func (a *API) limited(h http.HandlerFunc) http.HandlerFunc {
+	if a.cfg.SignInLimit == nil {
+		return h
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !a.cfg.SignInLimit.Allow(ratelimit.ClientKey(r, a.cfg.BehindProxy)) {
+			w.Header().Set("Retry-After", "1")
+			writeError(w, errorf(http.StatusTooManyRequests, KindRateLimited, "too many sign-in requests from this client; retry in a few seconds"))
 			return
 		}
 		h(w, r)

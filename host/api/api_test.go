@@ -20,6 +20,7 @@ import (
 	"github.com/decred/dcrd/dcrec/secp256k1/v4"
 
 	"github.com/agentkeys/broker/host/audit"
+	"github.com/agentkeys/broker/host/ratelimit"
 	"github.com/agentkeys/broker/internal/testbroker"
 	"github.com/agentkeys/broker/shared/jwk"
 	"github.com/agentkeys/broker/shared/policy"
@@ -336,6 +337,26 @@ func TestExpiredSessionIsRefused(t *testing.T) {
 	}
 	if rec := lastRecord(t, b); rec.Kind != "oidc_jwt" || rec.Outcome != "unauthorized" || !strings.Contains(rec.Detail, "expired") || rec.BearerSHA256 != audit.HashBearer(tok) {
 		t.Fatalf("record: %+v", rec)
+	}
+}
+
+func TestSignInRateLimit(t *testing.T) {
+	b := testbroker.Start(t, testbroker.Options{SignInLimit: ratelimit.New(0.001, 3, 100)})
+	for i := range 3 {
+		if r := do(t, "GET", b.URL+"/v1/session/nonce", nil, nil); r.status != 200 {
+			t.Fatalf("nonce %d: %d", i, r.status)
+		}
+	}
+	r := do(t, "GET", b.URL+"/v1/session/nonce", nil, nil)
+	if r.status != 429 || r.json(t)["error"] != "rate_limited" || r.header.Get("Retry-After") == "" {
+		t.Fatalf("over the limit: %d %v %s", r.status, r.header, r.body)
+	}
+	if r := do(t, "POST", b.URL+"/v1/session", nil, strings.NewReader("{}")); r.status != 429 {
+		t.Fatalf("sign-in over the limit: %d", r.status)
+	}
+	// Discovery is not limited.
+	if r := do(t, "GET", b.URL+"/.well-known/jwks.json", nil, nil); r.status != 200 {
+		t.Fatalf("jwks: %d", r.status)
 	}
 }
 

@@ -16,6 +16,7 @@ const (
 	KindNotFound           = "not_found"           // 404
 	KindMethodNotAllowed   = "method_not_allowed"  // 405
 	KindTooLarge           = "payload_too_large"   // 413
+	KindRateLimited        = "rate_limited"        // 429
 	KindAuditError         = "audit_error"         // 500
 	KindInternal           = "internal"            // 500
 	KindUpstream           = "upstream_error"      // 502

@@ -23,6 +23,7 @@ import (
 	"github.com/agentkeys/broker/host/awscreds"
 	"github.com/agentkeys/broker/host/enclaveclient"
 	"github.com/agentkeys/broker/host/metrics"
+	"github.com/agentkeys/broker/host/ratelimit"
 	"github.com/agentkeys/broker/host/revocation"
 	"github.com/agentkeys/broker/shared/policy"
 	"github.com/agentkeys/broker/shared/protocol"
@@ -38,6 +39,8 @@ type Options struct {
 	SessionBackend string
 	// DefaultTTLSeconds is passed to the API.
 	DefaultTTLSeconds int64
+	// SignInLimit, if set, rate-limits sign-in per client.
+	SignInLimit *ratelimit.Limiter
 	// Now, if set, is the enclave's clock (to expire sessions in tests).
 	Now func() time.Time
 	// AWS, if set, is called with the issuer URL (known only once the listener
@@ -108,7 +111,7 @@ func Start(t testing.TB, opts Options) *Broker {
 	b.Revocations = revocation.NewMemory()
 	b.Metrics = metrics.New(b.Enclave.Connected)
 	cfg := api.Config{Issuer: issuer, Enclave: b.Enclave, Audit: b.Audit, Revocations: b.Revocations,
-		Metrics: b.Metrics, DefaultTTLSeconds: opts.DefaultTTLSeconds}
+		Metrics: b.Metrics, DefaultTTLSeconds: opts.DefaultTTLSeconds, SignInLimit: opts.SignInLimit}
 	if opts.AWS != nil {
 		cfg.AWS = opts.AWS(issuer)
 	}

@@ -45,13 +45,14 @@ type config struct {
 	STSEndpoint      string
 	SessionDuration  time.Duration
 	SkipStartupCheck bool
-	DaemonKeyID      string // legacy static pair, environment only: never a flag
+	SignInRate       float64 // sign-in requests per second per client; 0 = off
+	DaemonKeyID      string  // legacy static pair, environment only: never a flag
 	DaemonSecret     string
 }
 
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
 	c := &config{}
-	var port, ttl, grace, httpsPort, httpPort, sessDur string
+	var port, ttl, grace, httpsPort, httpPort, sessDur, signInRate string
 	fs := flag.NewFlagSet("agentkeys-host", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	flags := []struct {
@@ -78,6 +79,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		{"aws-region", "BROKER_AWS_REGION", "", "AWS region for STS (else $REGION, else us-east-1)", &c.AWSRegion},
 		{"sts-endpoint", "BROKER_STS_ENDPOINT", "", "STS endpoint URL override (VPC or FIPS endpoints, tests)", &c.STSEndpoint},
 		{"session-duration", "BROKER_SESSION_DURATION_SECONDS", "3600", "default AWS credential lifetime in seconds, 900-43200", &sessDur},
+		{"sign-in-rate", "BROKER_SIGN_IN_RATE", "5", "sign-in requests (nonce and sign-in) per second per client, bursts of 4x; 0 turns the limit off", &signInRate},
 	}
 	envOf := map[string]string{}
 	for _, f := range flags {
@@ -188,6 +190,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		return nil, bad("session-duration", sessDur, "want seconds in [900, 43200]")
 	}
 	c.SessionDuration = time.Duration(d) * time.Second
+	if c.SignInRate, err = strconv.ParseFloat(signInRate, 64); err != nil || c.SignInRate < 0 || c.SignInRate > 10000 {
+		return nil, bad("sign-in-rate", signInRate, "want requests per second in [0, 10000]")
+	}
 	if c.RoleARN != "" || getenv("BROKER_AGENT_ROLE_ARN") != "" || getenv("ACCOUNT_ID") != "" {
 		arn, err := awscreds.ResolveRoleARN(c.RoleARN, getenv("BROKER_AGENT_ROLE_ARN"), getenv("ACCOUNT_ID"))
 		if err != nil {

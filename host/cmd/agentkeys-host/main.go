@@ -29,6 +29,7 @@ import (
 	"github.com/agentkeys/broker/host/awscreds"
 	"github.com/agentkeys/broker/host/enclaveclient"
 	"github.com/agentkeys/broker/host/metrics"
+	"github.com/agentkeys/broker/host/ratelimit"
 	"github.com/agentkeys/broker/host/revocation"
 	"github.com/agentkeys/broker/host/tlsacme"
 	"github.com/agentkeys/broker/shared/protocol"
@@ -101,6 +102,10 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		log.Warn("compatibility mode: opaque bearers are validated by the session backend; the enclave must allow host-asserted wallets", "backend", cfg.SessionBackend)
 	}
 	apiCfg.SessionDuration = cfg.SessionDuration
+	apiCfg.BehindProxy = cfg.BehindProxy
+	if cfg.SignInRate > 0 {
+		apiCfg.SignInLimit = ratelimit.New(cfg.SignInRate, max(1, int(4*cfg.SignInRate)), 100_000)
+	}
 	if cfg.RoleARN != "" {
 		b, err := awscreds.New(ctx, awscreds.Config{Mode: awscreds.Mode(cfg.STSMode), RoleARN: cfg.RoleARN, Region: cfg.AWSRegion,
 			Endpoint: cfg.STSEndpoint, StaticAccessKeyID: cfg.DaemonKeyID, StaticSecretAccessKey: cfg.DaemonSecret})

@@ -96,6 +96,8 @@ func TestConfig(t *testing.T) {
 		{"half a static pair", nil, env("DAEMON_ACCESS_KEY_ID", "AKIA"), nil, "both DAEMON_ACCESS_KEY_ID"},
 		{"bad sts endpoint", nil, env("BROKER_STS_ENDPOINT", "sts.local"), nil, "BROKER_STS_ENDPOINT"},
 		{"tls domain gives the issuer", []string{"--tls-domain", "B.example.com"}, env(), func(c *config) bool { return c.Issuer == "https://b.example.com" }, ""},
+		{"sign-in rate", nil, env("BROKER_SIGN_IN_RATE", "0.5"), func(c *config) bool { return c.SignInRate == 0.5 }, ""},
+		{"bad sign-in rate", nil, env("BROKER_SIGN_IN_RATE", "-1"), nil, "BROKER_SIGN_IN_RATE"},
 		{"bad port env", nil, env("BROKER_PORT", "http"), nil, "BROKER_PORT"},
 		{"bad ttl", nil, env("BROKER_OIDC_JWT_TTL_SECONDS", "7200"), nil, "BROKER_OIDC_JWT_TTL_SECONDS"},
 		{"bad grace", nil, env("BROKER_SHUTDOWN_GRACE_SECONDS", "-1"), nil, "BROKER_SHUTDOWN_GRACE_SECONDS"},
