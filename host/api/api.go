@@ -60,6 +60,9 @@ type Config struct {
 	// named by the proxy's X-Forwarded-For.
 	SignInLimit *ratelimit.Limiter
 	BehindProxy bool
+	// MetricsElsewhere leaves /metrics off this handler (the host serves it on
+	// its own listener, --metrics-listen).
+	MetricsElsewhere bool
 	// SessionDuration is the default AWS credential lifetime
 	// (BROKER_SESSION_DURATION_SECONDS, default 3600 s).
 	SessionDuration time.Duration
@@ -115,8 +118,10 @@ func New(cfg Config) (*API, error) {
 	a.route("POST /v1/session/revoke", "session_revoke", a.issuing(a.revokeSession))
 	a.route("POST /v1/mint-oidc-jwt", "mint_oidc_jwt", a.issuing(a.mintOIDCJWT))
 	a.route("POST /v1/mint-aws-creds", "mint_aws_creds", a.issuing(a.mintAWSCreds))
-	a.mux.Handle("GET /metrics", a.m.Handler())
-	a.allowed["/metrics"] = "GET"
+	if !cfg.MetricsElsewhere {
+		a.mux.Handle("GET /metrics", a.m.Handler())
+		a.allowed["/metrics"] = "GET"
+	}
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if allow, ok := a.allowed[r.URL.Path]; ok {
 			a.m.Requests.WithLabelValues("other", KindMethodNotAllowed).Inc()

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -46,6 +47,7 @@ type config struct {
 	SessionDuration  time.Duration
 	SkipStartupCheck bool
 	SignInRate       float64 // sign-in requests per second per client; 0 = off
+	MetricsListen    string  // "" = /metrics on the API listener
 	DaemonKeyID      string  // legacy static pair, environment only: never a flag
 	DaemonSecret     string
 }
@@ -79,6 +81,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		{"aws-region", "BROKER_AWS_REGION", "", "AWS region for STS (else $REGION, else us-east-1)", &c.AWSRegion},
 		{"sts-endpoint", "BROKER_STS_ENDPOINT", "", "STS endpoint URL override (VPC or FIPS endpoints, tests)", &c.STSEndpoint},
 		{"session-duration", "BROKER_SESSION_DURATION_SECONDS", "3600", "default AWS credential lifetime in seconds, 900-43200", &sessDur},
+		{"metrics-listen", "BROKER_METRICS_LISTEN", "", "serve /metrics only on this address (e.g. 127.0.0.1:9091) instead of the public API listener", &c.MetricsListen},
 		{"sign-in-rate", "BROKER_SIGN_IN_RATE", "5", "sign-in requests (nonce and sign-in) per second per client, bursts of 4x; 0 turns the limit off", &signInRate},
 	}
 	envOf := map[string]string{}
@@ -190,6 +193,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		return nil, bad("session-duration", sessDur, "want seconds in [900, 43200]")
 	}
 	c.SessionDuration = time.Duration(d) * time.Second
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			return nil, bad("metrics-listen", c.MetricsListen, "want HOST:PORT")
+		}
+	}
 	if c.SignInRate, err = strconv.ParseFloat(signInRate, 64); err != nil || c.SignInRate < 0 || c.SignInRate > 10000 {
 		return nil, bad("sign-in-rate", signInRate, "want requests per second in [0, 10000]")
 	}

@@ -103,6 +103,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	}
 	apiCfg.SessionDuration = cfg.SessionDuration
 	apiCfg.BehindProxy = cfg.BehindProxy
+	apiCfg.MetricsElsewhere = cfg.MetricsListen != ""
 	if cfg.SignInRate > 0 {
 		apiCfg.SignInLimit = ratelimit.New(cfg.SignInRate, max(1, int(4*cfg.SignInRate)), 100_000)
 	}
@@ -197,6 +198,18 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		}
 		start(newServer(a), l)
 		log.Info("serving HTTP", "addr", l.Addr().String(), "issuer", cfg.Issuer, "behind_proxy", cfg.BehindProxy, "enclave", cfg.Enclave)
+	}
+
+	if cfg.MetricsListen != "" {
+		ml, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			shutdown(servers, 0)
+			return fmt.Errorf("failed to listen on --metrics-listen %s: %w", cfg.MetricsListen, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", apiCfg.Metrics.Handler())
+		start(newServer(mux), ml)
+		log.Info("serving metrics", "addr", ml.Addr().String())
 	}
 
 	select {

@@ -97,6 +97,8 @@ func TestConfig(t *testing.T) {
 		{"bad sts endpoint", nil, env("BROKER_STS_ENDPOINT", "sts.local"), nil, "BROKER_STS_ENDPOINT"},
 		{"tls domain gives the issuer", []string{"--tls-domain", "B.example.com"}, env(), func(c *config) bool { return c.Issuer == "https://b.example.com" }, ""},
 		{"sign-in rate", nil, env("BROKER_SIGN_IN_RATE", "0.5"), func(c *config) bool { return c.SignInRate == 0.5 }, ""},
+		{"metrics listen", nil, env("BROKER_METRICS_LISTEN", "127.0.0.1:9091"), func(c *config) bool { return c.MetricsListen == "127.0.0.1:9091" }, ""},
+		{"bad metrics listen", nil, env("BROKER_METRICS_LISTEN", "9091"), nil, "BROKER_METRICS_LISTEN"},
 		{"bad sign-in rate", nil, env("BROKER_SIGN_IN_RATE", "-1"), nil, "BROKER_SIGN_IN_RATE"},
 		{"bad port env", nil, env("BROKER_PORT", "http"), nil, "BROKER_PORT"},
 		{"bad ttl", nil, env("BROKER_OIDC_JWT_TTL_SECONDS", "7200"), nil, "BROKER_OIDC_JWT_TTL_SECONDS"},
