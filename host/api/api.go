@@ -113,6 +113,7 @@ func New(cfg Config) (*API, error) {
 	a.route("GET /readyz", "readyz", a.readyz)
 	a.route("GET /.well-known/openid-configuration", "discovery", a.discovery)
 	a.route("GET /.well-known/jwks.json", "jwks", a.jwks)
+	a.route("GET /.well-known/attestation", "attestation", a.limited(a.issuing(a.attestation)))
 	a.route("GET /v1/session/nonce", "session_nonce", a.limited(a.issuing(a.sessionNonce)))
 	a.route("POST /v1/session", "session", a.limited(a.issuing(a.createSession)))
 	a.route("POST /v1/session/revoke", "session_revoke", a.issuing(a.revokeSession))

@@ -3,6 +3,7 @@ package api_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/decred/dcrd/dcrec/secp256k1/v4"
+	"github.com/hf/nitrite"
 
 	"github.com/agentkeys/broker/host/audit"
 	"github.com/agentkeys/broker/host/ratelimit"
@@ -510,5 +512,48 @@ func TestSessionBackendCompatibility(t *testing.T) {
 	off := testbroker.Start(t, testbroker.Options{SessionBackend: backend.URL})
 	if r := mint(t, off, "Bearer good-opaque", ""); r.status != 401 || !strings.Contains(string(r.body), "does not allow") {
 		t.Fatalf("policy off: %d %s", r.status, r.body)
+	}
+}
+
+func TestAttestation(t *testing.T) {
+	b := testbroker.Start(t, testbroker.Options{})
+	r := do(t, "GET", b.URL+"/.well-known/attestation?nonce=00112233445566778899aabbccddeeff", nil, nil)
+	if r.status != 200 || r.header.Get("Cache-Control") != "no-store" {
+		t.Fatalf("attestation: %d %s", r.status, r.body)
+	}
+	var body struct {
+		Document, Manifest []byte
+		ManifestSHA256     string `json:"manifest_sha256"`
+		Mode, Nonce        string
+	}
+	if err := json.Unmarshal(r.body, &body); err != nil {
+		t.Fatal(err)
+	}
+	res, err := nitrite.Verify(body.Document, nitrite.VerifyOptions{Roots: b.Attester.RootPool()})
+	if err != nil {
+		t.Fatalf("document does not verify with the simulated root: %v", err)
+	}
+	if hex.EncodeToString(res.Document.Nonce) != "00112233445566778899aabbccddeeff" || body.Mode != "simulated" {
+		t.Fatalf("nonce %x, mode %s", res.Document.Nonce, body.Mode)
+	}
+	sum := sha256.Sum256(body.Manifest)
+	if !bytes.Equal(res.Document.UserData, sum[:]) || hex.EncodeToString(sum[:]) != body.ManifestSHA256 {
+		t.Fatal("user_data is not the SHA-256 of the manifest")
+	}
+	// The manifest binds exactly the keys and issuer the host publishes.
+	var m struct {
+		Issuer     string    `json:"issuer"`
+		IssuerKeys []jwk.Key `json:"issuer_keys"`
+	}
+	json.Unmarshal(body.Manifest, &m)
+	var set jwk.Set
+	json.Unmarshal(do(t, "GET", b.URL+"/.well-known/jwks.json", nil, nil).body, &set)
+	if m.Issuer != b.URL || len(m.IssuerKeys) != 1 || m.IssuerKeys[0] != set.Keys[0] {
+		t.Fatalf("manifest %+v vs jwks %+v", m, set)
+	}
+	for _, q := range []string{"", "?nonce=", "?nonce=xyz", "?nonce=" + strings.Repeat("ab", 513)} {
+		if r := do(t, "GET", b.URL+"/.well-known/attestation"+q, nil, nil); r.status != 400 {
+			t.Errorf("%q: %d %s", q, r.status, r.body)
+		}
 	}
 }
