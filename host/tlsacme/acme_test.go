@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/mholt/acmez/v3/acme"
+
+	"github.com/agentkeys/broker/internal/pebbletest"
 )
 
 // obtainTimeout bounds every Obtain so that a broken test fails instead of
@@ -30,10 +32,10 @@ var greet = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 })
 
 func TestObtainHTTP01(t *testing.T) {
-	host := localAddr(t)
+	host := pebbletest.LocalhostAddr(t)
 	httpLn, httpPort := listen(t, host)
 	httpsLn, httpsPort := listen(t, host)
-	p := startPebble(t, httpPort, httpsPort)
+	p := pebbletest.Start(t, pebbletest.Options{HTTPPort: httpPort, TLSPort: httpsPort})
 	storage := filepath.Join(t.TempDir(), "tls")
 	cfg := Config{StorageDir: storage, HTTPPort: httpPort, TLSPort: httpsPort, DisableTLSALPN: true}
 	m := newManager(t, p, cfg)
@@ -82,13 +84,13 @@ func TestObtainHTTP01(t *testing.T) {
 }
 
 func TestObtainTLSALPN01(t *testing.T) {
-	host := localAddr(t)
+	host := pebbletest.LocalhostAddr(t)
 	httpLn, httpPort := listen(t, host)
 	httpsLn, httpsPort := listen(t, host)
 	// Pebble's HTTP-01 check goes to a closed port, so only TLS-ALPN-01,
 	// answered by the HTTPS listener through TLSConfig, can succeed (if
 	// the ACME client tries HTTP-01 first, it fails and falls back).
-	p := startPebble(t, freePort(t, host), httpsPort)
+	p := pebbletest.Start(t, pebbletest.Options{HTTPPort: freePort(t, host), TLSPort: httpsPort})
 	m := newManager(t, p, Config{HTTPPort: httpPort, TLSPort: httpsPort})
 
 	// The Manager's own HTTP port is served all the same: were nothing
@@ -116,13 +118,13 @@ func TestObtainTLSALPN01(t *testing.T) {
 }
 
 func TestObtainUnreachable(t *testing.T) {
-	host := localAddr(t)
+	host := pebbletest.LocalhostAddr(t)
 	httpLn, httpPort := listen(t, host)
 	// The CA looks for the challenge on a closed port, as when port 80 is
 	// firewalled or forwarded elsewhere. (Pointing the Manager itself at a
 	// closed port would not do: certmagic would bind it and answer.)
 	closed := freePort(t, host)
-	p := startPebble(t, closed, closed)
+	p := pebbletest.Start(t, pebbletest.Options{HTTPPort: closed, TLSPort: closed})
 	m := newManager(t, p, Config{HTTPPort: httpPort, DisableTLSALPN: true})
 	serve(t, &http.Server{Handler: m.HTTPHandler(nil)}, httpLn, false)
 
@@ -141,7 +143,7 @@ func TestObtainUnreachable(t *testing.T) {
 		t.Errorf("error does not carry the CA's connection problem: %v", err)
 	}
 	for _, want := range []string{
-		"failed to obtain a certificate for localhost from " + p.dirURL,
+		"failed to obtain a certificate for localhost from " + p.DirectoryURL,
 		"check that localhost resolves to this host and that the CA can reach port " + strconv.Itoa(httpPort) + " (HTTP-01)",
 	} {
 		if !strings.Contains(err.Error(), want) {
@@ -154,10 +156,10 @@ func TestObtainUnreachable(t *testing.T) {
 // trusting only Pebble's issuance root and checking the name "localhost",
 // and expects the application's response. A client that does not trust
 // Pebble must fail.
-func checkHTTPS(t *testing.T, p *pebble, port int) {
+func checkHTTPS(t *testing.T, p *pebbletest.Pebble, port int) {
 	t.Helper()
 	url := "https://localhost:" + strconv.Itoa(port) + "/"
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.issuerRoot}}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.IssuerRoots(t)}}
 	defer tr.CloseIdleConnections()
 	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get(url)
 	if err != nil {

@@ -30,6 +30,7 @@ import (
 
 	"github.com/agentkeys/broker/host/audit"
 	"github.com/agentkeys/broker/host/client"
+	"github.com/agentkeys/broker/internal/pebbletest"
 	"github.com/agentkeys/broker/internal/stsserver"
 	"github.com/agentkeys/broker/shared/jwk"
 )
@@ -68,6 +69,7 @@ func TestMain(m *testing.M) {
 	if binDir != "" {
 		os.RemoveAll(binDir)
 	}
+	pebbletest.Cleanup()
 	os.Exit(code)
 }
 

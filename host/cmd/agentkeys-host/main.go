@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -180,7 +181,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 			hl.Close()
 			return fmt.Errorf("failed to listen on the HTTPS port: %w", err)
 		}
-		start(newServer(m.HTTPHandler(nil)), hl)
+		start(newServer(m.HTTPHandler(issuerRedirect(cfg.Issuer))), hl)
 		start(newServer(a), tls.NewListener(tl, m.TLSConfig()))
 		log.Info("obtaining a certificate", "domain", cfg.TLSDomain, "ca", cfg.ACMECA)
 		octx, cancel := context.WithTimeout(ctx, 5*time.Minute)
@@ -188,6 +189,11 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		cancel()
 		if err != nil {
 			shutdown(servers, 0)
+			if ctx.Err() != nil {
+				// Stopped (SIGTERM) while waiting for the CA: a clean stop.
+				log.Info("stopped before a certificate was obtained")
+				return nil
+			}
 			return err
 		}
 		log.Info("serving HTTPS", "issuer", cfg.Issuer, "https_port", cfg.HTTPSPort, "http_port", cfg.HTTPPort)
@@ -222,6 +228,21 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	shutdown(servers, cfg.ShutdownGrace)
 	log.Info("stopped")
 	return nil
+}
+
+// issuerRedirect answers plain HTTP (other than ACME challenges) with a 308 to
+// the same path on the issuer's origin, keeping its port, so that a host on a
+// non-default HTTPS port redirects to where it actually listens.
+func issuerRedirect(issuer string) http.Handler {
+	u, _ := url.Parse(issuer) // normalised by parseConfig
+	origin := "https://" + u.Host
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			http.Error(w, "plain HTTP only redirects GET and HEAD; use "+origin, http.StatusBadRequest)
+			return
+		}
+		http.Redirect(w, r, origin+r.URL.RequestURI(), http.StatusPermanentRedirect)
+	})
 }
 
 func shutdown(servers []*http.Server, grace time.Duration) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"strconv"
@@ -138,6 +139,25 @@ func TestImportsNoEnclaveCode(t *testing.T) {
 	for _, pkg := range strings.Fields(string(out)) {
 		if strings.HasPrefix(pkg, "github.com/agentkeys/broker/enclave/") || strings.HasPrefix(pkg, "github.com/agentkeys/broker/internal/") {
 			t.Errorf("the host imports %s", pkg)
+		}
+	}
+}
+
+func TestIssuerRedirect(t *testing.T) {
+	h := issuerRedirect("https://b.example.com:8443/oidc")
+	tests := []struct {
+		method, target, want string
+		status               int
+	}{
+		{"GET", "/.well-known/jwks.json", "https://b.example.com:8443/.well-known/jwks.json", 308},
+		{"HEAD", "/oidc/x?y=1", "https://b.example.com:8443/oidc/x?y=1", 308},
+		{"POST", "/v1/session", "", 400},
+	}
+	for _, tt := range tests {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(tt.method, "http://evil.example.com"+tt.target, nil))
+		if rec.Code != tt.status || rec.Header().Get("Location") != tt.want {
+			t.Errorf("%s %s: %d %q", tt.method, tt.target, rec.Code, rec.Header().Get("Location"))
 		}
 	}
 }
