@@ -1,12 +1,18 @@
 package main
 
 import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -161,3 +167,67 @@ func TestIssuerRedirect(t *testing.T) {
 		}
 	}
 }
+
+// TestStopWhileObtaining: SIGTERM (a cancelled context) while the CA has not
+// answered is a clean stop, not a certificate failure.
+func TestStopWhileObtaining(t *testing.T) {
+	// A "CA" that accepts connections and never answers.
+	hang, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hang.Close()
+	go func() {
+		for {
+			c, err := hang.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	ports := make([]int, 2)
+	for i := range ports {
+		l, _ := net.Listen("tcp", "127.0.0.1:0")
+		ports[i] = l.Addr().(*net.TCPAddr).Port
+		l.Close()
+	}
+	dir := t.TempDir()
+	cfg, err := parseConfig([]string{"--tls-domain", "localhost", "--issuer", fmt.Sprintf("https://localhost:%d", ports[0]),
+		"--https-port", strconv.Itoa(ports[0]), "--http-port", strconv.Itoa(ports[1]),
+		"--acme-ca", "https://" + hang.Addr().String() + "/dir", "--state-dir", dir, "--enclave", "unix:" + dir + "/none.sock"},
+		func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncLog{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, cfg, slog.New(slog.NewJSONHandler(logs, nil))) }()
+	for i := 0; !strings.Contains(logs.String(), "obtaining a certificate"); i++ {
+		if i > 2000 {
+			t.Fatalf("never started obtaining:\n%s", logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("stop while obtaining: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve did not return after cancel")
+	}
+	if !strings.Contains(logs.String(), "stopped before a certificate was obtained") {
+		t.Fatalf("log:\n%s", logs.String())
+	}
+}
+
+type syncLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncLog) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncLog) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
