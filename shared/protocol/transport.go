@@ -33,12 +33,14 @@ func Listen(addr string) (net.Listener, error) {
 		if fi, err := os.Lstat(rest); err == nil && fi.Mode()&os.ModeSocket != 0 {
 			os.Remove(rest)
 		}
-		l, err := listenUnix(rest)
+		l, err := net.Listen("unix", rest)
 		if err != nil {
 			return nil, err
 		}
-		// Only the owner (the host's user) may connect; listenUnix already
-		// created it so, and this holds on systems without umask.
+		// Only the owner (the host's user) may connect. Between bind and chmod
+		// the mode follows the umask: keep the socket in a 0700 directory (as
+		// make dev does). Narrowing the umask instead would race with every
+		// other goroutine's file and process creation.
 		if err := os.Chmod(rest, 0o600); err != nil {
 			l.Close()
 			return nil, err
