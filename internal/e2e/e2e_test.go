@@ -435,3 +435,54 @@ func decodeSegment(t *testing.T, s string) string {
 	}
 	return string(b)
 }
+
+// TestAWSCredsAssumeRole: the host binary in assume-role mode checks its own
+// AWS identity at start (GetCallerIdentity), refuses to start when that fails,
+// and tags the sessions it assumes with the wallet.
+func TestAWSCredsAssumeRole(t *testing.T) {
+	const role = "arn:aws:iam::123456789012:role/agentkeys-data-role"
+	sts := stsserver.New(stsserver.Options{
+		Roles:      []stsserver.Role{{ARN: role, RequireTag: "agentkeys_user_wallet"}},
+		AccessKeys: []stsserver.AccessKey{{ID: "AKIAHOSTEXAMPLE00001", Secret: "host-secret", ARN: "arn:aws:iam::123456789012:user/broker-host"}},
+	})
+	url := sts.Start(t)
+	env := []string{"BROKER_STS_MODE=assume-role", "BROKER_STS_ENDPOINT=" + url, "BROKER_DATA_ROLE_ARN=" + role, "DAEMON_ACCESS_KEY_ID=AKIAHOSTEXAMPLE00001"}
+
+	// A wrong secret: the start-up check fails and the host does not start.
+	bin := binaries(t)
+	dir := t.TempDir()
+	bad := start(t, append(env, "DAEMON_SECRET_ACCESS_KEY=wrong-secret-Zq9x", "BROKER_STATE_DIR="+dir, "BROKER_ENCLAVE=unix:"+dir+"/none.sock",
+		fmt.Sprintf("BROKER_PORT=%d", freePort(t))), filepath.Join(bin, "agentkeys-host"))
+	select {
+	case err := <-bad.done:
+		bad.done <- err
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(bad.stderr.String(), "assume-role start-up check") ||
+			!strings.Contains(bad.stderr.String(), "SignatureDoesNotMatch") || strings.Contains(bad.stderr.String(), "Zq9x") {
+			t.Fatalf("host with a wrong secret: %v\n%s", err, bad.stderr.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("host with a wrong secret did not exit")
+	}
+
+	// The right secret: it starts, and mints with the wallet as session tag
+	// and source identity.
+	b := startBroker(t, append(env, "DAEMON_SECRET_ACCESS_KEY=host-secret")...)
+	if !strings.Contains(b.host.stderr.String(), `"msg":"assume-role identity","arn":"arn:aws:iam::123456789012:user/broker-host"`) {
+		t.Fatalf("host log:\n%s", b.host.stderr.String())
+	}
+	key, _ := secp256k1.GeneratePrivateKey()
+	c, _ := client.New(b.issuer)
+	sess, err := c.SignIn(context.Background(), key, client.SignInOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cr, err := c.MintAWSCreds(context.Background(), sess.Token, 900)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issued, ok := sts.Issued(cr.AccessKeyID)
+	if !ok || issued.Action != "AssumeRole" || issued.SourceIdentity != sess.Wallet || issued.PrincipalTags["agentkeys_user_wallet"] != sess.Wallet {
+		t.Fatalf("issued: %+v", issued)
+	}
+}
