@@ -17,6 +17,10 @@ import (
 	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/agentkeys/broker/host/audit"
+	"github.com/agentkeys/broker/shared/policy"
+	"github.com/agentkeys/broker/shared/protocol"
 )
 
 func TestMain(m *testing.M) {
@@ -231,3 +235,116 @@ type syncLog struct {
 
 func (s *syncLog) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
 func (s *syncLog) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// drainEnclave is a stand-in enclave (over the real protocol) whose mint
+// blocks until released, to hold a request in flight across a shutdown.
+type drainEnclave struct {
+	issuer   string
+	inMint   chan struct{}
+	release  chan struct{}
+	released sync.Once
+}
+
+func (d *drainEnclave) Handle(ctx context.Context, op protocol.Op, body []byte) (any, error) {
+	switch op {
+	case protocol.OpInfo:
+		return protocol.InfoResponse{ProtocolVersion: protocol.Version, Mode: "simulated", Policy: policy.Default(d.issuer)}, nil
+	case protocol.OpMintOIDC:
+		d.inMint <- struct{}{}
+		<-d.release
+		return protocol.MintOIDCResponse{JWT: "aaa.bbb.ccc", Wallet: "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed", Kid: "k", JTI: "j",
+			Audience: "sts.amazonaws.com", IssuedAt: 1, ExpiresAt: 301}, nil
+	}
+	return nil, protocol.Errorf(protocol.CodeUnknownOp, "no")
+}
+
+// TestShutdownDrainsInFlight: a mint in flight when the host is told to stop
+// completes (and is audited) before the host exits.
+func TestShutdownDrainsInFlight(t *testing.T) {
+	dir := t.TempDir()
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	issuer := fmt.Sprintf("http://127.0.0.1:%d", port)
+	enc := &drainEnclave{issuer: issuer, inMint: make(chan struct{}, 1), release: make(chan struct{})}
+	el, err := protocol.Listen("unix:" + dir + "/e.sock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	esrv := &protocol.Server{Handler: enc}
+	go esrv.Serve(el)
+	defer esrv.Shutdown(context.Background())
+	defer enc.released.Do(func() { close(enc.release) })
+
+	cfg, err := parseConfig([]string{"--port", strconv.Itoa(port), "--state-dir", dir, "--enclave", "unix:" + dir + "/e.sock", "--shutdown-grace", "30"},
+		func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, cfg, slog.New(slog.DiscardHandler)) }()
+	for i := 0; ; i++ {
+		resp, err := http.Get(issuer + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if i > 2000 {
+			t.Fatal("host never became ready")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	type result struct {
+		status int
+		body   string
+		err    error
+	}
+	res := make(chan result, 1)
+	go func() {
+		req, _ := http.NewRequest("POST", issuer+"/v1/mint-oidc-jwt", nil)
+		req.Header.Set("Authorization", "Bearer aaa.eyJzaWQiOiJzMSJ9.ccc")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			res <- result{err: err}
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		res <- result{status: resp.StatusCode, body: string(b)}
+	}()
+	<-enc.inMint // the request is inside the enclave call
+	cancel()     // SIGTERM
+	// New requests are refused once the listener closes; wait for that.
+	for i := 0; ; i++ {
+		if _, err := http.Get(issuer + "/healthz"); err != nil {
+			break
+		}
+		if i > 2000 {
+			t.Fatal("the listener never closed")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	enc.released.Do(func() { close(enc.release) })
+	r := <-res
+	if r.err != nil || r.status != 200 || !strings.Contains(r.body, `"jwt":"aaa.bbb.ccc"`) {
+		t.Fatalf("in-flight mint across shutdown: %+v", r)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+	// Its audit record is durable.
+	store, err := audit.OpenSQLite(cfg.AuditDB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	recs, _ := store.List(context.Background(), 0, 10)
+	if len(recs) != 1 || recs[0].Outcome != "ok" || recs[0].JTI != "j" {
+		t.Fatalf("audit: %+v", recs)
+	}
+}
