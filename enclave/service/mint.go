@@ -82,16 +82,21 @@ func (s *Service) MintOIDC(req protocol.MintOIDCRequest) (protocol.MintOIDCRespo
 	default:
 		return zero, protocol.Errorf(protocol.CodeUnauthorized, "missing session token")
 	}
+	refuse := func(format string, args ...any) error {
+		e := protocol.Errorf(protocol.CodePolicy, format, args...)
+		e.Wallet = wallet // verified above: the refusal is this wallet's
+		return e
+	}
 	if len(req.Audience) > protocol.MaxAudience {
-		return zero, protocol.Errorf(protocol.CodePolicy, "audience is longer than %d bytes", protocol.MaxAudience)
+		return zero, refuse("audience is longer than %d bytes", protocol.MaxAudience)
 	}
 	aud, err := s.policy.Audience(req.Audience)
 	if err != nil {
-		return zero, protocol.Errorf(protocol.CodePolicy, "%v", err)
+		return zero, refuse("%v", err)
 	}
 	ttl, err := s.policy.TTL(req.TTLSeconds)
 	if err != nil {
-		return zero, protocol.Errorf(protocol.CodePolicy, "%v", err)
+		return zero, refuse("%v", err)
 	}
 	jti, err := s.randomID()
 	if err != nil {

@@ -507,7 +507,8 @@ func TestSessionTokenRejections(t *testing.T) {
 
 func TestMintPolicy(t *testing.T) {
 	e := newEnv(t, func(p *policy.Policy) { p.Audiences = []string{"sts.amazonaws.com", "example-aud"} })
-	tok := e.session(t, newWallet(t)).Token
+	sess := e.session(t, newWallet(t))
+	tok := sess.Token
 	tests := []struct {
 		ttl     int64
 		aud     string
@@ -530,6 +531,11 @@ func TestMintPolicy(t *testing.T) {
 		if tt.err != "" {
 			if !errors.Is(err, protocol.ErrPolicy) || !strings.Contains(err.Error(), tt.err) {
 				t.Errorf("ttl %d aud %q: err = %v, want policy_violation with %q", tt.ttl, tt.aud, err, tt.err)
+			}
+			// The refusal names the verified wallet, for the audit log.
+			var pe *protocol.Error
+			if !errors.As(err, &pe) || pe.Wallet != sess.Session.Wallet {
+				t.Errorf("ttl %d aud %q: refusal wallet %+v", tt.ttl, tt.aud, pe)
 			}
 			continue
 		}

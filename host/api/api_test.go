@@ -245,9 +245,9 @@ func TestRefusalsAreAudited(t *testing.T) {
 		{"token with spaces", "Bearer a b", "", 401, "unauthorized", "unauthorized", "unknown", ""},
 		{"forged session", "Bearer " + strings.Join(forged, "."), "", 401, "unauthorized", "unauthorized", "unknown", "invalid session token"},
 		{"garbage token", "Bearer xyz", "", 401, "unauthorized", "unauthorized", "unknown", "invalid session token"},
-		{"ttl too short", "Bearer " + tok, `{"ttl_seconds":59}`, 400, "bad_request", "policy_refused", "unknown", "between 60 and 3600"},
-		{"ttl too long", "Bearer " + tok, `{"ttl_seconds":3601}`, 400, "bad_request", "policy_refused", "unknown", "between 60 and 3600"},
-		{"audience not allowed", "Bearer " + tok, `{"audience":"evil"}`, 400, "bad_request", "policy_refused", "unknown", "sts.amazonaws.com"},
+		{"ttl too short", "Bearer " + tok, `{"ttl_seconds":59}`, 400, "bad_request", "policy_refused", wallet, "between 60 and 3600"},
+		{"ttl too long", "Bearer " + tok, `{"ttl_seconds":3601}`, 400, "bad_request", "policy_refused", wallet, "between 60 and 3600"},
+		{"audience not allowed", "Bearer " + tok, `{"audience":"evil"}`, 400, "bad_request", "policy_refused", wallet, "sts.amazonaws.com"},
 		{"bad json", "Bearer " + tok, `{"ttl_seconds":"x"}`, 400, "bad_request", "bad_request", "unknown", "not valid JSON"},
 		{"body too large", "Bearer " + tok, `{"audience":"` + strings.Repeat("a", 70<<10) + `"}`, 413, "payload_too_large", "bad_request", "unknown", "larger than"},
 	}
@@ -283,7 +283,6 @@ func TestRefusalsAreAudited(t *testing.T) {
 			t.Errorf("%q: %d %s", auth[:10], r.status, r.body)
 		}
 	}
-	_ = wallet
 }
 
 func TestRevokedSessionIsRefused(t *testing.T) {

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"net/http"
 
 	"github.com/agentkeys/broker/host/audit"
@@ -38,6 +39,10 @@ func (a *API) mintJWT(ctx context.Context, tok, audience string, ttl int64, rec 
 		req.Token = tok
 	}
 	if err := a.call(ctx, protocol.OpMintOIDC, req, &resp); err != nil {
+		var pe *protocol.Error
+		if errors.As(err, &pe) && pe.Wallet != "" {
+			rec.Wallet = pe.Wallet // the enclave verified the session before refusing
+		}
 		return resp, fromEnclave(err)
 	}
 	rec.Wallet, rec.HostAssertedWallet = resp.Wallet, resp.HostAssertedWallet

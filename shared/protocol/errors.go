@@ -26,6 +26,10 @@ const (
 type Error struct {
 	Code    Code   `cbor:"code"`
 	Message string `cbor:"message"`
+	// Wallet is set when the enclave had verified who asked before refusing
+	// (a valid session outside the policy), so the refusal can be audited
+	// under that wallet.
+	Wallet string `cbor:"wallet,omitempty"`
 }
 
 func (e *Error) Error() string {
