@@ -62,7 +62,8 @@ type Service struct {
 	checkpoint ed25519.PrivateKey
 	vkey       string // C2SP note verifier key for checkpoints
 
-	domain string // the issuer's host[:port]: sign-in messages must name it
+	issuer       *url.URL // the parsed policy issuer; sign-in messages must name its host[:port]
+	policyDigest string   // policy.Digest(), fixed for the enclave's life
 
 	nonces nonceStore
 }
@@ -120,7 +121,7 @@ func New(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("enclave: issuer: %w", err)
 	}
-	s.domain = u.Host
+	s.issuer, s.policyDigest = u, cfg.Policy.Digest()
 	s.vkey, err = note.NewEd25519VerifierKey(checkpointKeyName(u), set.Checkpoint.Public().(ed25519.PublicKey))
 	if err != nil {
 		return nil, fmt.Errorf("enclave: checkpoint key: %w", err)
@@ -195,7 +196,7 @@ func (s *Service) Info() protocol.InfoResponse {
 		ProtocolVersion:       protocol.Version,
 		Mode:                  s.attester.Mode(),
 		Policy:                s.policy,
-		PolicyDigest:          s.policy.Digest(),
+		PolicyDigest:          s.policyDigest,
 		IssuerKeys:            append([]jwk.Key(nil), s.issuerJWKs...),
 		SigningKid:            s.issuerKid,
 		CheckpointVerifierKey: s.vkey,
@@ -228,7 +229,7 @@ func (s *Service) Attest(req protocol.AttestRequest) (protocol.AttestResponse, e
 		Version:               1,
 		Mode:                  s.attester.Mode(),
 		Issuer:                s.policy.Issuer,
-		PolicyDigest:          s.policy.Digest(),
+		PolicyDigest:          s.policyDigest,
 		IssuerKeys:            s.issuerJWKs,
 		SigningKid:            s.issuerKid,
 		CheckpointVerifierKey: s.vkey,
@@ -248,13 +249,13 @@ func (s *Service) Attest(req protocol.AttestRequest) (protocol.AttestResponse, e
 
 // SessionNonce issues a single-use sign-in nonce.
 func (s *Service) SessionNonce() (protocol.SessionNonceResponse, error) {
-	var b [16]byte
-	if _, err := io.ReadFull(s.attester, b[:]); err != nil {
-		return protocol.SessionNonceResponse{}, fmt.Errorf("failed to read randomness: %w", err)
+	nonce, err := s.randomID() // 32 hex digits: alphanumeric, as EIP-4361 asks
+	if err != nil {
+		return protocol.SessionNonceResponse{}, err
 	}
-	nonce := hex.EncodeToString(b[:])
-	exp := s.now().Add(time.Duration(s.policy.NonceLifetime) * time.Second)
-	if err := s.nonces.add(nonce, exp, s.now()); err != nil {
+	now := s.now()
+	exp := now.Add(time.Duration(s.policy.NonceLifetime) * time.Second)
+	if err := s.nonces.add(nonce, exp, now); err != nil {
 		return protocol.SessionNonceResponse{}, err
 	}
 	return protocol.SessionNonceResponse{Nonce: nonce, ExpiresAt: exp.Unix()}, nil

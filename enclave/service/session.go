@@ -99,9 +99,9 @@ func (s *Service) CreateSession(req protocol.CreateSessionRequest) (protocol.Cre
 // is the issuer URL or lies beneath it. Without this a signature collected by
 // another site could be replayed here.
 func (s *Service) checkOrigin(msg *siwe.Message) error {
-	iss, _ := url.Parse(s.policy.Issuer)
-	if !strings.EqualFold(msg.Domain, s.domain) {
-		return protocol.Errorf(protocol.CodeSignInRejected, "message domain %q is not this issuer's (%q)", truncate(msg.Domain, 80), s.domain)
+	iss := s.issuer
+	if !strings.EqualFold(msg.Domain, iss.Host) {
+		return protocol.Errorf(protocol.CodeSignInRejected, "message domain %q is not this issuer's (%q)", truncate(msg.Domain, 80), iss.Host)
 	}
 	if msg.Scheme != "" && !strings.EqualFold(msg.Scheme, iss.Scheme) {
 		return protocol.Errorf(protocol.CodeSignInRejected, "message scheme %q is not this issuer's (%q)", truncate(msg.Scheme, 16), iss.Scheme)
