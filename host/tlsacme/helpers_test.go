@@ -1,7 +1,6 @@
 package tlsacme
 
 import (
-	"bytes"
 	"errors"
 	"log"
 	"log/slog"
@@ -9,11 +8,12 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/agentkeys/broker/internal/pebbletest"
+
+	"github.com/agentkeys/broker/internal/lockedbuf"
 )
 
 func TestMain(m *testing.M) {
@@ -50,7 +50,7 @@ func freePort(t *testing.T, host string) int {
 // only if the test fails.
 func serve(t *testing.T, srv *http.Server, ln net.Listener, tlsOn bool) {
 	t.Helper()
-	var errLog lockedBuffer
+	var errLog lockedbuf.Buffer
 	srv.ErrorLog = log.New(&errLog, "", 0)
 	srv.ReadHeaderTimeout = 10 * time.Second
 	done := make(chan error, 1)
@@ -72,29 +72,11 @@ func serve(t *testing.T, srv *http.Server, ln net.Listener, tlsOn bool) {
 	})
 }
 
-// lockedBuffer collects output written from several goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // testLogger collects the Manager's logs and prints them if the test
 // fails or runs with -v. It does not write to t directly: certmagic goroutines may log
 // after the test returns.
 func testLogger(t *testing.T) *slog.Logger {
-	var buf lockedBuffer
+	var buf lockedbuf.Buffer
 	t.Cleanup(func() {
 		if t.Failed() || testing.Verbose() {
 			t.Logf("manager log:\n%s", buf.String())

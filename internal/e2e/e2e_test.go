@@ -33,6 +33,8 @@ import (
 	"github.com/agentkeys/broker/internal/pebbletest"
 	"github.com/agentkeys/broker/internal/stsserver"
 	"github.com/agentkeys/broker/shared/jwk"
+
+	"github.com/agentkeys/broker/internal/lockedbuf"
 )
 
 var (
@@ -86,30 +88,13 @@ func freePort(t *testing.T) int {
 // proc is a started binary with its stderr captured.
 type proc struct {
 	cmd    *exec.Cmd
-	stderr *syncBuffer
+	stderr *lockedbuf.Buffer
 	done   chan error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func start(t *testing.T, env []string, name string, args ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(name, args...), stderr: &syncBuffer{}, done: make(chan error, 1)}
+	p := &proc{cmd: exec.Command(name, args...), stderr: &lockedbuf.Buffer{}, done: make(chan error, 1)}
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {

@@ -69,6 +69,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/agentkeys/broker/internal/lockedbuf"
 )
 
 // startTimeout bounds how long Pebble may take to serve its directory.
@@ -173,7 +175,7 @@ func (p *Pebble) start(t testing.TB, dir, certFile, keyFile string, opts Options
 	cfgFile := filepath.Join(dir, "pebble.json")
 	writeFile(t, cfgFile, cfgJSON)
 
-	var output lockedBuffer
+	var output lockedbuf.Buffer
 	cmd := &exec.Cmd{Args: []string{"pebble", "-config", cfgFile}, Env: pebbleEnv(), Stdout: &output, Stderr: &output}
 	if err := startBinary(cmd); err != nil {
 		return err
@@ -354,22 +356,4 @@ func writeFile(t testing.TB, name string, data []byte) {
 	if err := os.WriteFile(name, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// lockedBuffer collects output written from several goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

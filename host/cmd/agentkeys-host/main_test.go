@@ -21,6 +21,8 @@ import (
 	"github.com/agentkeys/broker/host/audit"
 	"github.com/agentkeys/broker/shared/policy"
 	"github.com/agentkeys/broker/shared/protocol"
+
+	"github.com/agentkeys/broker/internal/lockedbuf"
 )
 
 func TestMain(m *testing.M) {
@@ -204,7 +206,7 @@ func TestStopWhileObtaining(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncLog{}
+	logs := &lockedbuf.Buffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- serve(ctx, cfg, slog.New(slog.NewJSONHandler(logs, nil))) }()
@@ -227,14 +229,6 @@ func TestStopWhileObtaining(t *testing.T) {
 		t.Fatalf("log:\n%s", logs.String())
 	}
 }
-
-type syncLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncLog) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncLog) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 // drainEnclave is a stand-in enclave (over the real protocol) whose mint
 // blocks until released, to hold a request in flight across a shutdown.
