@@ -169,23 +169,34 @@ func (b *broker) startEnclave(t *testing.T) {
 		"--state-dir", filepath.Join(b.dir, "enclave"), "--policy", filepath.Join(b.dir, "policy.json"), "--listen", "unix:"+b.sock)
 }
 
+// signIn makes a fresh wallet and signs it in at issuer through the Go client
+// library, over hc when it is not nil.
+func signIn(t *testing.T, issuer string, hc *http.Client) (*client.Client, *client.Session) {
+	t.Helper()
+	key, err := secp256k1.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(issuer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hc != nil {
+		c.HTTP = hc
+	}
+	sess, err := c.SignIn(t.Context(), key, client.SignInOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, sess
+}
+
 func TestEndToEnd(t *testing.T) {
 	b := startBroker(t)
 	ctx := context.Background()
 
 	// A fresh wallet signs in and mints, through the Go client library.
-	key, err := secp256k1.GeneratePrivateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(b.issuer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sess, err := c.SignIn(ctx, key, client.SignInOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, sess := signIn(t, b.issuer, nil)
 	jwt, err := c.MintJWT(ctx, sess.Token, "", 0)
 	if err != nil {
 		t.Fatal(err)
@@ -292,12 +303,7 @@ func TestAWSCreds(t *testing.T) {
 	sts = stsserver.New(stsserver.Options{Roles: []stsserver.Role{{ARN: role, ProviderIssuer: b.issuer, RequireTag: "agentkeys_user_wallet"}}, AllowHTTPIssuer: true})
 	mu.Unlock()
 
-	key, _ := secp256k1.GeneratePrivateKey()
-	c, _ := client.New(b.issuer)
-	sess, err := c.SignIn(context.Background(), key, client.SignInOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, sess := signIn(t, b.issuer, nil)
 	cr, err := c.MintAWSCreds(context.Background(), sess.Token, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -456,12 +462,7 @@ func TestAWSCredsAssumeRole(t *testing.T) {
 	if !strings.Contains(b.host.stderr.String(), `"msg":"assume-role identity","arn":"arn:aws:iam::123456789012:user/broker-host"`) {
 		t.Fatalf("host log:\n%s", b.host.stderr.String())
 	}
-	key, _ := secp256k1.GeneratePrivateKey()
-	c, _ := client.New(b.issuer)
-	sess, err := c.SignIn(context.Background(), key, client.SignInOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, sess := signIn(t, b.issuer, nil)
 	cr, err := c.MintAWSCreds(context.Background(), sess.Token, 900)
 	if err != nil {
 		t.Fatal(err)

@@ -16,9 +16,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
-	"github.com/decred/dcrd/dcrec/secp256k1/v4"
 
-	"github.com/agentkeys/broker/host/client"
 	"github.com/agentkeys/broker/internal/pebbletest"
 )
 
@@ -81,21 +79,9 @@ func TestHTTPSIssuerWithACME(t *testing.T) {
 
 	// A fresh wallet signs in and mints over HTTPS.
 	ctx := t.Context()
-	key, err := secp256k1.GeneratePrivateKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(b.issuer)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, sess := signIn(t, b.issuer, trusting)
 	if c.BaseURL != b.issuer {
 		t.Fatalf("client.New(%q).BaseURL = %q", b.issuer, c.BaseURL)
-	}
-	c.HTTP = trusting
-	sess, err := c.SignIn(ctx, key, client.SignInOptions{})
-	if err != nil {
-		t.Fatal(err)
 	}
 	jwt, err := c.MintJWT(ctx, sess.Token, "", 0)
 	if err != nil {
