@@ -45,17 +45,15 @@ BROKER_OIDC_ISSUER="$issuer" BROKER_PORT="$port" BROKER_ENCLAVE="unix:$sock" \
   "$bin/agentkeys-host" 2>"$dev/host.log" &
 host=$!
 
-# readyz answers 200 once the host reaches the enclave (curl, or bash alone).
+# readyz reports whether /readyz answers 200 (the host reaches the enclave).
+# Bash alone, so the one path here is the one TestMakeDev runs.
 readyz() {
-  if command -v curl >/dev/null; then
-    curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1
-  else
-    exec 3<>"/dev/tcp/127.0.0.1/$port" 2>/dev/null || return 1
-    printf 'GET /readyz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
-    head -n1 <&3 | grep -q ' 200 '; local rc=$?
-    exec 3<&-
-    return $rc
-  fi
+  { exec 3<>"/dev/tcp/127.0.0.1/$port"; } 2>/dev/null || return 1
+  printf 'GET /readyz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
+  local status
+  read -r _ status _ <&3 || status=
+  exec 3<&-
+  [ "$status" = 200 ]
 }
 ready=
 for _ in $(seq 1 200); do
