@@ -5,14 +5,18 @@ FUZZTIME ?= 3s
 # Packages whose fuzz targets `make fuzz` runs (each target for FUZZTIME).
 FUZZPKGS ?= $(sort $(patsubst %/,%,$(dir $(shell grep -rl --include='*_test.go' '^func Fuzz' . 2>/dev/null))))
 
-.PHONY: all build test unit vet fmt-check fuzz dev clean
+.PHONY: all build deps test unit vet fmt-check fuzz dev clean
 
 all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./enclave/cmd/... ./host/cmd/...
 
-test: fmt-check vet unit fuzz
+test: deps fmt-check vet unit fuzz
+
+# Tests build helpers (Pebble, litewitness) from the module cache: fill it first.
+deps:
+	$(GO) mod download
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -4,9 +4,7 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
-	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -20,6 +18,7 @@ import (
 	"github.com/agentkeys/broker/enclave/attester"
 	"github.com/agentkeys/broker/enclave/keys"
 	"github.com/agentkeys/broker/shared/jwk"
+	"github.com/agentkeys/broker/shared/manifest"
 	"github.com/agentkeys/broker/shared/policy"
 	"github.com/agentkeys/broker/shared/protocol"
 )
@@ -31,6 +30,10 @@ type Config struct {
 	Attester attester.Attester
 	Logger   *slog.Logger
 	Now      func() time.Time // default time.Now; tests move the clock
+	// IssuerOrigin says who terminates TLS for the issuer origin
+	// (manifest.OriginHost or manifest.OriginEnclave; default host). It is
+	// recorded in the attested manifest.
+	IssuerOrigin string
 }
 
 // Validate checks the configuration.
@@ -54,9 +57,9 @@ type Service struct {
 	log      *slog.Logger
 	now      func() time.Time
 
-	issuerKey  *ecdsa.PrivateKey // signs OIDC JWTs (policy.IssuerKeys[0])
+	issuerKey  *ecdsa.PrivateKey // signs OIDC JWTs (policy.SigningKey)
 	issuerKid  string
-	issuerJWKs []jwk.Key // every published issuer key, signer first
+	issuerJWKs []jwk.Key // every published issuer key, in policy order
 	sessionKey *ecdsa.PrivateKey
 	sessionKid string
 	checkpoint ed25519.PrivateKey
@@ -64,6 +67,7 @@ type Service struct {
 
 	issuer       *url.URL // the parsed policy issuer; sign-in messages must name its host[:port]
 	policyDigest string   // policy.Digest(), fixed for the enclave's life
+	manifest     []byte   // the key manifest every attestation document binds, encoded once
 
 	nonces nonceStore
 }
@@ -98,7 +102,8 @@ func New(cfg Config) (*Service, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
-	for i, label := range cfg.Policy.IssuerKeys {
+	var mkeys []manifest.IssuerKey
+	for _, label := range cfg.Policy.IssuerKeys {
 		k, err := keys.P256(cfg.Seed, label)
 		if err != nil {
 			return nil, fmt.Errorf("enclave: failed to derive %s: %w", label, err)
@@ -107,10 +112,11 @@ func New(cfg Config) (*Service, error) {
 		if err != nil {
 			return nil, err
 		}
-		if i == 0 {
+		if label == cfg.Policy.SigningKey {
 			s.issuerKey, s.issuerKid = k, j.Kid
 		}
 		s.issuerJWKs = append(s.issuerJWKs, j)
+		mkeys = append(mkeys, manifest.IssuerKey{Label: label, Kid: j.Kid, Signs: label == cfg.Policy.SigningKey, JWK: j})
 	}
 	sj, err := jwk.FromP256(&set.Session.PublicKey)
 	if err != nil {
@@ -125,6 +131,23 @@ func New(cfg Config) (*Service, error) {
 	s.vkey, err = note.NewEd25519VerifierKey(checkpointKeyName(u), set.Checkpoint.Public().(ed25519.PublicKey))
 	if err != nil {
 		return nil, fmt.Errorf("enclave: checkpoint key: %w", err)
+	}
+	origin := cfg.IssuerOrigin
+	if origin == "" {
+		origin = manifest.OriginHost
+	}
+	s.manifest, err = manifest.Manifest{
+		Version:               manifest.Version,
+		Mode:                  cfg.Attester.Mode(),
+		Issuer:                cfg.Policy.Issuer,
+		IssuerOrigin:          origin,
+		Policy:                cfg.Policy,
+		PolicyDigest:          s.policyDigest,
+		IssuerKeys:            mkeys,
+		CheckpointVerifierKey: s.vkey,
+	}.Marshal()
+	if err != nil {
+		return nil, fmt.Errorf("enclave: %w", err)
 	}
 	s.nonces.init()
 	return s, nil
@@ -201,50 +224,23 @@ func (s *Service) Info() protocol.InfoResponse {
 		SigningKid:            s.issuerKid,
 		CheckpointVerifierKey: s.vkey,
 		PCRs:                  s.attester.PCRs(),
+		Manifest:              s.manifest,
 	}
-}
-
-// Manifest is what an attestation document binds (its user_data is the SHA-256
-// of the manifest's JSON bytes).
-type Manifest struct {
-	Version               int       `json:"version"`
-	Mode                  string    `json:"mode"`
-	Issuer                string    `json:"issuer"`
-	PolicyDigest          string    `json:"policy_digest"`
-	IssuerKeys            []jwk.Key `json:"issuer_keys"`
-	SigningKid            string    `json:"signing_kid"`
-	CheckpointVerifierKey string    `json:"checkpoint_verifier_key"`
-	UserData              []byte    `json:"user_data,omitempty"` // the caller's, base64 in JSON
 }
 
 // Attest returns a fresh attestation document binding the key manifest.
 func (s *Service) Attest(req protocol.AttestRequest) (protocol.AttestResponse, error) {
-	if len(req.Nonce) > protocol.MaxNonceSize {
-		return protocol.AttestResponse{}, protocol.Errorf(protocol.CodeBadRequest, "nonce is longer than %d bytes", protocol.MaxNonceSize)
+	if len(req.Nonce) < protocol.MinNonceSize || len(req.Nonce) > protocol.MaxNonceSize {
+		return protocol.AttestResponse{}, protocol.Errorf(protocol.CodeBadRequest, "nonce must be %d to %d bytes", protocol.MinNonceSize, protocol.MaxNonceSize)
 	}
-	if len(req.UserData) > protocol.MaxUserDataSize {
-		return protocol.AttestResponse{}, protocol.Errorf(protocol.CodeBadRequest, "user_data is longer than %d bytes", protocol.MaxUserDataSize)
-	}
-	m := Manifest{
-		Version:               1,
-		Mode:                  s.attester.Mode(),
-		Issuer:                s.policy.Issuer,
-		PolicyDigest:          s.policyDigest,
-		IssuerKeys:            s.issuerJWKs,
-		SigningKid:            s.issuerKid,
-		CheckpointVerifierKey: s.vkey,
-		UserData:              req.UserData,
-	}
-	mb, err := json.Marshal(m)
-	if err != nil {
-		return protocol.AttestResponse{}, err
-	}
-	digest := sha256.Sum256(mb)
+	// Every document binds the same manifest, so that the bytes the host
+	// serves at /.well-known/agentkeys-manifest.json match any document.
+	digest := manifest.Digest(s.manifest)
 	doc, err := s.attester.Attest(req.Nonce, digest[:], nil)
 	if err != nil {
 		return protocol.AttestResponse{}, fmt.Errorf("failed to attest: %w", err)
 	}
-	return protocol.AttestResponse{Document: doc, Manifest: mb}, nil
+	return protocol.AttestResponse{Document: doc, Manifest: s.manifest}, nil
 }
 
 // SessionNonce issues a single-use sign-in nonce.

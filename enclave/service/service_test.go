@@ -22,6 +22,7 @@ import (
 
 	"github.com/agentkeys/broker/enclave/attester"
 	"github.com/agentkeys/broker/shared/jwk"
+	"github.com/agentkeys/broker/shared/manifest"
 	"github.com/agentkeys/broker/shared/policy"
 	"github.com/agentkeys/broker/shared/protocol"
 	"github.com/agentkeys/broker/shared/siwe"
@@ -587,7 +588,7 @@ func TestAttest(t *testing.T) {
 	e := newEnv(t, nil)
 	nonce := []byte("fresh nonce 123")
 	var r protocol.AttestResponse
-	if err := e.call(t, protocol.OpAttest, protocol.AttestRequest{Nonce: nonce, UserData: []byte("tls-cert-hash")}, &r); err != nil {
+	if err := e.call(t, protocol.OpAttest, protocol.AttestRequest{Nonce: nonce}, &r); err != nil {
 		t.Fatal(err)
 	}
 	res, err := nitrite.Verify(r.Document, nitrite.VerifyOptions{Roots: e.att.RootPool(), CurrentTime: e.clock.Now()})
@@ -601,14 +602,17 @@ func TestAttest(t *testing.T) {
 	if !bytes.Equal(res.Document.UserData, sum[:]) {
 		t.Fatal("user_data is not the manifest's SHA-256")
 	}
-	var m Manifest
-	if err := json.Unmarshal(r.Manifest, &m); err != nil {
+	m, err := manifest.Parse(r.Manifest)
+	if err != nil {
 		t.Fatal(err)
 	}
 	info := e.info(t)
-	if m.Issuer != testIssuer || m.Mode != "simulated" || m.SigningKid != info.SigningKid ||
+	if !bytes.Equal(r.Manifest, info.Manifest) {
+		t.Fatal("Info and Attest report different manifests")
+	}
+	if m.Issuer != testIssuer || m.Mode != "simulated" || m.Signer().Kid != info.SigningKid ||
 		m.CheckpointVerifierKey != info.CheckpointVerifierKey || m.PolicyDigest != info.PolicyDigest ||
-		!equalJSON(m.IssuerKeys, info.IssuerKeys) || string(m.UserData) != "tls-cert-hash" {
+		len(m.IssuerKeys) != 1 || m.IssuerKeys[0].JWK != info.IssuerKeys[0] || m.IssuerOrigin != manifest.OriginHost {
 		t.Fatalf("manifest = %+v", m)
 	}
 	if !bytes.Equal(res.Document.PCRs[0], info.PCRs[0]) {
@@ -618,7 +622,7 @@ func TestAttest(t *testing.T) {
 	if _, err := nitrite.Verify(r.Document, nitrite.VerifyOptions{CurrentTime: e.clock.Now()}); err == nil {
 		t.Fatal("simulated document verified against the AWS root")
 	}
-	for _, req := range []protocol.AttestRequest{{Nonce: make([]byte, 513)}, {UserData: make([]byte, 513)}} {
+	for _, req := range []protocol.AttestRequest{{Nonce: make([]byte, 65)}, {Nonce: make([]byte, 7)}, {}} {
 		if err := e.call(t, protocol.OpAttest, req, nil); !errors.Is(err, protocol.ErrBadRequest) {
 			t.Errorf("oversize attest input: %v", err)
 		}
@@ -626,13 +630,13 @@ func TestAttest(t *testing.T) {
 }
 
 func TestInfo(t *testing.T) {
-	e := newEnv(t, func(p *policy.Policy) { p.IssuerKeys = []string{"oidc/issuer/v2", "oidc/issuer/v1"} })
+	e := newEnv(t, func(p *policy.Policy) { p.IssuerKeys, p.SigningKey = []string{"oidc/issuer/v2", "oidc/issuer/v1"}, "oidc/issuer/v2" })
 	info := e.info(t)
 	if info.Mode != "simulated" || info.ProtocolVersion != protocol.Version || info.Policy.Issuer != testIssuer ||
 		info.PolicyDigest != info.Policy.Digest() || len(info.PCRs) != 16 {
 		t.Fatalf("info = %+v", info)
 	}
-	// Rotation: both keys published, the first signs.
+	// Rotation: both keys published, signing_key signs.
 	if len(info.IssuerKeys) != 2 || info.SigningKid != info.IssuerKeys[0].Kid || info.IssuerKeys[0].Kid == info.IssuerKeys[1].Kid {
 		t.Fatalf("issuer keys = %+v", info.IssuerKeys)
 	}

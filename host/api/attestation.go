@@ -20,8 +20,8 @@ import (
 func (a *API) attestation(w http.ResponseWriter, r *http.Request) {
 	raw := r.URL.Query().Get("nonce")
 	nonce, err := hex.DecodeString(raw)
-	if err != nil || len(nonce) == 0 || len(nonce) > protocol.MaxNonceSize {
-		writeError(w, errorf(http.StatusBadRequest, KindBadRequest, "nonce must be 1 to 512 bytes of hex, chosen fresh by the verifier"))
+	if err != nil || len(nonce) < protocol.MinNonceSize || len(nonce) > protocol.MaxNonceSize {
+		writeError(w, errorf(http.StatusBadRequest, KindBadRequest, "nonce must be 8 to 64 bytes of hex, chosen fresh by the verifier"))
 		return
 	}
 	var resp protocol.AttestResponse

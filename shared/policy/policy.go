@@ -27,8 +27,19 @@
 //	  "session_lifetime_seconds": 86400,
 //	  "nonce_lifetime_seconds": 300,
 //	  "issuer_keys": ["oidc/issuer/v1"],
+//	  "signing_key": "oidc/issuer/v1",
+//	  "chain_ids": [],
+//	  "aws_duration_default_seconds": 3600,
+//	  "aws_duration_min_seconds": 900,
+//	  "aws_duration_max_seconds": 43200,
 //	  "allow_host_asserted_wallet": false
 //	}
+//
+// issuer_keys lists every key the JWKS publishes; signing_key (default: the first
+// of issuer_keys) names the one that signs, and must be listed. chain_ids, when not
+// empty, is the allowlist of EIP-155 chain ids a sign-in message may name. The
+// aws_duration bounds are the lifetime of AWS credentials the host may ask STS for
+// (STS's own floor is 900 s and its ceiling 43200 s).
 //
 // Unknown fields are an error, so a typo cannot silently fall back to a default.
 package policy
@@ -64,6 +75,12 @@ const (
 	HardMaxSessionLifetime = 30 * 24 * 3600
 	// HardMaxNonceLifetime bounds how long a sign-in nonce stays valid.
 	HardMaxNonceLifetime = 3600
+	// HardMinAWSDuration and HardMaxAWSDuration are STS's own bounds on
+	// DurationSeconds for AssumeRoleWithWebIdentity and AssumeRole.
+	HardMinAWSDuration = 900
+	HardMaxAWSDuration = 43200
+	// MaxChainIDs bounds the chain id allowlist.
+	MaxChainIDs = 64
 )
 
 // Policy is the enclave's signing policy. See the package documentation for the
@@ -82,9 +99,20 @@ type Policy struct {
 	SessionLifetime int64 `json:"session_lifetime_seconds"`
 	// NonceLifetime is how long a sign-in nonce may be used, in seconds.
 	NonceLifetime int64 `json:"nonce_lifetime_seconds"`
-	// IssuerKeys are the key labels published in the JWKS. The first signs; the
-	// others are published during a rotation overlap.
+	// IssuerKeys are the key labels published in the JWKS: the signing key and,
+	// during a rotation, the next or the previous one.
 	IssuerKeys []string `json:"issuer_keys"`
+	// SigningKey is the label of the key that signs JWTs; it must be one of
+	// IssuerKeys. Parse fills it with IssuerKeys[0] when the file leaves it out.
+	SigningKey string `json:"signing_key"`
+	// ChainIDs, when not empty, lists the EIP-155 chain ids a sign-in message
+	// may name; empty allows any.
+	ChainIDs []uint64 `json:"chain_ids"`
+	// AWSDurationDefault, AWSDurationMin and AWSDurationMax bound the lifetime
+	// of AWS credentials minted for a session, in seconds.
+	AWSDurationDefault int64 `json:"aws_duration_default_seconds"`
+	AWSDurationMin     int64 `json:"aws_duration_min_seconds"`
+	AWSDurationMax     int64 `json:"aws_duration_max_seconds"`
 	// AllowHostAssertedWallet lets the host mint for a wallet that it vouches for
 	// (compatibility with an existing session backend) without a session token.
 	// The enclave then cannot check the wallet itself; every such JWT and audit
@@ -103,6 +131,12 @@ func Default(issuer string) Policy {
 		SessionLifetime: 24 * 3600,
 		NonceLifetime:   300,
 		IssuerKeys:      []string{"oidc/issuer/v1"},
+		SigningKey:      "oidc/issuer/v1",
+		ChainIDs:        []uint64{},
+
+		AWSDurationDefault: 3600,
+		AWSDurationMin:     HardMinAWSDuration,
+		AWSDurationMax:     HardMaxAWSDuration,
 	}
 }
 
@@ -113,6 +147,7 @@ func Parse(data []byte) (Policy, error) {
 		return Policy{}, fmt.Errorf("policy: file is larger than %d bytes", MaxFileSize)
 	}
 	p := Default("")
+	p.SigningKey = "" // unless the file names one, the first of issuer_keys signs
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&p); err != nil {
@@ -153,6 +188,12 @@ func (p *Policy) Normalize() error {
 		return fmt.Errorf("policy: issuer: %w", err)
 	}
 	p.Issuer = iss
+	if p.SigningKey == "" && len(p.IssuerKeys) > 0 {
+		p.SigningKey = p.IssuerKeys[0]
+	}
+	if p.ChainIDs == nil {
+		p.ChainIDs = []uint64{}
+	}
 	return p.Validate()
 }
 
@@ -205,7 +246,53 @@ func (p Policy) Validate() error {
 		}
 		labels[l] = true
 	}
+	if !labels[p.SigningKey] {
+		return fmt.Errorf("policy: signing_key %q must be one of issuer_keys", p.SigningKey)
+	}
+	if len(p.ChainIDs) > MaxChainIDs {
+		return fmt.Errorf("policy: chain_ids lists more than %d chain ids", MaxChainIDs)
+	}
+	chains := map[uint64]bool{}
+	for _, id := range p.ChainIDs {
+		if id == 0 || chains[id] {
+			return fmt.Errorf("policy: chain id %d is zero or listed twice", id)
+		}
+		chains[id] = true
+	}
+	if p.AWSDurationMin < HardMinAWSDuration || p.AWSDurationMax > HardMaxAWSDuration || p.AWSDurationMin > p.AWSDurationMax {
+		return fmt.Errorf("policy: aws duration bounds [%d, %d] must lie within [%d, %d]",
+			p.AWSDurationMin, p.AWSDurationMax, HardMinAWSDuration, HardMaxAWSDuration)
+	}
+	if p.AWSDurationDefault < p.AWSDurationMin || p.AWSDurationDefault > p.AWSDurationMax {
+		return fmt.Errorf("policy: aws_duration_default_seconds %d must lie within [%d, %d]",
+			p.AWSDurationDefault, p.AWSDurationMin, p.AWSDurationMax)
+	}
 	return nil
+}
+
+// AllowsChain reports whether a sign-in message may name chain id.
+func (p Policy) AllowsChain(id uint64) bool {
+	if len(p.ChainIDs) == 0 {
+		return true
+	}
+	for _, c := range p.ChainIDs {
+		if c == id {
+			return true
+		}
+	}
+	return false
+}
+
+// AWSDuration resolves a requested AWS credential lifetime (0 means the
+// default) against the policy bounds.
+func (p Policy) AWSDuration(requested int64) (time.Duration, error) {
+	if requested == 0 {
+		requested = p.AWSDurationDefault
+	}
+	if requested < p.AWSDurationMin || requested > p.AWSDurationMax {
+		return 0, fmt.Errorf("duration_seconds must be between %d and %d", p.AWSDurationMin, p.AWSDurationMax)
+	}
+	return time.Duration(requested) * time.Second, nil
 }
 
 // Digest is the SHA-256 of the policy's canonical JSON encoding, hex encoded.

@@ -20,8 +20,8 @@ const (
 
 // Bounds on request fields, enforced by the enclave.
 const (
-	MaxNonceSize     = 512 // attestation nonce, as the NSM allows
-	MaxUserDataSize  = 512 // attestation user data, as the NSM allows
+	MinNonceSize     = 8  // attestation nonce: a verifier's fresh challenge
+	MaxNonceSize     = 64 // attestation nonce (the NSM allows 512)
 	MaxSessionToken  = 4 << 10
 	MaxSignInMessage = 8 << 10
 	MaxAudience      = 256
@@ -44,18 +44,20 @@ type InfoResponse struct {
 	CheckpointVerifierKey string `cbor:"checkpoint_verifier_key" json:"checkpoint_verifier_key"`
 	// PCRs are the measurement registers the enclave's attestation documents carry.
 	PCRs map[int][]byte `cbor:"pcrs" json:"pcrs"`
+	// Manifest is the key manifest (shared/manifest) exactly as every attestation
+	// document binds it: its SHA-256 is the documents' user_data. The host serves
+	// these bytes unchanged.
+	Manifest []byte `cbor:"manifest" json:"manifest"`
 }
 
 // AttestRequest asks for a fresh attestation document.
 type AttestRequest struct {
-	Nonce    []byte `cbor:"nonce" json:"nonce"`
-	UserData []byte `cbor:"user_data,omitempty" json:"user_data,omitempty"`
+	Nonce []byte `cbor:"nonce" json:"nonce"`
 }
 
 // AttestResponse carries the document and the manifest it binds: the document's
-// user_data is the SHA-256 of Manifest, a JSON object naming the issuer, the mode,
-// the policy digest, the issuer keys, the checkpoint verifier key and the caller's
-// user data. An auditor hashes Manifest, compares it with user_data, then reads it.
+// user_data is the SHA-256 of Manifest (shared/manifest), the same bytes Info
+// reports. An auditor hashes Manifest, compares it with user_data, then reads it.
 type AttestResponse struct {
 	Document []byte `cbor:"document" json:"document"`
 	Manifest []byte `cbor:"manifest" json:"manifest"`
@@ -81,6 +83,8 @@ type Session struct {
 	Wallet    string `cbor:"wallet" json:"wallet"`         // lowercase 0x + 40 hex
 	SessionID string `cbor:"session_id" json:"session_id"` // random, names the session for revocation
 	ExpiresAt int64  `cbor:"expires_at" json:"expires_at"` // unix seconds
+	// ChainID is the EIP-155 chain id the sign-in message named.
+	ChainID uint64 `cbor:"chain_id,omitempty" json:"chain_id,omitempty"`
 }
 
 // CreateSessionResponse carries the session token and what it stands for.
@@ -122,4 +126,10 @@ type MintOIDCResponse struct {
 	IssuedAt           int64  `cbor:"issued_at" json:"issued_at"`
 	ExpiresAt          int64  `cbor:"expires_at" json:"expires_at"`
 	HostAssertedWallet bool   `cbor:"host_asserted_wallet,omitempty" json:"host_asserted_wallet,omitempty"`
+	// SessionExpiresAt is when the session behind the JWT ends (unix seconds; 0
+	// for a host-asserted wallet): ExpiresAt never lies past it, and neither may
+	// AWS credentials obtained with the JWT.
+	SessionExpiresAt int64 `cbor:"session_expires_at,omitempty" json:"session_expires_at,omitempty"`
+	// ChainID is the chain id of the sign-in behind the session, for the audit.
+	ChainID uint64 `cbor:"chain_id,omitempty" json:"chain_id,omitempty"`
 }
