@@ -25,6 +25,7 @@ import (
 	"github.com/agentkeys/broker/host/ratelimit"
 	"github.com/agentkeys/broker/internal/testbroker"
 	"github.com/agentkeys/broker/shared/jwk"
+	"github.com/agentkeys/broker/shared/manifest"
 	"github.com/agentkeys/broker/shared/policy"
 	"github.com/agentkeys/broker/shared/siwe"
 )
@@ -540,17 +541,16 @@ func TestAttestation(t *testing.T) {
 		t.Fatal("user_data is not the SHA-256 of the manifest")
 	}
 	// The manifest binds exactly the keys and issuer the host publishes.
-	var m struct {
-		Issuer     string    `json:"issuer"`
-		IssuerKeys []jwk.Key `json:"issuer_keys"`
+	m, err := manifest.Parse(body.Manifest)
+	if err != nil {
+		t.Fatal(err)
 	}
-	json.Unmarshal(body.Manifest, &m)
 	var set jwk.Set
 	json.Unmarshal(do(t, "GET", b.URL+"/.well-known/jwks.json", nil, nil).body, &set)
-	if m.Issuer != b.URL || len(m.IssuerKeys) != 1 || m.IssuerKeys[0] != set.Keys[0] {
+	if m.Issuer != b.URL || len(m.IssuerKeys) != 1 || m.IssuerKeys[0].JWK != set.Keys[0] {
 		t.Fatalf("manifest %+v vs jwks %+v", m, set)
 	}
-	for _, q := range []string{"", "?nonce=", "?nonce=xyz", "?nonce=" + strings.Repeat("ab", 513)} {
+	for _, q := range []string{"", "?nonce=", "?nonce=xyz", "?nonce=" + strings.Repeat("ab", 65), "?nonce=00112233445566"} {
 		if r := do(t, "GET", b.URL+"/.well-known/attestation"+q, nil, nil); r.status != 400 {
 			t.Errorf("%q: %d %s", q, r.status, r.body)
 		}
