@@ -206,3 +206,29 @@ func (b *Broker) WaitDisconnected() {
 	}
 	b.t.Fatal("the host did not notice the enclave going away")
 }
+
+// Rotate stops the enclave, changes its policy with adjust, and starts it again
+// from the same seed: what deploying a new image with a new policy does. It
+// returns once the host has reconnected and serves the new policy's keys.
+func (b *Broker) Rotate(adjust func(*policy.Policy)) {
+	b.t.Helper()
+	b.StopEnclave()
+	b.WaitDisconnected()
+	pol := b.pol
+	pol.IssuerKeys = append([]string(nil), b.pol.IssuerKeys...)
+	adjust(&pol)
+	if err := pol.Normalize(); err != nil {
+		b.t.Fatal(err)
+	}
+	b.mu.Lock()
+	b.pol = pol
+	b.mu.Unlock()
+	b.StartEnclave()
+	for range 1000 {
+		if info, ok := b.Enclave.Info(); ok && info.PolicyDigest == pol.Digest() {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	b.t.Fatal("the host did not pick up the new policy")
+}
