@@ -49,9 +49,10 @@ func ReadFrame(r io.Reader) ([]byte, error) { return readFrame(r, nil, nil) }
 const frameChunk = 1 << 10
 
 // readFrame is ReadFrame with two hooks for the server: started runs once the
-// frame's first byte has arrived (to start the frame deadline), progress after
-// each read of payload bytes (a test hook; see Server.testingOnlyFrameProgress).
-func readFrame(r io.Reader, started func(), progress func()) ([]byte, error) {
+// frame's first byte has arrived (to start the frame deadline), progress with
+// the buffer after each read of payload bytes (a test hook; see
+// Server.testingOnlyFrameProgress).
+func readFrame(r io.Reader, started func(), progress func(buf []byte)) ([]byte, error) {
 	var hdr [4]byte
 	if _, err := io.ReadFull(r, hdr[:1]); err != nil {
 		return nil, err
@@ -81,7 +82,7 @@ func readFrame(r io.Reader, started func(), progress func()) ([]byte, error) {
 		m, err := r.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+m]
 		if m > 0 && progress != nil {
-			progress()
+			progress(buf)
 		}
 		if len(buf) == n {
 			break

@@ -53,9 +53,9 @@ type Server struct {
 	// started a frame for this long (default 5m).
 	IdleTimeout time.Duration
 
-	// testingOnlyFrameProgress, if set, runs after each read of a frame's
-	// payload bytes, so a test knows the server holds what it sent.
-	testingOnlyFrameProgress func()
+	// testingOnlyFrameProgress, if set, runs with the frame's buffer after each
+	// read of payload bytes, so a test knows the server holds what it sent.
+	testingOnlyFrameProgress func(buf []byte)
 
 	mu           sync.Mutex
 	conns        map[net.Conn]*connState
