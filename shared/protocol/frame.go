@@ -39,25 +39,66 @@ func WriteFrame(w io.Writer, payload []byte) error {
 }
 
 // ReadFrame reads one frame, refusing anything over MaxFrameSize before
-// allocating for it.
-func ReadFrame(r io.Reader) ([]byte, error) {
+// allocating for it. The buffer grows as the payload's bytes arrive, so a peer
+// that announces MaxFrameSize and sends a few bytes makes the reader hold a few
+// bytes (at most twice what arrived, and at least frameChunk), not MaxFrameSize.
+func ReadFrame(r io.Reader) ([]byte, error) { return readFrame(r, nil, nil) }
+
+// frameChunk is the first buffer a frame's payload is read into; the buffer
+// doubles, up to the announced length, each time it fills.
+const frameChunk = 1 << 10
+
+// readFrame is ReadFrame with two hooks for the server: started runs once the
+// frame's first byte has arrived (to start the frame deadline), progress with
+// the buffer after each read of payload bytes (a test hook; see
+// Server.testingOnlyFrameProgress).
+func readFrame(r io.Reader, started func(), progress func(buf []byte)) ([]byte, error) {
 	var hdr [4]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+	if _, err := io.ReadFull(r, hdr[:1]); err != nil {
 		return nil, err
 	}
-	n := binary.BigEndian.Uint32(hdr[:])
+	if started != nil {
+		started()
+	}
+	if _, err := io.ReadFull(r, hdr[1:]); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	n := int(binary.BigEndian.Uint32(hdr[:]))
 	if n == 0 {
 		return nil, ErrEmptyFrame
 	}
 	if n > MaxFrameSize {
 		return nil, fmt.Errorf("%w (%d bytes)", ErrFrameTooLarge, n)
 	}
-	buf := make([]byte, n)
-	if _, err := io.ReadFull(r, buf); err != nil {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
+	buf := make([]byte, 0, min(n, frameChunk))
+	empty := 0
+	for len(buf) < n {
+		if len(buf) == cap(buf) {
+			buf = append(make([]byte, 0, min(2*cap(buf), n)), buf...)
 		}
-		return nil, err
+		m, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+m]
+		if m > 0 && progress != nil {
+			progress(buf)
+		}
+		if len(buf) == n {
+			break
+		}
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+		if m > 0 {
+			empty = 0
+		} else if empty++; empty == 100 {
+			// io.Reader allows (0, nil); many in a row mean a broken reader (as in bufio).
+			return nil, io.ErrNoProgress
+		}
 	}
 	return buf, nil
 }

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"testing/iotest"
 	"time"
 )
 
@@ -340,14 +341,46 @@ func TestWriteFrameLimits(t *testing.T) {
 	}
 }
 
+// FuzzReadFrame checks the growing-buffer reader against the definition (a
+// 4-byte length, then exactly that many bytes), whatever the reads' sizes.
 func FuzzReadFrame(f *testing.F) {
-	f.Add([]byte{0, 0, 0, 1, 0xa0})
-	f.Add([]byte{0xff, 0xff, 0xff, 0xff})
-	f.Add([]byte{0, 0, 0, 0})
-	f.Fuzz(func(t *testing.T, data []byte) {
-		b, err := ReadFrame(bytes.NewReader(data))
-		if err == nil && (len(b) == 0 || len(b) > MaxFrameSize || len(b) > len(data)-4) {
-			t.Fatalf("accepted a frame of %d bytes from %d", len(b), len(data))
+	f.Add([]byte{0, 0, 0, 1, 0xa0}, uint8(0))
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff}, uint8(1))
+	f.Add([]byte{0, 0, 0, 0}, uint8(2))
+	f.Add(append([]byte{0, 0, 0x04, 0x01}, make([]byte, 1025)...), uint8(1))
+	f.Add(append([]byte{0, 0, 0x08, 0x00}, make([]byte, 100)...), uint8(2))
+	f.Fuzz(func(t *testing.T, data []byte, how uint8) {
+		var r io.Reader = bytes.NewReader(data)
+		switch how % 3 {
+		case 1:
+			r = iotest.OneByteReader(r)
+		case 2:
+			r = iotest.DataErrReader(iotest.HalfReader(r))
+		}
+		b, err := readFrame(r, nil, func(buf []byte) {
+			if cap(buf) > frameChunk && cap(buf) > 2*len(buf) {
+				t.Fatalf("holding %d bytes for %d received", cap(buf), len(buf))
+			}
+		})
+		var want []byte
+		var n int
+		if len(data) >= 4 {
+			n = int(binary.BigEndian.Uint32(data))
+			if n > 0 && n <= MaxFrameSize && len(data)-4 >= n {
+				want = data[4 : 4+n]
+			}
+		}
+		if want == nil {
+			if err == nil {
+				t.Fatalf("accepted a frame of %d bytes from %d", len(b), len(data))
+			}
+			if len(data) > 0 && len(data) < 4 && !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Fatalf("truncated header: %v", err)
+			}
+			return
+		}
+		if err != nil || !bytes.Equal(b, want) {
+			t.Fatalf("frame of %d bytes: got %d bytes, %v", n, len(b), err)
 		}
 	})
 }

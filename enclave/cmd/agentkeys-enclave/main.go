@@ -58,7 +58,11 @@ func run(args []string, stderr io.Writer) int {
 		listen    = fs.String("listen", "vsock:5005", "where to serve the enclave protocol: unix:PATH, tcp:127.0.0.1:PORT or vsock:PORT")
 		policyF   = fs.String("policy", "", "policy file (JSON; see docs/protocol.md); required")
 		logLevel  = fs.String("log-level", "info", "log level: debug, info, warn or error")
+		limits    connLimits
 	)
+	fs.IntVar(&limits.maxConns, "max-conns", protocol.DefaultMaxConns, "connections served at once; more are closed at once")
+	fs.DurationVar(&limits.frameTimeout, "frame-timeout", protocol.DefaultFrameTimeout, "time a frame may take to arrive (or be written) whole once started")
+	fs.DurationVar(&limits.idleTimeout, "idle-timeout", protocol.DefaultIdleTimeout, "close a connection with no request in flight after this long")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -69,20 +73,30 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "agentkeys-enclave: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
+	if limits.maxConns < 1 || limits.frameTimeout <= 0 || limits.idleTimeout <= 0 {
+		fmt.Fprintln(stderr, "agentkeys-enclave: --max-conns, --frame-timeout and --idle-timeout must be positive")
+		return 2
+	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		fmt.Fprintf(stderr, "agentkeys-enclave: bad --log-level %q\n", *logLevel)
 		return 2
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
-	if err := serve(log, stderr, *simulated, *stateDir, *listen, *policyF); err != nil {
+	if err := serve(log, stderr, *simulated, *stateDir, *listen, *policyF, limits); err != nil {
 		fmt.Fprintf(stderr, "agentkeys-enclave: %v\n", err)
 		return 1
 	}
 	return 0
 }
 
-func serve(log *slog.Logger, stderr io.Writer, simulated bool, stateDir, listen, policyFile string) error {
+// connLimits are the protocol server's limits (see protocol.Server).
+type connLimits struct {
+	maxConns                  int
+	frameTimeout, idleTimeout time.Duration
+}
+
+func serve(log *slog.Logger, stderr io.Writer, simulated bool, stateDir, listen, policyFile string, limits connLimits) error {
 	if policyFile == "" {
 		return errors.New("--policy is required\n\thint: a minimal policy is {\"issuer\": \"https://broker.example.com\"}")
 	}
@@ -122,7 +136,8 @@ func serve(log *slog.Logger, stderr io.Writer, simulated bool, stateDir, listen,
 	if err != nil {
 		return fmt.Errorf("failed to listen on %s: %w", listen, err)
 	}
-	srv := &protocol.Server{Handler: svc, Logger: log}
+	srv := &protocol.Server{Handler: svc, Logger: log,
+		MaxConns: limits.maxConns, FrameTimeout: limits.frameTimeout, IdleTimeout: limits.idleTimeout}
 	log.Info("enclave ready", "listen", listen, "mode", info.Mode, "issuer", pol.Issuer,
 		"signing_kid", info.SigningKid, "policy_digest", info.PolicyDigest,
 		"simulated_root", filepath.Join(stateDir, attester.SimulatedRootCertFile))
