@@ -277,8 +277,14 @@ type STSError struct {
 // Unwrap returns Err.
 func (e *STSError) Unwrap() error { return e.Err }
 
+// Error is for the operator (the host's log, its start-up errors): when STS
+// was not reached it includes the cause, which names the endpoint. A client
+// gets Code, Message and Hint only.
 func (e *STSError) Error() string {
 	s := fmt.Sprintf("STS %s failed: %s: %s", e.Action, e.Code, e.Message)
+	if e.Err != nil && (e.Code == "RequestFailed" || e.Code == "NoCredentials") {
+		s += ": " + shorten(e.Err.Error())
+	}
 	if e.Hint != "" {
 		s += " (hint: " + e.Hint + ")"
 	}

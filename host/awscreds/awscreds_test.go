@@ -97,7 +97,7 @@ func TestCheckIdentity(t *testing.T) {
 	if shown := serr.Code + serr.Message + serr.Hint; strings.Contains(shown, "127.0.0.1") {
 		t.Errorf("the client-facing part names the endpoint: %q", shown)
 	}
-	if serr.Err == nil || !strings.Contains(serr.Err.Error(), "127.0.0.1:1") {
-		t.Errorf("Err = %v, want the transport error for the log", serr.Err)
+	if serr.Err == nil || !strings.Contains(serr.Err.Error(), "127.0.0.1:1") || !strings.Contains(serr.Error(), "127.0.0.1:1") {
+		t.Errorf("Err = %v, Error() = %q, want the transport error for the log", serr.Err, serr.Error())
 	}
 }
