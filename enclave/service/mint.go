@@ -61,6 +61,7 @@ func (c oidcClaims) GetAudience() (jwt.ClaimStrings, error) { return jwt.ClaimSt
 func (s *Service) MintOIDC(req protocol.MintOIDCRequest) (protocol.MintOIDCResponse, error) {
 	var zero protocol.MintOIDCResponse
 	var wallet, sid string
+	var sessionExp int64
 	hostAsserted := false
 	switch {
 	case req.Token != "" && req.HostAssertedWallet != "":
@@ -70,7 +71,7 @@ func (s *Service) MintOIDC(req protocol.MintOIDCRequest) (protocol.MintOIDCRespo
 		if err != nil {
 			return zero, err
 		}
-		wallet, sid = sess.Wallet, sess.SessionID
+		wallet, sid, sessionExp = sess.Wallet, sess.SessionID, sess.ExpiresAt
 	case req.HostAssertedWallet != "":
 		if !s.policy.AllowHostAssertedWallet {
 			return zero, protocol.Errorf(protocol.CodeUnauthorized, "this enclave's policy does not allow host-asserted wallets")
@@ -127,6 +128,6 @@ func (s *Service) MintOIDC(req protocol.MintOIDCRequest) (protocol.MintOIDCRespo
 	s.log.Info("jwt minted", "wallet", wallet, "session_id", sid, "aud", aud, "ttl_seconds", int64(ttl/time.Second), "jti", jti, "kid", s.issuerKid, "host_asserted_wallet", hostAsserted)
 	return protocol.MintOIDCResponse{
 		JWT: signed, Wallet: wallet, SessionID: sid, Kid: s.issuerKid, JTI: jti, Audience: aud,
-		IssuedAt: claims.IssuedAt, ExpiresAt: claims.ExpiresAt, HostAssertedWallet: hostAsserted,
+		IssuedAt: claims.IssuedAt, ExpiresAt: claims.ExpiresAt, HostAssertedWallet: hostAsserted, SessionExpiresAt: sessionExp,
 	}, nil
 }

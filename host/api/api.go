@@ -20,6 +20,7 @@ import (
 	"github.com/agentkeys/broker/host/metrics"
 	"github.com/agentkeys/broker/host/ratelimit"
 	"github.com/agentkeys/broker/host/revocation"
+	"github.com/agentkeys/broker/shared/httpapi"
 	"github.com/agentkeys/broker/shared/jwk"
 	"github.com/agentkeys/broker/shared/protocol"
 )
@@ -63,8 +64,10 @@ type Config struct {
 	// MetricsElsewhere leaves /metrics off this handler (the host serves it on
 	// its own listener, --metrics-listen).
 	MetricsElsewhere bool
-	// SessionDuration is the default AWS credential lifetime
-	// (BROKER_SESSION_DURATION_SECONDS, default 3600 s).
+	// SessionDuration is the AWS credential lifetime asked for when a caller
+	// gives none (BROKER_SESSION_DURATION_SECONDS); 0 leaves it to the enclave
+	// policy. It must lie within the policy's aws_duration bounds: New checks
+	// when the enclave's Info is known, every request checks again.
 	SessionDuration time.Duration
 }
 
@@ -102,9 +105,6 @@ func New(cfg Config) (*API, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.SessionDuration <= 0 {
-		cfg.SessionDuration = time.Hour
-	}
 	if cfg.JWKSMaxAge <= 0 {
 		cfg.JWKSMaxAge = 300 * time.Second
 	}
@@ -114,6 +114,7 @@ func New(cfg Config) (*API, error) {
 	a.route("GET /.well-known/openid-configuration", "discovery", a.discovery)
 	a.route("GET /.well-known/jwks.json", "jwks", a.jwks)
 	a.route("GET /.well-known/attestation", "attestation", a.limited(a.issuing(a.attestation)))
+	a.route("GET "+httpapi.PathManifest, "manifest", a.manifest)
 	a.route("GET /v1/session/nonce", "session_nonce", a.limited(a.issuing(a.sessionNonce)))
 	a.route("POST /v1/session", "session", a.limited(a.issuing(a.createSession)))
 	a.route("POST /v1/session/revoke", "session_revoke", a.issuing(a.revokeSession))
@@ -134,6 +135,9 @@ func New(cfg Config) (*API, error) {
 		writeError(w, errorf(http.StatusNotFound, KindNotFound, "no such route: "+r.Method+" "+truncate(r.URL.Path, 100)))
 	})
 	if info, ok := cfg.Enclave.Info(); ok {
+		if err := a.checkSessionDuration(info.Policy); err != nil {
+			return nil, err
+		}
 		a.SetInfo(info)
 	}
 	return a, nil
@@ -387,60 +391,11 @@ func bearer(r *http.Request) (string, *httpError) {
 	return tok, nil
 }
 
-// readJSON decodes a capped JSON body into v. An empty body is allowed when
-// optional is true and leaves v untouched.
-func readJSON(w http.ResponseWriter, r *http.Request, v any, optional bool) *httpError {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodySize))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return errorf(http.StatusRequestEntityTooLarge, KindTooLarge, fmt.Sprintf("request body is larger than %d bytes", MaxBodySize))
-		}
-		return errorf(http.StatusBadRequest, KindBadRequest, "failed to read the request body")
-	}
-	if len(strings.TrimSpace(string(body))) == 0 {
-		if optional {
-			return nil
-		}
-		return errorf(http.StatusBadRequest, KindBadRequest, "request body is empty; want a JSON object")
-	}
-	if err := json.Unmarshal(body, v); err != nil {
-		return errorf(http.StatusBadRequest, KindBadRequest, "request body is not valid JSON for this route: "+truncate(err.Error(), 200))
-	}
-	return nil
-}
-
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
 	return s[:n] + "…"
-}
-
-// sessionIDOf reads the sid claim of a session token without verifying it. It
-// is used only to refuse revoked sessions early; the enclave verifies the token,
-// and the host checks the verified sid again before releasing anything.
-func sessionIDOf(token string) string {
-	parts := strings.Split(token, ".")
-	if len(parts) != 3 || len(parts[1]) > 4096 {
-		return ""
-	}
-	b, err := base64.RawURLEncoding.DecodeString(parts[1])
-	if err != nil {
-		return ""
-	}
-	var c struct {
-		SID string `json:"sid"`
-	}
-	if json.Unmarshal(b, &c) != nil {
-		return ""
-	}
-	return c.SID
-}
-
-// looksLikeJWT tells enclave session tokens from opaque backend bearers.
-func looksLikeJWT(token string) bool {
-	return strings.Count(token, ".") == 2 && sessionIDOf(token) != ""
 }
 
 func hexSignature(s string) ([]byte, error) {

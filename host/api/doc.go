@@ -14,6 +14,15 @@
 // cannot write, the caller gets 500 audit_error and no credential. A refusal
 // whose own record cannot be written still refuses (the status says audit_error).
 //
+// # Requests and tokens
+//
+// Every body is a shared/httpapi type, the one definition the client reads
+// too. Request bodies are decoded strictly (shared/strictjson): an unknown key,
+// a key given twice or a key in another case is 400 bad_request. The host
+// never decodes a bearer token itself: the enclave verifies it, and the host
+// checks revocation once, with the session id the enclave verified, before it
+// releases anything.
+//
 // # Start here
 //
 // [New] takes a [Config]; the *API is an http.Handler. The binary in

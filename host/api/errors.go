@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/agentkeys/broker/shared/httpapi"
 	"github.com/agentkeys/broker/shared/protocol"
 )
 
@@ -96,5 +97,5 @@ func writeError(w http.ResponseWriter, e *httpError) {
 	if e.status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="agentkeys"`)
 	}
-	writeJSON(w, e.status, map[string]string{"error": e.kind, "message": e.message})
+	writeJSON(w, e.status, httpapi.Error{Error: e.kind, Message: e.message})
 }

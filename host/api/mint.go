@@ -6,6 +6,7 @@ import (
 	"net/http"
 
 	"github.com/agentkeys/broker/host/audit"
+	"github.com/agentkeys/broker/shared/httpapi"
 	"github.com/agentkeys/broker/shared/protocol"
 )
 
@@ -13,10 +14,12 @@ import (
 var errRevoked = &httpError{status: http.StatusUnauthorized, kind: KindUnauthorized, message: "session was revoked; sign in again", outcome: audit.OutcomeRevoked}
 
 // mintJWT has the enclave mint a JWT for the holder of bearer tok, filling rec
-// with what is known as it goes. It checks revocation before asking the enclave
-// (with the unverified sid, to refuse early) and after (with the sid the
-// enclave verified, which is what counts). It writes no audit record: the
-// caller records the outcome, once, and releases nothing before that.
+// with what is known as it goes. The host never reads an unverified token: it
+// checks revocation once, with the session id the enclave verified, after the
+// enclave answers and before anything is released. (Checking the sid of the
+// unverified token first would answer "revoked" to a forged token naming a
+// revoked session: an oracle for which sessions exist.) It writes no audit
+// record: the caller records the outcome, once, and releases nothing before that.
 func (a *API) mintJWT(ctx context.Context, tok, audience string, ttl int64, rec *audit.Record) (protocol.MintOIDCResponse, *httpError) {
 	var resp protocol.MintOIDCResponse
 	req := protocol.MintOIDCRequest{Audience: audience, TTLSeconds: ttl}
@@ -31,11 +34,6 @@ func (a *API) mintJWT(ctx context.Context, tok, audience string, ttl int64, rec 
 		rec.Wallet, rec.HostAssertedWallet = wallet, true
 		req.HostAssertedWallet = wallet
 	} else {
-		if sid := sessionIDOf(tok); sid != "" {
-			if e := a.checkRevoked(ctx, sid); e != nil {
-				return resp, e
-			}
-		}
 		req.Token = tok
 	}
 	if err := a.call(ctx, protocol.OpMintOIDC, req, &resp); err != nil {
@@ -47,7 +45,11 @@ func (a *API) mintJWT(ctx context.Context, tok, audience string, ttl int64, rec 
 	}
 	rec.Wallet, rec.HostAssertedWallet = resp.Wallet, resp.HostAssertedWallet
 	rec.Kid, rec.JTI, rec.Audience, rec.TTLSeconds = resp.Kid, resp.JTI, resp.Audience, resp.ExpiresAt-resp.IssuedAt
-	if resp.SessionID != "" {
+	if req.Token != "" {
+		if resp.SessionID == "" {
+			a.log.Error("the enclave minted for a session without naming it; refusing")
+			return protocol.MintOIDCResponse{}, errorf(http.StatusInternalServerError, KindInternal, "the enclave's answer names no session; see the host log")
+		}
 		if e := a.checkRevoked(ctx, resp.SessionID); e != nil {
 			return protocol.MintOIDCResponse{}, e
 		}
@@ -84,13 +86,10 @@ func (a *API) begin(w http.ResponseWriter, r *http.Request, rec *audit.Record, b
 }
 
 // mintOIDCJWT: POST /v1/mint-oidc-jwt, bearer = session, optional body
-// {"audience","ttl_seconds"} → {"jwt","wallet","expiration"}.
+// [httpapi.MintJWTRequest] → [httpapi.MintJWTResponse].
 func (a *API) mintOIDCJWT(w http.ResponseWriter, r *http.Request) {
 	rec := audit.Record{Kind: audit.KindOIDCJWT, Wallet: audit.WalletUnknown}
-	var body struct {
-		Audience   string `json:"audience"`
-		TTLSeconds int64  `json:"ttl_seconds"`
-	}
+	var body httpapi.MintJWTRequest
 	tok, ok := a.begin(w, r, &rec, &body)
 	if !ok {
 		return
@@ -108,5 +107,5 @@ func (a *API) mintOIDCJWT(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.m.Mints.WithLabelValues(rec.Kind, audit.OutcomeOK).Inc()
-	writeJSON(w, http.StatusOK, map[string]any{"jwt": resp.JWT, "wallet": resp.Wallet, "expiration": resp.ExpiresAt})
+	writeJSON(w, http.StatusOK, httpapi.MintJWTResponse{JWT: resp.JWT, Wallet: resp.Wallet, Expiration: resp.ExpiresAt})
 }

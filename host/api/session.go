@@ -5,26 +5,25 @@ import (
 	"time"
 
 	"github.com/agentkeys/broker/host/audit"
+	"github.com/agentkeys/broker/shared/httpapi"
 	"github.com/agentkeys/broker/shared/protocol"
 )
 
+// sessionNonce: GET /v1/session/nonce → [httpapi.NonceResponse].
 func (a *API) sessionNonce(w http.ResponseWriter, r *http.Request) {
 	var resp protocol.SessionNonceResponse
 	if err := a.call(r.Context(), protocol.OpSessionNonce, protocol.SessionNonceRequest{}, &resp); err != nil {
 		writeError(w, fromEnclave(err))
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"nonce": resp.Nonce, "expires_at": resp.ExpiresAt})
+	writeJSON(w, http.StatusOK, httpapi.NonceResponse{Nonce: resp.Nonce, ExpiresAt: resp.ExpiresAt})
 }
 
-// createSession: POST /v1/session {"message": EIP-4361 text, "signature": "0x…"}
-// → {"session","wallet","expiration"}.
+// createSession: POST /v1/session [httpapi.SessionRequest] (an EIP-4361 text
+// and its "0x…" signature) → [httpapi.SessionResponse].
 func (a *API) createSession(w http.ResponseWriter, r *http.Request) {
 	rec := audit.Record{Kind: audit.KindSession, Wallet: audit.WalletUnknown}
-	var body struct {
-		Message   string `json:"message"`
-		Signature string `json:"signature"`
-	}
+	var body httpapi.SessionRequest
 	if e := readJSON(w, r, &body, false); e != nil {
 		a.refuse(w, r, rec, e)
 		return
@@ -51,14 +50,13 @@ func (a *API) createSession(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errAudit)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{
-		"session":    resp.Token,
-		"wallet":     resp.Session.Wallet,
-		"expiration": resp.Session.ExpiresAt,
-	})
+	writeJSON(w, http.StatusOK, httpapi.SessionResponse{Session: resp.Token, Wallet: resp.Session.Wallet, Expiration: resp.Session.ExpiresAt})
 }
 
-// revokeSession: POST /v1/session/revoke with the session as bearer.
+// revokeSession: POST /v1/session/revoke with the session as bearer →
+// [httpapi.RevokeResponse], whose revoked is false when the session had been
+// revoked already. The enclave verifies the token first: only its holder can
+// revoke a session, and a forged token is refused as any bad token is.
 func (a *API) revokeSession(w http.ResponseWriter, r *http.Request) {
 	rec := audit.Record{Kind: audit.KindSessionRevoke, Wallet: audit.WalletUnknown}
 	tok, e := bearer(r)
@@ -73,17 +71,21 @@ func (a *API) revokeSession(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rec.Wallet = resp.Session.Wallet
-	if err := a.cfg.Revocations.Revoke(r.Context(), resp.Session.SessionID, time.Unix(resp.Session.ExpiresAt, 0)); err != nil {
+	added, err := a.cfg.Revocations.Revoke(r.Context(), resp.Session.SessionID, time.Unix(resp.Session.ExpiresAt, 0))
+	if err != nil {
 		a.log.Error("failed to record a revocation", "err", err)
 		a.refuse(w, r, rec, errorf(http.StatusInternalServerError, KindInternal, "failed to record the revocation; try again"))
 		return
 	}
 	rec.Outcome = audit.OutcomeOK
 	rec.Detail = "session " + resp.Session.SessionID
+	if !added {
+		rec.Detail += " (revoked already)"
+	}
 	if err := a.record(r.Context(), rec); err != nil {
 		// The revocation itself holds; say that the audit failed.
 		writeError(w, errAudit)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"revoked": true, "wallet": resp.Session.Wallet})
+	writeJSON(w, http.StatusOK, httpapi.RevokeResponse{Revoked: added, Wallet: resp.Session.Wallet})
 }

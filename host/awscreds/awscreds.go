@@ -19,11 +19,18 @@
 // # Errors and retries
 //
 // STS errors come back as *STSError with the STS code and, where the cause is
-// usually the operator's configuration, a hint. IDPCommunicationError and the
+// usually the operator's configuration, a hint. Its Code, Message and Hint are
+// fit for the client; its Err (for the log) is not, since a transport error
+// names the endpoint's address. IDPCommunicationError and the
 // InvalidIdentityToken "couldn't retrieve verification key" case are retried
 // with bounded backoff (STS could not reach the issuer, which is often
 // transient); nothing else is retried. The SDK's own retries are off so that
 // this package alone decides.
+//
+// # Lifetimes
+//
+// The bounds on DurationSeconds are the enclave policy's (shared/policy
+// aws_duration_*), resolved by the caller; this package passes the duration on.
 package awscreds
 
 import (
@@ -50,12 +57,6 @@ type Mode string
 const (
 	ModeWebIdentity Mode = "web-identity"
 	ModeAssumeRole  Mode = "assume-role"
-)
-
-// Duration bounds for minted credentials (STS's own limits).
-const (
-	MinDuration = 900 * time.Second
-	MaxDuration = 43200 * time.Second
 )
 
 // TagKey is the session tag that carries the wallet.
@@ -260,6 +261,7 @@ func (b *Broker) retry(ctx context.Context, action string, call func() (*ststype
 }
 
 // STSError is an STS failure with its code and, where known, an operator hint.
+// Code, Message and Hint may be shown to the client; Err may not.
 type STSError struct {
 	Action    string
 	Code      string // the STS error code, or "RequestFailed" when STS was not reached
@@ -267,10 +269,22 @@ type STSError struct {
 	Hint      string
 	Retryable bool
 	Attempts  int
+	// Err is the underlying error, for the host's log: a transport error names
+	// the endpoint's URL and address, which stay on the host.
+	Err error
 }
 
+// Unwrap returns Err.
+func (e *STSError) Unwrap() error { return e.Err }
+
+// Error is for the operator (the host's log, its start-up errors): when STS
+// was not reached it includes the cause, which names the endpoint. A client
+// gets Code, Message and Hint only.
 func (e *STSError) Error() string {
 	s := fmt.Sprintf("STS %s failed: %s: %s", e.Action, e.Code, e.Message)
+	if e.Err != nil && (e.Code == "RequestFailed" || e.Code == "NoCredentials") {
+		s += ": " + shorten(e.Err.Error())
+	}
 	if e.Hint != "" {
 		s += " (hint: " + e.Hint + ")"
 	}
@@ -280,14 +294,14 @@ func (e *STSError) Error() string {
 func (b *Broker) wrap(action string, err error) *STSError {
 	var api smithy.APIError
 	if strings.Contains(err.Error(), "failed to retrieve credentials") || strings.Contains(err.Error(), "failed to refresh cached credentials") {
-		return &STSError{Action: action, Code: "NoCredentials", Message: "the host has no AWS credentials for " + action,
+		return &STSError{Action: action, Code: "NoCredentials", Message: "the host has no AWS credentials for " + action, Err: err,
 			Hint: "assume-role mode needs the SDK default credential chain (instance role, AWS_* variables, shared config) or DAEMON_ACCESS_KEY_ID/DAEMON_SECRET_ACCESS_KEY"}
 	}
 	if !errors.As(err, &api) {
-		return &STSError{Action: action, Code: "RequestFailed", Message: "could not reach STS: " + shorten(err.Error()),
+		return &STSError{Action: action, Code: "RequestFailed", Message: "could not reach STS", Err: err,
 			Hint: "check BROKER_STS_ENDPOINT / BROKER_AWS_REGION and the host's network path to STS"}
 	}
-	e := &STSError{Action: action, Code: api.ErrorCode(), Message: shorten(api.ErrorMessage())}
+	e := &STSError{Action: action, Code: api.ErrorCode(), Message: shorten(api.ErrorMessage()), Err: err}
 	lower := strings.ToLower(e.Message)
 	switch {
 	case e.Code == "IDPCommunicationError":

@@ -93,4 +93,11 @@ func TestCheckIdentity(t *testing.T) {
 	if !errors.As(err, &serr) || serr.Code != "RequestFailed" || !strings.Contains(serr.Hint, "BROKER_STS_ENDPOINT") {
 		t.Fatalf("unreachable: %v", err)
 	}
+	// What the client may see does not name the endpoint; the log's Err does.
+	if shown := serr.Code + serr.Message + serr.Hint; strings.Contains(shown, "127.0.0.1") {
+		t.Errorf("the client-facing part names the endpoint: %q", shown)
+	}
+	if serr.Err == nil || !strings.Contains(serr.Err.Error(), "127.0.0.1:1") || !strings.Contains(serr.Error(), "127.0.0.1:1") {
+		t.Errorf("Err = %v, Error() = %q, want the transport error for the log", serr.Err, serr.Error())
+	}
 }

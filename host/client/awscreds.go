@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/agentkeys/broker/shared/httpapi"
 	"github.com/agentkeys/broker/shared/siwe"
 )
 
@@ -18,22 +19,17 @@ type AWSCredentials struct {
 
 // MintAWSCreds asks the broker for AWS credentials (POST /v1/mint-aws-creds)
 // with the session token as bearer. A zero durationSeconds leaves the lifetime
-// to the broker (by default 3600 s); the broker accepts 900 to 43200.
+// to the broker (by default 3600 s); the broker accepts what its enclave policy
+// allows (by default 900 to 43200) and cuts it to what is left of the session.
+// With less than the policy's minimum (900 s) left it refuses with a 400:
+// sign in again.
 func (c *Client) MintAWSCreds(ctx context.Context, token string, durationSeconds int64) (*AWSCredentials, error) {
 	if err := checkToken(token); err != nil {
 		return nil, err
 	}
-	body := struct {
-		DurationSeconds int64 `json:"duration_seconds,omitempty"`
-	}{durationSeconds}
-	var v struct {
-		AccessKeyID     string `json:"access_key_id"`
-		SecretAccessKey string `json:"secret_access_key"`
-		SessionToken    string `json:"session_token"`
-		Expiration      int64  `json:"expiration"`
-		Wallet          string `json:"wallet"`
-	}
-	if err := c.do(ctx, http.MethodPost, "/v1/mint-aws-creds", token, body, &v); err != nil {
+	body := httpapi.MintAWSCredsRequest{DurationSeconds: durationSeconds}
+	var v httpapi.MintAWSCredsResponse
+	if err := c.do(ctx, http.MethodPost, httpapi.PathMintAWSCreds, token, body, &v); err != nil {
 		return nil, err
 	}
 	if v.AccessKeyID == "" || v.SecretAccessKey == "" || v.SessionToken == "" || v.Expiration == 0 ||

@@ -14,6 +14,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/agentkeys/broker/shared/httpapi"
 )
 
 const (
@@ -135,10 +137,7 @@ func (e *Error) Error() string {
 // errorFrom builds the Error for a non-2xx answer.
 func errorFrom(resp *http.Response, body []byte) *Error {
 	e := &Error{Status: resp.StatusCode}
-	var v struct {
-		Error   string `json:"error"`
-		Message string `json:"message"`
-	}
+	var v httpapi.Error
 	if json.Unmarshal(body, &v) == nil && v.Error != "" {
 		e.Kind, e.Message = sanitize(v.Error, 64), sanitize(v.Message, 500)
 		return e

@@ -14,7 +14,7 @@
 //	s, err := c.SignIn(ctx, key, client.SignInOptions{})
 //	jwt, err := c.MintJWT(ctx, s.Token, "", 0) // default audience and TTL
 //	// jwt.Token is an ES256 JWT for sts.amazonaws.com.
-//	err = c.Revoke(ctx, s.Token)
+//	err = c.Revoke(ctx, s.Token) // or RevokeSession, to learn whether it was revoked already
 //
 // # Signing in
 //
@@ -55,5 +55,6 @@
 //
 // It is written with mode 0600, atomically (a temporary file renamed into
 // place). Both files are credentials: the loaders refuse a file that group or
-// others may access.
+// others may access. Both are read strictly (shared/strictjson): a key given
+// twice, in another case or unknown is an error.
 package client

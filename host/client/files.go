@@ -15,7 +15,9 @@ import (
 
 	"github.com/decred/dcrd/dcrec/secp256k1/v4"
 
+	"github.com/agentkeys/broker/shared/httpapi"
 	"github.com/agentkeys/broker/shared/siwe"
+	"github.com/agentkeys/broker/shared/strictjson"
 )
 
 // maxFileSize bounds the wallet and session files.
@@ -27,12 +29,9 @@ type walletFile struct {
 	PrivateKey string `json:"private_key"`
 }
 
-// sessionFile is the JSON form of a session file; the names are the broker's.
-type sessionFile struct {
-	Session    string `json:"session"`
-	Wallet     string `json:"wallet"`
-	Expiration int64  `json:"expiration"`
-}
+// sessionFile is the JSON form of a session file: what the broker answered to
+// the sign-in.
+type sessionFile = httpapi.SessionResponse
 
 // NewWalletFile creates a new secp256k1 wallet key and writes it to path with
 // mode 0600, returning its EIP-55 checksummed address. It refuses to overwrite
@@ -88,8 +87,8 @@ func LoadWalletFile(path string) (*secp256k1.PrivateKey, string, error) {
 	}
 	defer clear(data)
 	var w walletFile
-	if err := json.Unmarshal(data, &w); err != nil {
-		return nil, "", fmt.Errorf("wallet file %s is not valid JSON", path)
+	if err := strictjson.Decode(data, &w, strictjson.Limits{MaxSize: maxFileSize}); err != nil {
+		return nil, "", fmt.Errorf("wallet file %s is not a JSON object of address and private_key%s", path, keyProblem(err))
 	}
 	key, err := parsePrivateKey(w.PrivateKey)
 	if err != nil {
@@ -154,13 +153,23 @@ func LoadSession(path string) (*Session, error) {
 	}
 	defer clear(data)
 	var v sessionFile
-	if err := json.Unmarshal(data, &v); err != nil {
-		return nil, fmt.Errorf("session file %s is not valid JSON", path)
+	if err := strictjson.Decode(data, &v, strictjson.Limits{MaxSize: maxFileSize}); err != nil {
+		return nil, fmt.Errorf("session file %s is not a JSON object of session, wallet and expiration%s", path, keyProblem(err))
 	}
 	if v.Session == "" || checkToken(v.Session) != nil {
 		return nil, fmt.Errorf("session file %s holds no well-formed session token", path)
 	}
 	return &Session{Token: v.Session, Wallet: v.Wallet, Expiration: time.Unix(v.Expiration, 0)}, nil
+}
+
+// keyProblem names the key that made a file fail strict decoding, when one
+// did: only a key's name, never a value (the files hold credentials).
+func keyProblem(err error) string {
+	var se *strictjson.Error
+	if errors.As(err, &se) && se.Path != "" {
+		return fmt.Sprintf(" (%s: %s)", sanitize(se.Path, 80), se.Msg)
+	}
+	return ""
 }
 
 // readPrivateFile reads a small credential file, refusing one that group or

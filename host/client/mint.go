@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agentkeys/broker/shared/httpapi"
 	"github.com/agentkeys/broker/shared/siwe"
 )
 
@@ -25,16 +26,9 @@ func (c *Client) MintJWT(ctx context.Context, token string, audience string, ttl
 	if err := checkToken(token); err != nil {
 		return nil, err
 	}
-	body := struct {
-		Audience   string `json:"audience,omitempty"`
-		TTLSeconds int64  `json:"ttl_seconds,omitempty"`
-	}{audience, ttlSeconds}
-	var v struct {
-		JWT        string `json:"jwt"`
-		Wallet     string `json:"wallet"`
-		Expiration int64  `json:"expiration"`
-	}
-	if err := c.do(ctx, http.MethodPost, "/v1/mint-oidc-jwt", token, body, &v); err != nil {
+	body := httpapi.MintJWTRequest{Audience: audience, TTLSeconds: ttlSeconds}
+	var v httpapi.MintJWTResponse
+	if err := c.do(ctx, http.MethodPost, httpapi.PathMintJWT, token, body, &v); err != nil {
 		return nil, err
 	}
 	if !isCompactJWS(v.JWT) {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/decred/dcrd/dcrec/secp256k1/v4"
 
+	"github.com/agentkeys/broker/shared/httpapi"
 	"github.com/agentkeys/broker/shared/siwe"
 )
 
@@ -38,11 +39,8 @@ type SignInOptions struct {
 
 // Nonce asks the broker for a single-use sign-in nonce (GET /v1/session/nonce).
 func (c *Client) Nonce(ctx context.Context) (nonce string, expiresAt time.Time, err error) {
-	var v struct {
-		Nonce     string `json:"nonce"`
-		ExpiresAt int64  `json:"expires_at"`
-	}
-	if err := c.do(ctx, http.MethodGet, "/v1/session/nonce", "", nil, &v); err != nil {
+	var v httpapi.NonceResponse
+	if err := c.do(ctx, http.MethodGet, httpapi.PathNonce, "", nil, &v); err != nil {
 		return "", time.Time{}, err
 	}
 	if v.Nonce == "" {
@@ -93,13 +91,9 @@ func (c *Client) SignIn(ctx context.Context, key *secp256k1.PrivateKey, opts Sig
 	}
 	text := msg.String()
 	sig := siwe.Sign(key, []byte(text))
-	body := map[string]string{"message": text, "signature": "0x" + hex.EncodeToString(sig)}
-	var v struct {
-		Session    string `json:"session"`
-		Wallet     string `json:"wallet"`
-		Expiration int64  `json:"expiration"`
-	}
-	if err := c.do(ctx, http.MethodPost, "/v1/session", "", body, &v); err != nil {
+	body := httpapi.SessionRequest{Message: text, Signature: "0x" + hex.EncodeToString(sig)}
+	var v httpapi.SessionResponse
+	if err := c.do(ctx, http.MethodPost, httpapi.PathSession, "", body, &v); err != nil {
 		return nil, err
 	}
 	if v.Session == "" || checkToken(v.Session) != nil {
@@ -112,19 +106,27 @@ func (c *Client) SignIn(ctx context.Context, key *secp256k1.PrivateKey, opts Sig
 }
 
 // Revoke revokes the session whose bearer token is token
-// (POST /v1/session/revoke). The broker refuses it afterwards.
+// (POST /v1/session/revoke). The broker refuses it afterwards. It succeeds
+// whether this call revoked the session or an earlier one had; RevokeSession
+// tells which.
 func (c *Client) Revoke(ctx context.Context, token string) error {
+	_, err := c.RevokeSession(ctx, token)
+	return err
+}
+
+// RevokeSession is Revoke, returning the broker's answer: Revoked is true when
+// this call revoked the session, false when it had been revoked already.
+func (c *Client) RevokeSession(ctx context.Context, token string) (httpapi.RevokeResponse, error) {
 	if err := checkToken(token); err != nil {
-		return err
+		return httpapi.RevokeResponse{}, err
 	}
-	var v struct {
-		Revoked bool `json:"revoked"`
+	var v httpapi.RevokeResponse
+	if err := c.do(ctx, http.MethodPost, httpapi.PathRevoke, token, nil, &v); err != nil {
+		return httpapi.RevokeResponse{}, err
 	}
-	if err := c.do(ctx, http.MethodPost, "/v1/session/revoke", token, nil, &v); err != nil {
-		return err
+	if siwe.ValidateAddress(v.Wallet) != nil {
+		return httpapi.RevokeResponse{}, errors.New("the broker's answer to the revocation holds no well-formed wallet")
 	}
-	if !v.Revoked {
-		return errors.New("the broker did not confirm the revocation")
-	}
-	return nil
+	v.Wallet = sanitize(v.Wallet, 42)
+	return v, nil
 }

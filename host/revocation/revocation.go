@@ -22,7 +22,9 @@ import (
 // Store records revoked session ids.
 type Store interface {
 	// Revoke records sid as revoked until expiresAt (the session's own expiry).
-	Revoke(ctx context.Context, sid string, expiresAt time.Time) error
+	// It reports whether sid was new to the list: false means that it had been
+	// revoked already (and the first expiry stands).
+	Revoke(ctx context.Context, sid string, expiresAt time.Time) (bool, error)
 	// IsRevoked reports whether sid was revoked.
 	IsRevoked(ctx context.Context, sid string) (bool, error)
 	Close() error
@@ -42,14 +44,20 @@ func NewMemory() *Memory { return &Memory{m: map[string]time.Time{}} }
 func (s *Memory) SetFailure(err error) { s.mu.Lock(); s.fail = err; s.mu.Unlock() }
 
 // Revoke implements Store.
-func (s *Memory) Revoke(_ context.Context, sid string, exp time.Time) error {
+func (s *Memory) Revoke(_ context.Context, sid string, exp time.Time) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.fail != nil {
-		return s.fail
+		return false, s.fail
+	}
+	if sid == "" {
+		return false, errors.New("revocation: empty session id")
+	}
+	if _, ok := s.m[sid]; ok {
+		return false, nil
 	}
 	s.m[sid] = exp
-	return nil
+	return true, nil
 }
 
 // IsRevoked implements Store.
@@ -100,19 +108,24 @@ func OpenSQLite(path string) (*SQLite, error) {
 }
 
 // Revoke implements Store, and prunes entries whose sessions have expired.
-func (s *SQLite) Revoke(ctx context.Context, sid string, exp time.Time) error {
+func (s *SQLite) Revoke(ctx context.Context, sid string, exp time.Time) (bool, error) {
 	if sid == "" {
-		return errors.New("revocation: empty session id")
+		return false, errors.New("revocation: empty session id")
 	}
 	now := s.now()
-	if _, err := s.db.ExecContext(ctx, `INSERT INTO revoked_sessions (session_id, expires_at, revoked_at) VALUES (?, ?, ?)
-		ON CONFLICT(session_id) DO NOTHING`, sid, exp.Unix(), now.Unix()); err != nil {
-		return fmt.Errorf("revocation: failed to record: %w", err)
+	res, err := s.db.ExecContext(ctx, `INSERT INTO revoked_sessions (session_id, expires_at, revoked_at) VALUES (?, ?, ?)
+		ON CONFLICT(session_id) DO NOTHING`, sid, exp.Unix(), now.Unix())
+	if err != nil {
+		return false, fmt.Errorf("revocation: failed to record: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("revocation: failed to record: %w", err)
 	}
 	if _, err := s.db.ExecContext(ctx, `DELETE FROM revoked_sessions WHERE expires_at < ?`, now.Add(-time.Hour).Unix()); err != nil {
-		return fmt.Errorf("revocation: failed to prune: %w", err)
+		return false, fmt.Errorf("revocation: failed to prune: %w", err)
 	}
-	return nil
+	return n == 1, nil
 }
 
 // IsRevoked implements Store.

@@ -22,11 +22,14 @@ func TestStores(t *testing.T) {
 				t.Fatalf("fresh store: %v %v", r, err)
 			}
 			exp := time.Now().Add(time.Hour)
-			if err := s.Revoke(ctx, "a", exp); err != nil {
-				t.Fatal(err)
+			if added, err := s.Revoke(ctx, "a", exp); err != nil || !added {
+				t.Fatalf("first revoke: added = %v, %v; want true", added, err)
 			}
-			if err := s.Revoke(ctx, "a", exp); err != nil {
-				t.Fatalf("revoking twice: %v", err)
+			if added, err := s.Revoke(ctx, "a", exp); err != nil || added {
+				t.Fatalf("revoking twice: added = %v, %v; want false", added, err)
+			}
+			if _, err := s.Revoke(ctx, "", exp); err == nil {
+				t.Fatal("an empty session id was accepted")
 			}
 			if r, err := s.IsRevoked(ctx, "a"); err != nil || !r {
 				t.Fatalf("after revoke: %v %v", r, err)

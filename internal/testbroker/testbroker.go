@@ -10,6 +10,7 @@ package testbroker
 import (
 	"context"
 	"crypto/rand"
+	"log/slog"
 	"net/http/httptest"
 	"path/filepath"
 	"sync"
@@ -46,6 +47,8 @@ type Options struct {
 	// AWS, if set, is called with the issuer URL (known only once the listener
 	// exists) and returns the AWS credential broker for /v1/mint-aws-creds.
 	AWS func(issuer string) *awscreds.Broker
+	// Logger, if set, is the API's logger.
+	Logger *slog.Logger
 }
 
 // Broker is a running in-process broker.
@@ -111,7 +114,7 @@ func Start(t testing.TB, opts Options) *Broker {
 	b.Revocations = revocation.NewMemory()
 	b.Metrics = metrics.New(b.Enclave.Connected)
 	cfg := api.Config{Issuer: issuer, Enclave: b.Enclave, Audit: b.Audit, Revocations: b.Revocations,
-		Metrics: b.Metrics, DefaultTTLSeconds: opts.DefaultTTLSeconds, SignInLimit: opts.SignInLimit}
+		Metrics: b.Metrics, DefaultTTLSeconds: opts.DefaultTTLSeconds, SignInLimit: opts.SignInLimit, Logger: opts.Logger}
 	if opts.AWS != nil {
 		cfg.AWS = opts.AWS(issuer)
 	}

@@ -41,11 +41,12 @@
 // aws_duration bounds are the lifetime of AWS credentials the host may ask STS for
 // (STS's own floor is 900 s and its ceiling 43200 s).
 //
-// Unknown fields are an error, so a typo cannot silently fall back to a default.
+// Unknown fields, a key given twice and a key in another case ("Issuer") are
+// errors (shared/strictjson), so a typo cannot silently fall back to a default
+// and no two readers of the file can see two different policies.
 package policy
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -57,6 +58,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/agentkeys/broker/shared/strictjson"
 )
 
 // MaxFileSize bounds the policy file.
@@ -148,13 +151,8 @@ func Parse(data []byte) (Policy, error) {
 	}
 	p := Default("")
 	p.SigningKey = "" // unless the file names one, the first of issuer_keys signs
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&p); err != nil {
+	if err := strictjson.Decode(data, &p, strictjson.Limits{MaxSize: MaxFileSize}); err != nil {
 		return Policy{}, fmt.Errorf("policy: failed to parse: %w", err)
-	}
-	if dec.More() {
-		return Policy{}, errors.New("policy: trailing data after the JSON object")
 	}
 	if err := p.Normalize(); err != nil {
 		return Policy{}, err

@@ -80,7 +80,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		{"role-arn", "BROKER_DATA_ROLE_ARN", "", "IAM role for agents (else $BROKER_AGENT_ROLE_ARN, else arn:aws:iam::$ACCOUNT_ID:role/agentkeys-data-role); unset: AWS minting off", &c.RoleARN},
 		{"aws-region", "BROKER_AWS_REGION", "", "AWS region for STS (else $REGION, else us-east-1)", &c.AWSRegion},
 		{"sts-endpoint", "BROKER_STS_ENDPOINT", "", "STS endpoint URL override (VPC or FIPS endpoints, tests)", &c.STSEndpoint},
-		{"session-duration", "BROKER_SESSION_DURATION_SECONDS", "3600", "default AWS credential lifetime in seconds, 900-43200", &sessDur},
+		{"session-duration", "BROKER_SESSION_DURATION_SECONDS", "3600", "default AWS credential lifetime in seconds, within the enclave policy's aws_duration bounds (900-43200 by default)", &sessDur},
 		{"metrics-listen", "BROKER_METRICS_LISTEN", "", "serve /metrics only on this address (e.g. 127.0.0.1:9091) instead of the public API listener", &c.MetricsListen},
 		{"sign-in-rate", "BROKER_SIGN_IN_RATE", "5", "sign-in requests (nonce and sign-in) per second per client, bursts of 4x; 0 turns the limit off", &signInRate},
 	}
@@ -189,8 +189,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		return nil, bad("sts-mode", c.STSMode, "want web-identity or assume-role")
 	}
 	d, err := strconv.ParseInt(sessDur, 10, 64)
-	if err != nil || d < 900 || d > 43200 {
-		return nil, bad("session-duration", sessDur, "want seconds in [900, 43200]")
+	// STS's own bounds; the enclave policy's, which may be narrower, are
+	// checked when its Info arrives (api.New) and on every request.
+	if err != nil || d < policy.HardMinAWSDuration || d > policy.HardMaxAWSDuration {
+		return nil, bad("session-duration", sessDur, fmt.Sprintf("want seconds in [%d, %d], within the enclave policy's aws_duration bounds", policy.HardMinAWSDuration, policy.HardMaxAWSDuration))
 	}
 	c.SessionDuration = time.Duration(d) * time.Second
 	if c.MetricsListen != "" {

@@ -246,7 +246,7 @@ func (d *drainEnclave) Handle(ctx context.Context, op protocol.Op, body []byte) 
 	case protocol.OpMintOIDC:
 		d.inMint <- struct{}{}
 		<-d.release
-		return protocol.MintOIDCResponse{JWT: "aaa.bbb.ccc", Wallet: "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed", Kid: "k", JTI: "j",
+		return protocol.MintOIDCResponse{JWT: "aaa.bbb.ccc", Wallet: "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed", SessionID: "s1", Kid: "k", JTI: "j",
 			Audience: "sts.amazonaws.com", IssuedAt: 1, ExpiresAt: 301}, nil
 	}
 	return nil, protocol.Errorf(protocol.CodeUnknownOp, "no")

@@ -1,0 +1,113 @@
+// Package httpapi defines the JSON bodies of the host's HTTP API: one Go type
+// per request and response, used by the host (host/api) to write them and by
+// the client (host/client) and the CLI to read them.
+//
+// The field names are those of the Rust broker this replaces, so existing
+// clients keep working; testdata holds one golden encoding per type.
+//
+// # Routes
+//
+//	GET  /v1/session/nonce                     → [NonceResponse]
+//	POST /v1/session         [SessionRequest]  → [SessionResponse]
+//	POST /v1/session/revoke  (bearer)          → [RevokeResponse]
+//	POST /v1/mint-oidc-jwt   [MintJWTRequest]  → [MintJWTResponse]
+//	POST /v1/mint-aws-creds  [MintAWSCredsRequest] → [MintAWSCredsResponse]
+//	GET  /.well-known/attestation?nonce=HEX    → [Attestation]
+//	GET  /.well-known/agentkeys-manifest.json  → the key manifest (shared/manifest), as the enclave wrote it
+//
+// Every error answer is an [Error]. Request bodies are decoded strictly
+// (shared/strictjson): an unknown key, a key given twice or a key in another
+// case is 400 bad_request. The bodies of the minting routes are optional.
+//
+// Times are unix seconds.
+package httpapi
+
+// Route paths.
+const (
+	PathNonce        = "/v1/session/nonce"
+	PathSession      = "/v1/session"
+	PathRevoke       = "/v1/session/revoke"
+	PathMintJWT      = "/v1/mint-oidc-jwt"
+	PathMintAWSCreds = "/v1/mint-aws-creds"
+	PathAttestation  = "/.well-known/attestation"
+	PathManifest     = "/.well-known/agentkeys-manifest.json"
+)
+
+// Error is every error answer: {"error": kind, "message": text}. Kind is one
+// of a short list (such as "unauthorized" or "bad_request"); Message says what
+// was wrong and what to do.
+type Error struct {
+	Error   string `json:"error"`
+	Message string `json:"message"`
+}
+
+// NonceResponse is a single-use sign-in nonce for an EIP-4361 message.
+type NonceResponse struct {
+	Nonce     string `json:"nonce"`
+	ExpiresAt int64  `json:"expires_at"`
+}
+
+// SessionRequest signs in: the EIP-4361 message text and its EIP-191
+// personal_sign signature, "0x" and 130 hex digits (r||s||v).
+type SessionRequest struct {
+	Message   string `json:"message"`
+	Signature string `json:"signature"`
+}
+
+// SessionResponse is a new session: the bearer token, the lowercase wallet it
+// stands for, and when it expires.
+type SessionResponse struct {
+	Session    string `json:"session"`
+	Wallet     string `json:"wallet"`
+	Expiration int64  `json:"expiration"`
+}
+
+// RevokeResponse answers a revocation. Revoked is true when this call revoked
+// the session, false when it had been revoked already.
+type RevokeResponse struct {
+	Revoked bool   `json:"revoked"`
+	Wallet  string `json:"wallet"`
+}
+
+// MintJWTRequest asks for an OIDC JWT; empty fields leave the audience and the
+// TTL to the enclave policy.
+type MintJWTRequest struct {
+	Audience   string `json:"audience,omitempty"`
+	TTLSeconds int64  `json:"ttl_seconds,omitempty"`
+}
+
+// MintJWTResponse is a minted JWT, the wallet it names, and its exp.
+type MintJWTResponse struct {
+	JWT        string `json:"jwt"`
+	Wallet     string `json:"wallet"`
+	Expiration int64  `json:"expiration"`
+}
+
+// MintAWSCredsRequest asks for AWS credentials; a zero DurationSeconds leaves
+// the lifetime to the host's default. The lifetime is cut to what is left of
+// the session.
+type MintAWSCredsRequest struct {
+	DurationSeconds int64 `json:"duration_seconds,omitempty"`
+}
+
+// MintAWSCredsResponse is temporary AWS credentials for the session's wallet.
+type MintAWSCredsResponse struct {
+	AccessKeyID     string `json:"access_key_id"`
+	SecretAccessKey string `json:"secret_access_key"`
+	SessionToken    string `json:"session_token"`
+	Expiration      int64  `json:"expiration"`
+	Wallet          string `json:"wallet"`
+}
+
+// Attestation is a fresh attestation document and the key manifest it binds.
+// Document and Manifest are base64 (standard, padded) in JSON, so their exact
+// bytes survive; ManifestSHA256 is the hex SHA-256 of Manifest, the document's
+// user_data. Nonce is the verifier's nonce as it sent it (hex), Mode the
+// enclave's mode ("nitro" or "simulated").
+type Attestation struct {
+	Document       []byte `json:"document"`
+	Manifest       []byte `json:"manifest"`
+	ManifestSHA256 string `json:"manifest_sha256"`
+	Nonce          string `json:"nonce"`
+	Mode           string `json:"mode"`
+}
