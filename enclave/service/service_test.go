@@ -299,12 +299,78 @@ func TestSignInRejections(t *testing.T) {
 		}, protocol.ErrSignInRejected, "dot segments"},
 		{"expired within the clock skew", func(n string) protocol.CreateSessionRequest {
 			m := e.message(w, n)
-			m.IssuedAt = e.clock.Now().Add(-time.Hour)
-			m.ExpirationTime = e.clock.Now().Add(-30 * time.Second)
+			m.ExpirationTime = e.clock.Now().Add(30 * time.Second)
+			e.clock.Add(time.Minute) // CheckTime's skew lets it through; the session would be dead
 			return signIn(w, m)
 		}, protocol.ErrSignInRejected, "expired"},
+		{"domain in another case", func(n string) protocol.CreateSessionRequest {
+			m := e.message(w, n)
+			m.Domain = "Broker.example.com"
+			return signIn(w, m)
+		}, protocol.ErrSignInRejected, "domain"},
+		{"domain with userinfo", func(n string) protocol.CreateSessionRequest {
+			m := e.message(w, n)
+			m.Domain = "evil@broker.example.com"
+			return signIn(w, m)
+		}, protocol.ErrSignInRejected, "without userinfo"},
+		{"domain percent-encoded", func(n string) protocol.CreateSessionRequest {
+			m := e.message(w, n)
+			m.Domain = "broker%2eexample.com"
+			return signIn(w, m)
+		}, protocol.ErrSignInRejected, "percent-encoding"},
+		{"scheme in capitals", func(n string) protocol.CreateSessionRequest {
+			m := e.message(w, n)
+			m.Scheme = "HTTPS"
+			return signIn(w, m)
+		}, protocol.ErrSignInRejected, "scheme"},
+		{"URI with userinfo", func(n string) protocol.CreateSessionRequest {
+			m := e.message(w, n)
+			m.URI = "https://evil@broker.example.com/v1/session"
+			return signIn(w, m)
+		}, protocol.ErrSignInRejected, "userinfo"},
+		{"URI with a percent-encoded host", func(n string) protocol.CreateSessionRequest {
+			m := e.message(w, n)
+			m.URI = "https://broker%2eexample.com/v1/session"
+			return signIn(w, m)
+		}, protocol.ErrSignInRejected, "percent-encoded"},
+		{"URI with a percent-encoded non-ASCII host", func(n string) protocol.CreateSessionRequest {
+			m := e.message(w, n)
+			m.URI = "https://br%C3%B6ker.example.com/v1/session"
+			return signIn(w, m)
+		}, protocol.ErrSignInRejected, "percent-encoded"},
+		{"URI host in another case", func(n string) protocol.CreateSessionRequest {
+			m := e.message(w, n)
+			m.URI = "https://BROKER.example.com/v1/session"
+			return signIn(w, m)
+		}, protocol.ErrSignInRejected, "not under the issuer"},
+		{"URI scheme in capitals", func(n string) protocol.CreateSessionRequest {
+			m := e.message(w, n)
+			m.URI = "HTTPS://broker.example.com/v1/session"
+			return signIn(w, m)
+		}, protocol.ErrSignInRejected, "not under the issuer"},
+		{"URI with percent-encoded dot segments", func(n string) protocol.CreateSessionRequest {
+			m := e.message(w, n)
+			m.URI = testIssuer + "/v1/%2e%2e/%2E%2E/elsewhere"
+			return signIn(w, m)
+		}, protocol.ErrSignInRejected, "dot segments"},
+		{"URI without an authority", func(n string) protocol.CreateSessionRequest {
+			m := e.message(w, n)
+			m.URI = "https:broker.example.com/v1/session"
+			return signIn(w, m)
+		}, protocol.ErrSignInRejected, "not under the issuer"},
+		{"issued long before its nonce", func(n string) protocol.CreateSessionRequest {
+			m := e.message(w, n)
+			m.IssuedAt = e.clock.Now().Add(-ClockSkew - time.Second)
+			return signIn(w, m)
+		}, protocol.ErrSignInRejected, "before its nonce"},
 		{"nonce not issued", func(string) protocol.CreateSessionRequest {
 			return signIn(w, e.message(w, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"))
+		}, protocol.ErrNonceRejected, "not issued"},
+		{"nonce with a forged MAC", func(n string) protocol.CreateSessionRequest {
+			return signIn(w, e.message(w, n[:NonceLength-1]+flipHex(n[NonceLength-1])))
+		}, protocol.ErrNonceRejected, "not issued"},
+		{"nonce in capitals", func(n string) protocol.CreateSessionRequest {
+			return signIn(w, e.message(w, strings.ToUpper(n)))
 		}, protocol.ErrNonceRejected, "not issued"},
 		{"signature by another wallet", func(n string) protocol.CreateSessionRequest {
 			m := e.message(w, n)
@@ -363,6 +429,13 @@ func TestSignInRejections(t *testing.T) {
 			e.session(t, w)
 		})
 	}
+}
+
+func flipHex(c byte) string {
+	if c == '0' {
+		return "1"
+	}
+	return "0"
 }
 
 func TestNonceSingleUseAndExpiry(t *testing.T) {
