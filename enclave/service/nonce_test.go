@@ -3,6 +3,7 @@ package service
 import (
 	"crypto/rand"
 	"errors"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -142,4 +143,35 @@ func FuzzNonceDecode(f *testing.F) {
 			t.Fatalf("check accepted a nonce changed at byte %d", i)
 		}
 	})
+}
+
+// BenchmarkNonceUse measures consuming a nonce and, as bytes/entry, the
+// memory the used set holds per used nonce (nothing else is stored).
+func BenchmarkNonceUse(b *testing.B) {
+	n, err := newNonces(rand.Reader, time.Hour)
+	if err != nil {
+		b.Fatal(err)
+	}
+	now := time.Now()
+	ss := make([]string, b.N)
+	for i := range ss {
+		if ss[i], _, err = n.issue(now, rand.Reader); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	b.ResetTimer()
+	for i := range b.N {
+		if err := n.use(ss[i], now); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	b.ReportMetric(float64(int64(after.HeapAlloc)-int64(before.HeapAlloc))/float64(b.N), "bytes/entry")
+	runtime.KeepAlive(ss)
+	runtime.KeepAlive(n)
 }
