@@ -42,10 +42,10 @@ const (
 // wallet signature over a message naming this issuer, and costs the enclave a
 // signature recovery and a session-token signature; so the set holds at most the
 // sign-ins of the last nonce_lifetime_seconds (at most 3600 s by policy), under
-// 100 bytes each (53 with 200 000 entries and 65 with 1 000 000, BenchmarkNonceUse). The enclave can create
-// sessions only so fast, so that rate times the lifetime bounds the set; no
-// count limit is needed, and none could refuse sign-ins. A flood of nonce
-// requests adds nothing.
+// 100 bytes each (BenchmarkNonceUse: 53 with 200 000 entries, 65 with a
+// million). The enclave can create sessions only so fast, so that rate times
+// the lifetime bounds the set; no count limit is needed, and none could refuse
+// sign-ins. A flood of nonce requests adds nothing.
 type nonces struct {
 	key      [32]byte
 	lifetime time.Duration
