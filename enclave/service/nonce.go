@@ -82,30 +82,32 @@ func (n *nonces) issue(now time.Time, rand io.Reader) (nonce string, expires tim
 	return hex.EncodeToString(b[:]), time.Unix(now.Unix(), 0).Add(n.lifetime), nil
 }
 
-var errNonceForeign = protocol.Errorf(protocol.CodeNonceRejected, "nonce was not issued by this enclave (or the enclave restarted since); request a new one")
+func errNonceForeign() error {
+	return protocol.Errorf(protocol.CodeNonceRejected, "nonce was not issued by this enclave (or the enclave restarted since); request a new one")
+}
 
 // decode checks that s is a nonce this enclave issued (since it started) and
 // returns its issue time and random part. It does not look at the clock.
 func (n *nonces) decode(s string) (issued time.Time, id [nonceRandomSize]byte, err error) {
 	if len(s) != NonceLength {
-		return time.Time{}, id, errNonceForeign
+		return time.Time{}, id, errNonceForeign()
 	}
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return time.Time{}, id, errNonceForeign
+			return time.Time{}, id, errNonceForeign()
 		}
 	}
 	var b [nonceSize]byte
 	if _, err := hex.Decode(b[:], []byte(s)); err != nil {
-		return time.Time{}, id, errNonceForeign
+		return time.Time{}, id, errNonceForeign()
 	}
 	if !hmac.Equal(b[8+nonceRandomSize:], n.tag(b[:8], b[8:8+nonceRandomSize])) {
-		return time.Time{}, id, errNonceForeign
+		return time.Time{}, id, errNonceForeign()
 	}
 	secs := binary.BigEndian.Uint64(b[:8])
 	if secs > 1<<62 {
 		// Only this enclave's clock made it; refuse rather than overflow.
-		return time.Time{}, id, errNonceForeign
+		return time.Time{}, id, errNonceForeign()
 	}
 	copy(id[:], b[8:8+nonceRandomSize])
 	return time.Unix(int64(secs), 0), id, nil
