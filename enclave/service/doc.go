@@ -4,13 +4,27 @@
 // Every identity decision is made here, inside the trust boundary, never on the
 // host:
 //
+//   - SessionNonce issues a sign-in nonce without storing it: the nonce is its
+//     issue time and 16 random bytes, MACed with a key drawn from the
+//     attester's randomness at boot and never persisted (80 hex digits). Only
+//     used nonces are remembered, until they would have expired; a restart
+//     makes every earlier nonce worthless.
 //   - CreateSession verifies a Sign-In with Ethereum message (EIP-4361) and its
-//     personal_sign signature, checks that the message names this issuer and a
-//     nonce this enclave issued, and returns a session token: an ES256 JWT
-//     signed with the internal key issuer/jwt/v1.
+//     personal_sign signature, checks that the message names this issuer (byte
+//     for byte: no case folding, no percent-decoding, no userinfo), a chain the
+//     policy allows, and a nonce this enclave issued and nobody used, and that
+//     the message is not older than its nonce; it returns a session token: an
+//     ES256 JWT signed with the internal key issuer/jwt/v1, carrying the
+//     wallet, a session id and the chain id, and lasting no longer than the
+//     message's Expiration Time.
+//   - VerifySession accepts a session token only in the one encoding the
+//     enclave writes (canonical base64url, low-s signature), so one session has
+//     one bearer string.
 //   - MintOIDC verifies a session token itself (signature, issuer, audience,
 //     expiry, alg pinned to ES256), applies the [policy.Policy] (audience
-//     allowlist, TTL bounds) and signs the OIDC JWT with oidc/issuer/v1.
+//     allowlist, TTL bounds), cuts the JWT's exp to the session's (refusing a
+//     session with less than the policy's minimum JWT TTL left) and signs the
+//     claims of [claims.OIDC] with oidc/issuer/v1.
 //   - Attest returns an attestation document whose user_data is the SHA-256 of a
 //     manifest of the published keys, so a host cannot present a document that
 //     binds keys the enclave does not hold.
@@ -19,7 +33,9 @@
 //
 // The host forwards requests and may drop, delay or replay them. It cannot mint
 // for a wallet that never signed in (the enclave checks the signature and the
-// single-use nonce), cannot extend a TTL past the policy, and cannot choose the
+// single-use nonce), cannot extend a TTL past the policy or a JWT past its
+// session, cannot exhaust the enclave's memory with nonce requests (issuing
+// one stores nothing), and cannot choose the
 // claims beyond the audience and TTL the policy allows. The one exception is
 // the compatibility mode allow_host_asserted_wallet, which the policy must switch
 // on explicitly and which marks every such JWT.

@@ -5,8 +5,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
-
+	"github.com/agentkeys/broker/shared/claims"
 	"github.com/agentkeys/broker/shared/protocol"
 	"github.com/agentkeys/broker/shared/siwe"
 )
@@ -15,53 +14,19 @@ import (
 // parties whose clocks run slow.
 const NotBeforeSkew = 60 * time.Second
 
-// SubjectPrefix prefixes the wallet in a minted JWT's sub.
-const SubjectPrefix = "agentkeys:agent:"
-
-// AWSTagsClaim is the claim from which AWS STS takes session tags.
-const AWSTagsClaim = "https://aws.amazon.com/tags"
-
-// oidcClaims are exactly the claims of a minted JWT (ARCHITECTURE.md). aud is a
-// single string, as AWS and the Rust broker expect.
-type oidcClaims struct {
-	Issuer             string  `json:"iss"`
-	Subject            string  `json:"sub"`
-	Audience           string  `json:"aud"`
-	IssuedAt           int64   `json:"iat"`
-	NotBefore          int64   `json:"nbf"`
-	ExpiresAt          int64   `json:"exp"`
-	ID                 string  `json:"jti"`
-	Wallet             string  `json:"agentkeys_user_wallet"`
-	Tags               awsTags `json:"https://aws.amazon.com/tags"`
-	HostAssertedWallet bool    `json:"agentkeys_host_asserted_wallet,omitempty"`
-}
-
-var _ jwt.Claims = oidcClaims{}
-
-type awsTags struct {
-	PrincipalTags     map[string][]string `json:"principal_tags"`
-	TransitiveTagKeys []string            `json:"transitive_tag_keys"`
-}
-
-func (c oidcClaims) GetExpirationTime() (*jwt.NumericDate, error) {
-	return jwt.NewNumericDate(time.Unix(c.ExpiresAt, 0)), nil
-}
-func (c oidcClaims) GetIssuedAt() (*jwt.NumericDate, error) {
-	return jwt.NewNumericDate(time.Unix(c.IssuedAt, 0)), nil
-}
-func (c oidcClaims) GetNotBefore() (*jwt.NumericDate, error) {
-	return jwt.NewNumericDate(time.Unix(c.NotBefore, 0)), nil
-}
-func (c oidcClaims) GetIssuer() (string, error)             { return c.Issuer, nil }
-func (c oidcClaims) GetSubject() (string, error)            { return c.Subject, nil }
-func (c oidcClaims) GetAudience() (jwt.ClaimStrings, error) { return jwt.ClaimStrings{c.Audience}, nil }
-
 // MintOIDC signs an OIDC JWT for the holder of a valid session token (or, when
 // the policy allows it, for a wallet the host asserts).
+//
+// No credential outlives its sign-in: the JWT's exp is the requested (or
+// default) TTL, cut to the session's exp if that comes first. A session with
+// less than the policy's jwt_ttl_min_seconds left is refused (policy_violation,
+// naming the time left) rather than answered with a JWT too short to use: the
+// caller should sign in again. A host-asserted wallet has no session to bound it.
 func (s *Service) MintOIDC(req protocol.MintOIDCRequest) (protocol.MintOIDCResponse, error) {
 	var zero protocol.MintOIDCResponse
 	var wallet, sid string
-	var sessionExp int64
+	var sessionExp int64 // unix seconds; 0 for a host-asserted wallet
+	var chain uint64
 	hostAsserted := false
 	switch {
 	case req.Token != "" && req.HostAssertedWallet != "":
@@ -71,7 +36,7 @@ func (s *Service) MintOIDC(req protocol.MintOIDCRequest) (protocol.MintOIDCRespo
 		if err != nil {
 			return zero, err
 		}
-		wallet, sid, sessionExp = sess.Wallet, sess.SessionID, sess.ExpiresAt
+		wallet, sid, sessionExp, chain = sess.Wallet, sess.SessionID, sess.ExpiresAt, sess.ChainID
 	case req.HostAssertedWallet != "":
 		if !s.policy.AllowHostAssertedWallet {
 			return zero, protocol.Errorf(protocol.CodeUnauthorized, "this enclave's policy does not allow host-asserted wallets")
@@ -99,35 +64,40 @@ func (s *Service) MintOIDC(req protocol.MintOIDCRequest) (protocol.MintOIDCRespo
 	if err != nil {
 		return zero, refuse("%v", err)
 	}
+	now := s.now()
+	iat := now.Unix()
+	exp := iat + int64(ttl/time.Second)
+	if sessionExp != 0 && sessionExp < exp {
+		if left := sessionExp - iat; left < s.policy.JWTTTLMin {
+			return zero, refuse("the session has %d s left, less than the shortest JWT this enclave mints (%d s); sign in again", max(left, 0), s.policy.JWTTTLMin)
+		}
+		exp = sessionExp
+	}
 	jti, err := s.randomID()
 	if err != nil {
 		return zero, err
 	}
-	now := s.now()
-	claims := oidcClaims{
-		Issuer:    s.policy.Issuer,
-		Subject:   SubjectPrefix + wallet,
-		Audience:  aud,
-		IssuedAt:  now.Unix(),
-		NotBefore: now.Add(-NotBeforeSkew).Unix(),
-		ExpiresAt: now.Add(ttl).Unix(),
-		ID:        jti,
-		Wallet:    wallet,
-		Tags: awsTags{
-			PrincipalTags:     map[string][]string{"agentkeys_user_wallet": {wallet}},
-			TransitiveTagKeys: []string{"agentkeys_user_wallet"},
-		},
+	c := claims.OIDC{
+		Issuer:             s.policy.Issuer,
+		Subject:            claims.SubjectPrefix + wallet,
+		Audience:           aud,
+		IssuedAt:           iat,
+		NotBefore:          now.Add(-NotBeforeSkew).Unix(),
+		ExpiresAt:          exp,
+		ID:                 jti,
+		Wallet:             wallet,
+		Tags:               claims.WalletTags(wallet),
 		HostAssertedWallet: hostAsserted,
 	}
-	tok := jwt.NewWithClaims(jwt.SigningMethodES256, claims)
-	tok.Header["kid"] = s.issuerKid
-	signed, err := tok.SignedString(s.issuerKey)
+	signed, err := signES256(s.issuerKey, s.issuerKid, c)
 	if err != nil {
 		return zero, fmt.Errorf("failed to sign JWT: %w", err)
 	}
-	s.log.Info("jwt minted", "wallet", wallet, "session_id", sid, "aud", aud, "ttl_seconds", int64(ttl/time.Second), "jti", jti, "kid", s.issuerKid, "host_asserted_wallet", hostAsserted)
+	s.log.Info("jwt minted", "wallet", wallet, "session_id", sid, "chain_id", chain, "aud", aud, "ttl_seconds", exp-iat,
+		"session_expires_at", sessionExp, "jti", jti, "kid", s.issuerKid, "host_asserted_wallet", hostAsserted)
 	return protocol.MintOIDCResponse{
 		JWT: signed, Wallet: wallet, SessionID: sid, Kid: s.issuerKid, JTI: jti, Audience: aud,
-		IssuedAt: claims.IssuedAt, ExpiresAt: claims.ExpiresAt, HostAssertedWallet: hostAsserted, SessionExpiresAt: sessionExp,
+		IssuedAt: c.IssuedAt, ExpiresAt: c.ExpiresAt, HostAssertedWallet: hostAsserted,
+		SessionExpiresAt: sessionExp, ChainID: chain,
 	}, nil
 }

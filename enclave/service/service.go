@@ -10,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"net/url"
-	"sync"
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
@@ -69,7 +68,7 @@ type Service struct {
 	policyDigest string   // policy.Digest(), fixed for the enclave's life
 	manifest     []byte   // the key manifest every attestation document binds, encoded once
 
-	nonces nonceStore
+	nonces *nonces // sign-in nonces: a per-boot MAC key and the used set
 }
 
 // SessionAudience is the aud of session tokens. It never equals an OIDC
@@ -149,7 +148,10 @@ func New(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("enclave: %w", err)
 	}
-	s.nonces.init()
+	s.nonces, err = newNonces(cfg.Attester, time.Duration(cfg.Policy.NonceLifetime)*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("enclave: %w", err)
+	}
 	return s, nil
 }
 
@@ -243,15 +245,11 @@ func (s *Service) Attest(req protocol.AttestRequest) (protocol.AttestResponse, e
 	return protocol.AttestResponse{Document: doc, Manifest: s.manifest}, nil
 }
 
-// SessionNonce issues a single-use sign-in nonce.
+// SessionNonce issues a single-use sign-in nonce. It stores nothing: the nonce
+// carries its issue time and a MAC under a key made at boot (see nonces).
 func (s *Service) SessionNonce() (protocol.SessionNonceResponse, error) {
-	nonce, err := s.randomID() // 32 hex digits: alphanumeric, as EIP-4361 asks
+	nonce, exp, err := s.nonces.issue(s.now(), s.attester)
 	if err != nil {
-		return protocol.SessionNonceResponse{}, err
-	}
-	now := s.now()
-	exp := now.Add(time.Duration(s.policy.NonceLifetime) * time.Second)
-	if err := s.nonces.add(nonce, exp, now); err != nil {
 		return protocol.SessionNonceResponse{}, err
 	}
 	return protocol.SessionNonceResponse{Nonce: nonce, ExpiresAt: exp.Unix()}, nil
@@ -270,65 +268,4 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "…"
-}
-
-// nonceStore holds outstanding sign-in nonces in memory only: a restart
-// invalidates them all, which is what we want.
-type nonceStore struct {
-	mu sync.Mutex
-	m  map[string]time.Time
-}
-
-// maxNonces bounds outstanding nonces so that a flood of nonce requests cannot
-// exhaust the enclave's memory; past it, expired nonces are pruned and, if still
-// full, new nonces are refused until old ones expire.
-const maxNonces = 100_000
-
-func (n *nonceStore) init() { n.m = make(map[string]time.Time) }
-
-func (n *nonceStore) add(nonce string, exp, now time.Time) error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if len(n.m) >= maxNonces {
-		for k, e := range n.m {
-			if !now.Before(e) {
-				delete(n.m, k)
-			}
-		}
-		if len(n.m) >= maxNonces {
-			return protocol.Errorf(protocol.CodeBusy, "too many outstanding sign-in nonces; try again later")
-		}
-	}
-	n.m[nonce] = exp
-	return nil
-}
-
-// check reports whether nonce is outstanding and unexpired, without using it.
-func (n *nonceStore) check(nonce string, now time.Time) error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	exp, ok := n.m[nonce]
-	if !ok {
-		return protocol.Errorf(protocol.CodeNonceRejected, "nonce was not issued by this enclave, or was already used")
-	}
-	if !now.Before(exp) {
-		delete(n.m, nonce)
-		return protocol.Errorf(protocol.CodeNonceRejected, "nonce expired; request a new one")
-	}
-	return nil
-}
-
-// use consumes nonce; exactly one caller succeeds.
-func (n *nonceStore) use(nonce string, now time.Time) error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	exp, ok := n.m[nonce]
-	delete(n.m, nonce)
-	if !ok {
-		return protocol.Errorf(protocol.CodeNonceRejected, "nonce was not issued by this enclave, or was already used")
-	}
-	if !now.Before(exp) {
-		return protocol.Errorf(protocol.CodeNonceRejected, "nonce expired; request a new one")
-	}
-	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"math/big"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -21,6 +22,7 @@ import (
 	"github.com/hf/nitrite"
 
 	"github.com/agentkeys/broker/enclave/attester"
+	"github.com/agentkeys/broker/shared/claims"
 	"github.com/agentkeys/broker/shared/jwk"
 	"github.com/agentkeys/broker/shared/manifest"
 	"github.com/agentkeys/broker/shared/policy"
@@ -195,20 +197,21 @@ func TestSignInAndMint(t *testing.T) {
 	if sig, err := base64.RawURLEncoding.DecodeString(parts[2]); err != nil || len(sig) != 64 {
 		t.Fatalf("signature: %d bytes, %v", len(sig), err)
 	}
-	// Claims exactly as ARCHITECTURE.md says.
-	var claims map[string]any
-	decodeSegment(t, parts[1], &claims)
-	want := map[string]any{
-		"iss": testIssuer, "sub": "agentkeys:agent:" + lower, "aud": "sts.amazonaws.com",
-		"iat": now, "nbf": now - 60, "exp": now + 300, "jti": m.JTI,
-		"agentkeys_user_wallet": lower,
-		"https://aws.amazon.com/tags": map[string]any{
-			"principal_tags":      map[string]any{"agentkeys_user_wallet": []any{lower}},
-			"transitive_tag_keys": []any{"agentkeys_user_wallet"},
-		},
+	// Claims exactly as ARCHITECTURE.md says: the shared/claims type, byte for byte.
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
 	}
-	if !equalJSON(claims, want) {
-		t.Fatalf("claims = %v\nwant     %v", claims, want)
+	want, _ := json.Marshal(claims.OIDC{
+		Issuer: testIssuer, Subject: claims.SubjectPrefix + lower, Audience: "sts.amazonaws.com",
+		IssuedAt: now, NotBefore: now - 60, ExpiresAt: now + 300, ID: m.JTI,
+		Wallet: lower, Tags: claims.WalletTags(lower),
+	})
+	if !bytes.Equal(payload, want) {
+		t.Fatalf("claims = %s\nwant     %s", payload, want)
+	}
+	if m.SessionExpiresAt != sess.Session.ExpiresAt || m.ChainID != 1 {
+		t.Fatalf("mint = %+v", m)
 	}
 	// The kid is the RFC 7638 thumbprint of the published key, and the published
 	// key verifies the signature.
@@ -299,12 +302,78 @@ func TestSignInRejections(t *testing.T) {
 		}, protocol.ErrSignInRejected, "dot segments"},
 		{"expired within the clock skew", func(n string) protocol.CreateSessionRequest {
 			m := e.message(w, n)
-			m.IssuedAt = e.clock.Now().Add(-time.Hour)
-			m.ExpirationTime = e.clock.Now().Add(-30 * time.Second)
+			m.ExpirationTime = e.clock.Now().Add(30 * time.Second)
+			e.clock.Add(time.Minute) // CheckTime's skew lets it through; the session would be dead
 			return signIn(w, m)
 		}, protocol.ErrSignInRejected, "expired"},
+		{"domain in another case", func(n string) protocol.CreateSessionRequest {
+			m := e.message(w, n)
+			m.Domain = "Broker.example.com"
+			return signIn(w, m)
+		}, protocol.ErrSignInRejected, "domain"},
+		{"domain with userinfo", func(n string) protocol.CreateSessionRequest {
+			m := e.message(w, n)
+			m.Domain = "evil@broker.example.com"
+			return signIn(w, m)
+		}, protocol.ErrSignInRejected, "without userinfo"},
+		{"domain percent-encoded", func(n string) protocol.CreateSessionRequest {
+			m := e.message(w, n)
+			m.Domain = "broker%2eexample.com"
+			return signIn(w, m)
+		}, protocol.ErrSignInRejected, "percent-encoding"},
+		{"scheme in capitals", func(n string) protocol.CreateSessionRequest {
+			m := e.message(w, n)
+			m.Scheme = "HTTPS"
+			return signIn(w, m)
+		}, protocol.ErrSignInRejected, "scheme"},
+		{"URI with userinfo", func(n string) protocol.CreateSessionRequest {
+			m := e.message(w, n)
+			m.URI = "https://evil@broker.example.com/v1/session"
+			return signIn(w, m)
+		}, protocol.ErrSignInRejected, "userinfo"},
+		{"URI with a percent-encoded host", func(n string) protocol.CreateSessionRequest {
+			m := e.message(w, n)
+			m.URI = "https://broker%2eexample.com/v1/session"
+			return signIn(w, m)
+		}, protocol.ErrSignInRejected, "percent-encoded"},
+		{"URI with a percent-encoded non-ASCII host", func(n string) protocol.CreateSessionRequest {
+			m := e.message(w, n)
+			m.URI = "https://br%C3%B6ker.example.com/v1/session"
+			return signIn(w, m)
+		}, protocol.ErrSignInRejected, "percent-encoded"},
+		{"URI host in another case", func(n string) protocol.CreateSessionRequest {
+			m := e.message(w, n)
+			m.URI = "https://BROKER.example.com/v1/session"
+			return signIn(w, m)
+		}, protocol.ErrSignInRejected, "not under the issuer"},
+		{"URI scheme in capitals", func(n string) protocol.CreateSessionRequest {
+			m := e.message(w, n)
+			m.URI = "HTTPS://broker.example.com/v1/session"
+			return signIn(w, m)
+		}, protocol.ErrSignInRejected, "not under the issuer"},
+		{"URI with percent-encoded dot segments", func(n string) protocol.CreateSessionRequest {
+			m := e.message(w, n)
+			m.URI = testIssuer + "/v1/%2e%2e/%2E%2E/elsewhere"
+			return signIn(w, m)
+		}, protocol.ErrSignInRejected, "dot segments"},
+		{"URI without an authority", func(n string) protocol.CreateSessionRequest {
+			m := e.message(w, n)
+			m.URI = "https:broker.example.com/v1/session"
+			return signIn(w, m)
+		}, protocol.ErrSignInRejected, "not under the issuer"},
+		{"issued long before its nonce", func(n string) protocol.CreateSessionRequest {
+			m := e.message(w, n)
+			m.IssuedAt = e.clock.Now().Add(-ClockSkew - time.Second)
+			return signIn(w, m)
+		}, protocol.ErrSignInRejected, "before its nonce"},
 		{"nonce not issued", func(string) protocol.CreateSessionRequest {
 			return signIn(w, e.message(w, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"))
+		}, protocol.ErrNonceRejected, "not issued"},
+		{"nonce with a forged MAC", func(n string) protocol.CreateSessionRequest {
+			return signIn(w, e.message(w, n[:NonceLength-1]+flipHex(n[NonceLength-1])))
+		}, protocol.ErrNonceRejected, "not issued"},
+		{"nonce in capitals", func(n string) protocol.CreateSessionRequest {
+			return signIn(w, e.message(w, strings.ToUpper(n)))
 		}, protocol.ErrNonceRejected, "not issued"},
 		{"signature by another wallet", func(n string) protocol.CreateSessionRequest {
 			m := e.message(w, n)
@@ -363,6 +432,13 @@ func TestSignInRejections(t *testing.T) {
 			e.session(t, w)
 		})
 	}
+}
+
+func flipHex(c byte) string {
+	if c == '0' {
+		return "1"
+	}
+	return "0"
 }
 
 func TestNonceSingleUseAndExpiry(t *testing.T) {
@@ -442,10 +518,19 @@ func TestSessionTokenRejections(t *testing.T) {
 	now := e.clock.Now()
 	claims := jwt.MapClaims{
 		"iss": testIssuer, "aud": SessionAudience, "sub": strings.ToLower(w.addr), "sid": "x",
-		"iat": now.Unix(), "exp": now.Add(time.Hour).Unix(),
+		"iat": now.Unix(), "exp": now.Add(time.Hour).Unix(), "chain_id": 1,
 	}
 	otherKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	sign := func(m jwt.SigningMethod, key any, c jwt.MapClaims, kid string) string {
+		if m == jwt.SigningMethodES256 {
+			// The enclave's own encoding (low s), so that each case below
+			// differs from an accepted token in one thing only.
+			s, err := signES256(key.(*ecdsa.PrivateKey), kid, c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}
 		tok := jwt.NewWithClaims(m, c)
 		tok.Header["kid"] = kid
 		s, err := tok.SignedString(key)
@@ -453,6 +538,10 @@ func TestSessionTokenRejections(t *testing.T) {
 			t.Fatal(err)
 		}
 		return s
+	}
+	// The control: these claims, so signed, are accepted.
+	if sess, err := e.svc.VerifySession(sign(jwt.SigningMethodES256, e.svc.sessionKey, claims, e.svc.sessionKid)); err != nil || sess.ChainID != 1 {
+		t.Fatalf("control token: %v %+v", err, sess)
 	}
 	with := func(k string, v any) jwt.MapClaims {
 		c := jwt.MapClaims{}
@@ -471,18 +560,20 @@ func TestSessionTokenRejections(t *testing.T) {
 		"forged by another key": sign(jwt.SigningMethodES256, otherKey, claims, e.svc.sessionKid),
 		"alg none":              sign(jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, claims, e.svc.sessionKid),
 		"alg HS256 with the public key as secret": sign(jwt.SigningMethodHS256, pubDER, claims, e.svc.sessionKid),
-		"wrong issuer":     sign(jwt.SigningMethodES256, e.svc.sessionKey, with("iss", "https://evil.example.com"), e.svc.sessionKid),
-		"wrong audience":   sign(jwt.SigningMethodES256, e.svc.sessionKey, with("aud", "sts.amazonaws.com"), e.svc.sessionKid),
-		"no expiry":        sign(jwt.SigningMethodES256, e.svc.sessionKey, with("exp", nil), e.svc.sessionKid),
-		"expired":          sign(jwt.SigningMethodES256, e.svc.sessionKey, with("exp", now.Add(-time.Second).Unix()), e.svc.sessionKid),
-		"unknown kid":      sign(jwt.SigningMethodES256, e.svc.sessionKey, claims, "other"),
-		"bad wallet":       sign(jwt.SigningMethodES256, e.svc.sessionKey, with("sub", "bob"), e.svc.sessionKid),
-		"no session id":    sign(jwt.SigningMethodES256, e.svc.sessionKey, with("sid", ""), e.svc.sessionKid),
-		"an OIDC JWT":      oidc.JWT,
-		"tampered payload": tampered,
-		"garbage":          "not.a.jwt",
-		"empty":            "",
-		"oversize":         strings.Repeat("a", protocol.MaxSessionToken+1),
+		"wrong issuer":      sign(jwt.SigningMethodES256, e.svc.sessionKey, with("iss", "https://evil.example.com"), e.svc.sessionKid),
+		"wrong audience":    sign(jwt.SigningMethodES256, e.svc.sessionKey, with("aud", "sts.amazonaws.com"), e.svc.sessionKid),
+		"no expiry":         sign(jwt.SigningMethodES256, e.svc.sessionKey, with("exp", nil), e.svc.sessionKid),
+		"expired":           sign(jwt.SigningMethodES256, e.svc.sessionKey, with("exp", now.Add(-time.Second).Unix()), e.svc.sessionKid),
+		"unknown kid":       sign(jwt.SigningMethodES256, e.svc.sessionKey, claims, "other"),
+		"bad wallet":        sign(jwt.SigningMethodES256, e.svc.sessionKey, with("sub", "bob"), e.svc.sessionKid),
+		"no session id":     sign(jwt.SigningMethodES256, e.svc.sessionKey, with("sid", ""), e.svc.sessionKid),
+		"no chain id":       sign(jwt.SigningMethodES256, e.svc.sessionKey, with("chain_id", nil), e.svc.sessionKid),
+		"chain id a string": sign(jwt.SigningMethodES256, e.svc.sessionKey, with("chain_id", "1"), e.svc.sessionKid),
+		"an OIDC JWT":       oidc.JWT,
+		"tampered payload":  tampered,
+		"garbage":           "not.a.jwt",
+		"empty":             "",
+		"oversize":          strings.Repeat("a", protocol.MaxSessionToken+1),
 	}
 	for name, tok := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -568,10 +659,10 @@ func TestHostAssertedWallet(t *testing.T) {
 	if !r.HostAssertedWallet || r.Wallet != strings.ToLower(addr) {
 		t.Fatalf("mint = %+v", r)
 	}
-	var claims map[string]any
-	decodeSegment(t, strings.Split(r.JWT, ".")[1], &claims)
-	if claims["agentkeys_host_asserted_wallet"] != true {
-		t.Fatalf("JWT does not mark the host-asserted wallet: %v", claims)
+	var c map[string]any
+	decodeSegment(t, strings.Split(r.JWT, ".")[1], &c)
+	if c[claims.HostAssertedWallet] != true {
+		t.Fatalf("JWT does not mark the host-asserted wallet: %v", c)
 	}
 	for _, bad := range []string{"0x5aaeb6053F3E94C9b9A09f33669435E7Ef1BeAed", "bob", "0x1234"} {
 		if err := on.call(t, protocol.OpMintOIDC, protocol.MintOIDCRequest{HostAssertedWallet: bad}, nil); !errors.Is(err, protocol.ErrBadRequest) {
@@ -630,7 +721,9 @@ func TestAttest(t *testing.T) {
 }
 
 func TestInfo(t *testing.T) {
-	e := newEnv(t, func(p *policy.Policy) { p.IssuerKeys, p.SigningKey = []string{"oidc/issuer/v2", "oidc/issuer/v1"}, "oidc/issuer/v2" })
+	e := newEnv(t, func(p *policy.Policy) {
+		p.IssuerKeys, p.SigningKey = []string{"oidc/issuer/v2", "oidc/issuer/v1"}, "oidc/issuer/v2"
+	})
 	info := e.info(t)
 	if info.Mode != "simulated" || info.ProtocolVersion != protocol.Version || info.Policy.Issuer != testIssuer ||
 		info.PolicyDigest != info.Policy.Digest() || len(info.PCRs) != 16 {
@@ -725,11 +818,39 @@ func FuzzVerifySession(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	// One real session. A token VerifySession accepts must be in the one
+	// encoding the enclave writes (the fuzzing workers are other processes,
+	// with other sessions under the same seed, so "equals sess.Token" cannot
+	// be the test): every segment re-encodes to itself and s <= n/2.
+	k, _ := secp256k1.GeneratePrivateKey()
+	addr, _ := siwe.ChecksumAddress(siwe.AddressOf(k.PubKey()))
+	nonce, err := svc.SessionNonce()
+	if err != nil {
+		f.Fatal(err)
+	}
+	m := &siwe.Message{Domain: "broker.example.com", Address: addr, URI: testIssuer, Version: "1", ChainID: 1, Nonce: nonce.Nonce, IssuedAt: time.Now()}
+	text := m.String()
+	sess, err := svc.CreateSession(protocol.CreateSessionRequest{Message: text, Signature: siwe.Sign(k, []byte(text))})
+	if err != nil {
+		f.Fatal(err)
+	}
 	f.Add("eyJhbGciOiJFUzI1NiJ9.e30.AAAA")
 	f.Add("a.b.c")
+	f.Add(sess.Token)
+	f.Add(sess.Token[:len(sess.Token)-1] + "B")
 	f.Fuzz(func(t *testing.T, tok string) {
-		if _, err := svc.VerifySession(tok); err == nil {
-			t.Fatal("accepted a fuzzed session token")
+		if _, err := svc.VerifySession(tok); err != nil || tok == sess.Token {
+			return
+		}
+		parts := strings.Split(tok, ".")
+		for _, p := range parts {
+			if b, err := base64.RawURLEncoding.DecodeString(p); err != nil || base64.RawURLEncoding.EncodeToString(b) != p {
+				t.Fatalf("accepted a non-canonical token: %q", tok)
+			}
+		}
+		sig, _ := base64.RawURLEncoding.DecodeString(parts[2])
+		if len(sig) != 64 || new(big.Int).SetBytes(sig[32:]).Cmp(new(big.Int).Rsh(elliptic.P256().Params().N, 1)) > 0 {
+			t.Fatalf("accepted a high-s token: %q", tok)
 		}
 	})
 }

@@ -16,6 +16,8 @@ import (
 	"math/big"
 	"slices"
 	"strings"
+
+	"github.com/agentkeys/broker/shared/claims"
 )
 
 // maxTokenLen is STS's limit on WebIdentityToken.
@@ -247,14 +249,10 @@ func (t *token) candidates(keys []jwk) []crypto.PublicKey {
 	return out
 }
 
-// awsTags is the "https://aws.amazon.com/tags" claim.
-type awsTags struct {
-	PrincipalTags     map[string][]string `json:"principal_tags"`
-	TransitiveTagKeys []string            `json:"transitive_tag_keys"`
-}
-
 const (
-	tagsClaim           = "https://aws.amazon.com/tags"
+	// tagsClaim is the "https://aws.amazon.com/tags" claim, whose shape is
+	// claims.Tags.
+	tagsClaim           = claims.AWSTags
 	sourceIdentityClaim = "https://aws.amazon.com/source_identity"
 )
 
@@ -266,7 +264,7 @@ func (t *token) sessionTags() (sessionTags, error) {
 	if !ok {
 		return st, nil
 	}
-	var tags awsTags
+	var tags claims.Tags
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&tags); err != nil {

@@ -26,6 +26,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sts/types"
 	"github.com/aws/smithy-go"
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/agentkeys/broker/shared/claims"
 )
 
 const (
@@ -40,7 +42,7 @@ const (
 	otherKeyID   = "AKIAOTHERKEYEXAMPLE0"
 	otherSecret  = "otherSecretotherSecretotherSecretotherSe"
 	wallet       = "0x52908400098527886e0f7030069857d2e4169ee7"
-	walletTag    = "agentkeys_user_wallet"
+	walletTag    = claims.WalletTag
 )
 
 // testIssuer is a tiny OIDC issuer: discovery, JWKS and ES256 minting.
@@ -86,18 +88,23 @@ func newIssuer(t *testing.T) *testIssuer {
 	return iss
 }
 
-// claims are the claims the broker mints (ARCHITECTURE.md, "Minted JWT").
+// claims are the claims the broker mints (shared/claims), as a map that a
+// test may change.
 func (iss *testIssuer) claims() jwt.MapClaims {
 	now := time.Now()
-	return jwt.MapClaims{
-		"iss": iss.url, "sub": "agentkeys:agent:" + wallet, "aud": "sts.amazonaws.com",
-		"iat": now.Unix(), "nbf": now.Unix(), "exp": now.Add(5 * time.Minute).Unix(), "jti": "42",
-		walletTag: wallet,
-		tagsClaim: map[string]any{
-			"principal_tags":      map[string][]string{walletTag: {wallet}},
-			"transitive_tag_keys": []string{walletTag},
-		},
+	b, err := json.Marshal(claims.OIDC{
+		Issuer: iss.url, Subject: claims.SubjectPrefix + wallet, Audience: "sts.amazonaws.com",
+		IssuedAt: now.Unix(), NotBefore: now.Unix(), ExpiresAt: now.Add(5 * time.Minute).Unix(), ID: "42",
+		Wallet: wallet, Tags: claims.WalletTags(wallet),
+	})
+	if err != nil {
+		panic(err)
 	}
+	var c jwt.MapClaims
+	if err := json.Unmarshal(b, &c); err != nil {
+		panic(err)
+	}
+	return c
 }
 
 func (iss *testIssuer) mint(t *testing.T, mutate func(jwt.MapClaims)) string {
@@ -241,7 +248,7 @@ func TestAssumeRoleWithWebIdentity(t *testing.T) {
 	if id := *out.AssumedRoleUser.AssumedRoleId; !strings.HasPrefix(id, "AROA") || !strings.HasSuffix(id, ":"+session) {
 		t.Errorf("assumed role ID %q", id)
 	}
-	if got, want := *out.SubjectFromWebIdentityToken, "agentkeys:agent:"+wallet; got != want {
+	if got, want := *out.SubjectFromWebIdentityToken, claims.SubjectPrefix+wallet; got != want {
 		t.Errorf("subject %q; want %q", got, want)
 	}
 	if *out.Audience != "sts.amazonaws.com" {
@@ -271,7 +278,7 @@ func TestAssumeRoleWithWebIdentity(t *testing.T) {
 	}
 	c := calls[0]
 	if c.Action != "AssumeRoleWithWebIdentity" || c.RoleARN != dataRoleARN || c.RoleSessionName != session ||
-		c.DurationSeconds != 1800 || c.Subject != "agentkeys:agent:"+wallet || c.SessionTags[walletTag] != wallet ||
+		c.DurationSeconds != 1800 || c.Subject != claims.SubjectPrefix+wallet || c.SessionTags[walletTag] != wallet ||
 		c.AccessKeyID != *cr.AccessKeyId || c.ErrorCode != "" || c.Claims["jti"] != "42" {
 		t.Errorf("call %+v", c)
 	}
@@ -381,7 +388,7 @@ func TestAssumeRoleWithWebIdentityRefusals(t *testing.T) {
 		}, code: "InvalidIdentityToken"},
 		{name: "tampered payload", token: func() string {
 			parts := strings.Split(f.iss.mint(t, nil), ".")
-			other := strings.Split(f.iss.mint(t, func(c jwt.MapClaims) { c["sub"] = "agentkeys:agent:0x0000000000000000000000000000000000000000" }), ".")
+			other := strings.Split(f.iss.mint(t, func(c jwt.MapClaims) { c["sub"] = claims.SubjectPrefix + "0x0000000000000000000000000000000000000000" }), ".")
 			return parts[0] + "." + other[1] + "." + parts[2]
 		}, code: "InvalidIdentityToken"},
 		{name: "unknown kid", token: func() string {
@@ -497,7 +504,7 @@ func TestFailNext(t *testing.T) {
 				t.Errorf("fault %v; want %v", apiErr.ErrorFault(), wantFault)
 			}
 			calls := f.srv.Calls()
-			if last := calls[len(calls)-1]; !last.Injected || last.ErrorCode != code || last.Subject != "agentkeys:agent:"+wallet {
+			if last := calls[len(calls)-1]; !last.Injected || last.ErrorCode != code || last.Subject != claims.SubjectPrefix+wallet {
 				t.Errorf("last call %+v", last)
 			}
 			// Only the next call failed.

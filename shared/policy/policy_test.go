@@ -125,3 +125,26 @@ func TestLoad(t *testing.T) {
 		t.Fatal("missing file loaded")
 	}
 }
+
+func TestAllowsChain(t *testing.T) {
+	tests := []struct {
+		ids  []uint64
+		id   uint64
+		want bool
+	}{
+		{nil, 1, true},
+		{[]uint64{}, 31337, true},
+		{[]uint64{1}, 1, true},
+		{[]uint64{1}, 10, false},
+		{[]uint64{10, 8453}, 8453, true},
+		{[]uint64{10, 8453}, 1, false},
+		{[]uint64{10}, 0, false},
+	}
+	for _, tt := range tests {
+		p := Default("https://broker.example.com")
+		p.ChainIDs = tt.ids
+		if got := p.AllowsChain(tt.id); got != tt.want {
+			t.Errorf("chain_ids %v: AllowsChain(%d) = %v, want %v", tt.ids, tt.id, got, tt.want)
+		}
+	}
+}

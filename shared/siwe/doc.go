@@ -21,6 +21,11 @@
 //	//   m.Domain (and m.Scheme), m.URI, m.ChainID, m.Nonce (issued by you, single use),
 //	//   and m.CheckTime(now, skew).
 //
+// Compare the domain and the URI's parts byte for byte with what you expect;
+// take the URI's parts from [ParseURI], which splits it as written, not from
+// net/url, which percent-decodes the host (so "broker%2eexample.com" would
+// pass for "broker.example.com") and sets userinfo aside ("evil@…").
+//
 // A valid signature only proves that the wallet signed this text. It says
 // nothing about whether the text was meant for you, or still is: the domain,
 // URI, chain, nonce and times are the caller's to check.

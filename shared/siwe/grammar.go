@@ -64,27 +64,35 @@ func checkScheme(s string) *invalidError {
 // The domain of a message must name a host; the authority of a URI may not
 // (as in "file:///etc/hosts").
 func checkAuthority(a string, requireHost bool) *invalidError {
+	_, err := splitAuthority(a, requireHost)
+	return err
+}
+
+// splitAuthority checks an authority and splits it, as written, into the
+// fields of u that describe it.
+func splitAuthority(a string, requireHost bool) (u URI, _ *invalidError) {
 	hostport := a
 	if i := strings.IndexByte(a, '@'); i >= 0 {
 		if err := checkChars(a[:i], isUserinfo, true); err != nil {
-			return malformed("userinfo: %s", err.msg)
+			return u, malformed("userinfo: %s", err.msg)
 		}
+		u.Userinfo, u.HasUserinfo = a[:i], true
 		hostport = a[i+1:]
 	}
 	host, port, hasPort := hostport, "", false
 	if strings.HasPrefix(hostport, "[") {
 		end := strings.IndexByte(hostport, ']')
 		if end < 0 {
-			return malformed("IP literal has no closing ']'")
+			return u, malformed("IP literal has no closing ']'")
 		}
 		if err := checkIPLiteral(hostport[1:end]); err != nil {
-			return err
+			return u, err
 		}
 		host = hostport[:end+1]
 		rest := hostport[end+1:]
 		if rest != "" {
 			if rest[0] != ':' {
-				return malformed("unexpected %s after IP literal", snippet(rest))
+				return u, malformed("unexpected %s after IP literal", snippet(rest))
 			}
 			port, hasPort = rest[1:], true
 		}
@@ -93,18 +101,19 @@ func checkAuthority(a string, requireHost bool) *invalidError {
 			host, port, hasPort = hostport[:i], hostport[i+1:], true
 		}
 		if err := checkChars(host, isRegName, true); err != nil {
-			return malformed("host: %s", err.msg)
+			return u, malformed("host: %s", err.msg)
 		}
 	}
 	if hasPort {
 		if err := checkChars(port, isDigit, false); err != nil {
-			return malformed("port: %s", err.msg)
+			return u, malformed("port: %s", err.msg)
 		}
 	}
 	if requireHost && host == "" {
-		return malformed("no host")
+		return u, malformed("no host")
 	}
-	return nil
+	u.Host, u.Port, u.HasPort = host, port, hasPort
+	return u, nil
 }
 
 // checkIPLiteral checks what is inside the brackets of an RFC 3986
@@ -132,27 +141,75 @@ func checkIPLiteral(s string) *invalidError {
 // checkURI checks an absolute RFC 3986 URI:
 // scheme ":" hier-part [ "?" query ] [ "#" fragment ].
 func checkURI(s string) *invalidError {
+	_, err := splitURI(s)
+	return err
+}
+
+// URI is an absolute RFC 3986 URI split into its parts exactly as written:
+// nothing is percent-decoded, case-folded or resolved. Compare these parts,
+// not those of net/url, when the question is whether a signed message names
+// a given origin: net/url decodes "%2e" in a host and keeps userinfo apart,
+// so "https://evil@broker%2eexample.com" would look like broker.example.com.
+type URI struct {
+	Scheme string
+	// HasAuthority is set when the URI has "//" authority after the scheme.
+	HasAuthority bool
+	// Userinfo is what precedes "@" in the authority; HasUserinfo tells an
+	// empty userinfo from none.
+	Userinfo    string
+	HasUserinfo bool
+	// Host is the reg-name, IPv4 address or "[IP-literal]" as written.
+	Host string
+	// Port is the port's digits as written; HasPort tells "host:" from "host".
+	Port    string
+	HasPort bool
+	// Path, Query and Fragment are as written; HasQuery and HasFragment tell
+	// an empty query or fragment from none.
+	Path        string
+	Query       string
+	HasQuery    bool
+	Fragment    string
+	HasFragment bool
+}
+
+// ParseURI checks that s is an absolute RFC 3986 URI, as [Parse] requires of a
+// message's URI and resources, and returns its parts as written. Errors wrap
+// ErrMalformed.
+func ParseURI(s string) (URI, error) {
+	u, err := splitURI(s)
+	if err != nil {
+		return URI{}, err
+	}
+	return u, nil
+}
+
+func splitURI(s string) (URI, *invalidError) {
+	var u URI
 	if s == "" {
-		return malformed("empty URI")
+		return u, malformed("empty URI")
 	}
 	colon := strings.IndexByte(s, ':')
 	if colon < 0 {
-		return malformed("%s is not an absolute URI", snippet(s))
+		return u, malformed("%s is not an absolute URI", snippet(s))
 	}
 	if err := checkScheme(s[:colon]); err != nil {
-		return malformed("not an absolute URI: %s", err.msg)
+		return u, malformed("not an absolute URI: %s", err.msg)
 	}
-	rest := s[colon+1:]
+	scheme, rest := s[:colon], s[colon+1:]
+	var fragment, query string
+	var hasFragment, hasQuery bool
 	if i := strings.IndexByte(rest, '#'); i >= 0 {
 		if err := checkChars(rest[i+1:], isQueryChar, true); err != nil {
-			return malformed("fragment: %s", err.msg)
+			return u, malformed("fragment: %s", err.msg)
 		}
+		fragment, hasFragment = rest[i+1:], true
 		rest = rest[:i]
 	}
 	if i := strings.IndexByte(rest, '?'); i >= 0 {
 		if err := checkChars(rest[i+1:], isQueryChar, true); err != nil {
-			return malformed("query: %s", err.msg)
+			return u, malformed("query: %s", err.msg)
 		}
+		query, hasQuery = rest[i+1:], true
 		rest = rest[:i]
 	}
 	path := rest
@@ -163,17 +220,22 @@ func checkURI(s string) *invalidError {
 		if i := strings.IndexByte(auth, '/'); i >= 0 {
 			auth, path = auth[:i], auth[i:]
 		}
-		if err := checkAuthority(auth, false); err != nil {
-			return malformed("authority: %s", err.msg)
+		a, err := splitAuthority(auth, false)
+		if err != nil {
+			return URI{}, malformed("authority: %s", err.msg)
 		}
+		u = a
+		u.HasAuthority = true
 	}
 	// Without an authority the path cannot start with "//" (that was taken
 	// as an authority above), so path-absolute, path-rootless and path-empty
 	// all reduce to this.
 	if err := checkChars(path, isPathChar, true); err != nil {
-		return malformed("path: %s", err.msg)
+		return URI{}, malformed("path: %s", err.msg)
 	}
-	return nil
+	u.Scheme, u.Path = scheme, path
+	u.Query, u.HasQuery, u.Fragment, u.HasFragment = query, hasQuery, fragment, hasFragment
+	return u, nil
 }
 
 // rfc3339Shape is the fixed-width start of an RFC 3339 date-time; '0' stands

@@ -1,0 +1,51 @@
+package claims
+
+// Claim names and values of a minted JWT. A struct tag cannot name a
+// constant, so the tags of [OIDC] repeat these strings; the golden test keeps
+// them in step.
+const (
+	// SubjectPrefix prefixes the wallet in sub: "agentkeys:agent:0x…".
+	SubjectPrefix = "agentkeys:agent:"
+	// Wallet is the claim holding the wallet, lowercase "0x" + 40 hex.
+	Wallet = "agentkeys_user_wallet"
+	// HostAssertedWallet is the claim, present and true only then, marking a
+	// JWT minted for a wallet the host vouched for (policy
+	// allow_host_asserted_wallet) rather than one that signed in.
+	HostAssertedWallet = "agentkeys_host_asserted_wallet"
+	// AWSTags is the claim from which AWS STS takes session tags.
+	AWSTags = "https://aws.amazon.com/tags"
+	// WalletTag is the session tag key that carries the wallet, transitive
+	// so that it survives role chaining.
+	WalletTag = "agentkeys_user_wallet"
+)
+
+// OIDC is exactly the claim set of a minted JWT, in the order it is encoded.
+// aud is a single string, as AWS and the Rust broker expect. Times are unix
+// seconds.
+type OIDC struct {
+	Issuer             string `json:"iss"`
+	Subject            string `json:"sub"` // SubjectPrefix + Wallet
+	Audience           string `json:"aud"`
+	IssuedAt           int64  `json:"iat"`
+	NotBefore          int64  `json:"nbf"`
+	ExpiresAt          int64  `json:"exp"`
+	ID                 string `json:"jti"`
+	Wallet             string `json:"agentkeys_user_wallet"`
+	Tags               Tags   `json:"https://aws.amazon.com/tags"`
+	HostAssertedWallet bool   `json:"agentkeys_host_asserted_wallet,omitempty"`
+}
+
+// Tags is the value of the AWSTags claim, in the shape AWS STS reads.
+type Tags struct {
+	PrincipalTags     map[string][]string `json:"principal_tags"`
+	TransitiveTagKeys []string            `json:"transitive_tag_keys"`
+}
+
+// WalletTags returns the tags of a JWT minted for wallet: WalletTag = wallet,
+// transitive.
+func WalletTags(wallet string) Tags {
+	return Tags{
+		PrincipalTags:     map[string][]string{WalletTag: {wallet}},
+		TransitiveTagKeys: []string{WalletTag},
+	}
+}
