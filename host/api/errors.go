@@ -75,8 +75,6 @@ func fromEnclave(err error) *httpError {
 		return e
 	case protocol.CodeUnavailable:
 		return errorf(http.StatusServiceUnavailable, KindEnclaveUnavailable, "the enclave is unreachable; try again shortly")
-	case protocol.CodeBusy:
-		return errorf(http.StatusServiceUnavailable, KindUnavailable, pe.Message)
 	case protocol.CodeInternal:
 		return errorf(http.StatusInternalServerError, KindInternal, "the enclave failed; see its log")
 	}

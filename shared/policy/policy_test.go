@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestNormalizeIssuer(t *testing.T) {
@@ -146,5 +147,74 @@ func TestAllowsChain(t *testing.T) {
 		if got := p.AllowsChain(tt.id); got != tt.want {
 			t.Errorf("chain_ids %v: AllowsChain(%d) = %v, want %v", tt.ids, tt.id, got, tt.want)
 		}
+	}
+}
+
+// TestDigestGolden pins the digest of the default policy, which docs/protocol.md
+// quotes: a field added, renamed or reordered changes every enclave's digest.
+func TestDigestGolden(t *testing.T) {
+	const want = "f71732422c3992f72b1570f3a5815808925f4e84eb17ac9fb6afe2ead328b5eb"
+	if got := Default("https://broker.example.com").Digest(); got != want {
+		t.Fatalf("default policy digest = %s, want %s", got, want)
+	}
+}
+
+func TestValidateNewFields(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		adjust func(*Policy)
+		want   string // substring of the error; "" = valid
+	}{
+		{"defaults", func(*Policy) {}, ""},
+		{"signing key not published", func(p *Policy) { p.SigningKey = "oidc/issuer/v2" }, "signing_key"},
+		{"signing key second", func(p *Policy) {
+			p.IssuerKeys, p.SigningKey = []string{"oidc/issuer/v1", "oidc/issuer/v2"}, "oidc/issuer/v2"
+		}, ""},
+		{"chain zero", func(p *Policy) { p.ChainIDs = []uint64{0} }, "chain id 0"},
+		{"chain twice", func(p *Policy) { p.ChainIDs = []uint64{1, 1} }, "listed twice"},
+		{"too many chains", func(p *Policy) {
+			p.ChainIDs = nil
+			for i := range MaxChainIDs + 1 {
+				p.ChainIDs = append(p.ChainIDs, uint64(i+1))
+			}
+		}, "more than"},
+		{"aws min below STS", func(p *Policy) { p.AWSDurationMin = 899 }, "aws duration bounds"},
+		{"aws max above STS", func(p *Policy) { p.AWSDurationMax = 43201 }, "aws duration bounds"},
+		{"aws min above max", func(p *Policy) { p.AWSDurationMin, p.AWSDurationMax = 2000, 1000 }, "aws duration bounds"},
+		{"aws default outside", func(p *Policy) { p.AWSDurationDefault = 600 }, "aws_duration_default_seconds"},
+		{"aws narrowed", func(p *Policy) {
+			p.AWSDurationMin, p.AWSDurationMax, p.AWSDurationDefault = 900, 1800, 900
+		}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := Default("https://broker.example.com")
+			tc.adjust(&p)
+			err := p.Validate()
+			if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+				t.Fatalf("Validate() = %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestAWSDuration(t *testing.T) {
+	p := Default("https://broker.example.com")
+	p.AWSDurationMax = 7200
+	for _, tc := range []struct {
+		req  int64
+		want time.Duration
+		ok   bool
+	}{{0, time.Hour, true}, {900, 900 * time.Second, true}, {7200, 2 * time.Hour, true}, {899, 0, false}, {7201, 0, false}} {
+		got, err := p.AWSDuration(tc.req)
+		if (err == nil) != tc.ok || got != tc.want {
+			t.Errorf("AWSDuration(%d) = %v, %v", tc.req, got, err)
+		}
+	}
+}
+
+func TestParseSigningKeyDefaultsToFirst(t *testing.T) {
+	p, err := Parse([]byte(`{"issuer":"https://b.example","issuer_keys":["oidc/issuer/v2","oidc/issuer/v1"]}`))
+	if err != nil || p.SigningKey != "oidc/issuer/v2" {
+		t.Fatalf("signing key = %q, %v", p.SigningKey, err)
 	}
 }

@@ -19,7 +19,6 @@ const (
 	CodeUnknownOp          Code = "unknown_op"          // the peer asked for an operation this side does not have
 	CodeInternal           Code = "internal"            // the enclave failed; details are in its log
 	CodeUnavailable        Code = "unavailable"         // the connection to the enclave is down (set by the client)
-	CodeBusy               Code = "busy"                // the enclave is up but refuses more work of this kind for now
 )
 
 // Error is an error carried on the wire.
@@ -62,7 +61,6 @@ var (
 	ErrUnknownOp          = &Error{Code: CodeUnknownOp}
 	ErrInternal           = &Error{Code: CodeInternal}
 	ErrUnavailable        = &Error{Code: CodeUnavailable}
-	ErrBusy               = &Error{Code: CodeBusy}
 )
 
 // CodeOf returns the code of a protocol error, or CodeInternal for any other error.
