@@ -96,6 +96,7 @@ func TestParseMeasurementsJSON(t *testing.T) {
 	bad := []struct{ name, in, want string }{
 		{"not JSON", `{`, "not a JSON object"},
 		{"array", `[]`, "not a JSON object"},
+		{"null", `null`, "only Sha384"},
 		{"empty object", `{}`, "only Sha384"},
 		{"no PCR0", strings.Replace(inner, `"PCR0":"`+hexA+`",`, "", 1), "PCR0 is missing"},
 		{"Measurements not an object", `{"Measurements": 1}`, "not a JSON object"},

@@ -58,6 +58,8 @@ func WithDefaultCPUs(n uint64) WriteOption { return func(c *writeConfig) { c.def
 // The sections must pass the checks Parse makes (one kernel, one cmdline, at least one ramdisk,
 // ramdisks after the kernel, at most one signature and one metadata section, a metadata section
 // for version 4, at most MaxSections sections, a signature of at most MaxSignatureSize bytes).
+// Write checks them, and reads every input once, before writing anything; an error after that
+// (from w, or an input that fails or changes on the second read) leaves a partial file in w.
 func Write(w io.Writer, sections []SectionInput, opts ...WriteOption) error {
 	c := writeConfig{version: CurrentVersion, defMem: DefaultMem, defCPUs: DefaultCPUs}
 	for _, o := range opts {
@@ -86,7 +88,7 @@ func Write(w io.Writer, sections []SectionInput, opts ...WriteOption) error {
 	h := Header{Magic: Magic, Version: c.version, Flags: c.flags, DefaultMem: c.defMem, DefaultCPUs: c.defCPUs, NumSections: uint16(len(sections))}
 	pos := uint64(HeaderSize)
 	for i, s := range sections {
-		if uint64(s.Size) > math.MaxInt64-SectionHeaderSize-pos {
+		if pos > math.MaxInt64-SectionHeaderSize || uint64(s.Size) > math.MaxInt64-SectionHeaderSize-pos {
 			return errors.New("eif: sections too large: the file would exceed 2^63 bytes")
 		}
 		h.SectionOffsets[i] = pos
