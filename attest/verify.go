@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/agentkeys/broker/shared/jwk"
+	"github.com/agentkeys/broker/shared/manifest"
 )
 
 // Offline is what an auditor holds without asking the issuer anything.
@@ -93,15 +94,7 @@ type attestationBody struct {
 // is replaced by the nonce sent.
 func VerifyLive(ctx context.Context, issuer string, opts DocumentOptions, lo LiveOptions) Report {
 	var r Report
-	if lo.Client == nil {
-		lo.Client = &http.Client{Timeout: 10 * time.Second}
-	}
-	if lo.MaxBody <= 0 {
-		lo.MaxBody = 1 << 20
-	}
-	if lo.NonceSize == 0 {
-		lo.NonceSize = 32
-	}
+	lo.defaults()
 	base := strings.TrimRight(issuer, "/")
 
 	var disc Discovery
@@ -118,21 +111,11 @@ func VerifyLive(ctx context.Context, issuer string, opts DocumentOptions, lo Liv
 	}
 	r.pass("jwks fetch", "%d keys from %s", len(set.Keys), disc.JWKSURI)
 
-	nonce := make([]byte, lo.NonceSize)
-	if _, err := rand.Read(nonce); err != nil {
-		r.fail("attestation fetch", "failed to draw a nonce: %v", err)
+	d, body, ar := fetchAttestation(ctx, base, opts, lo)
+	r.Merge(ar)
+	if body == nil {
 		return r
 	}
-	var body attestationBody
-	if err := getJSON(ctx, lo, base+"/.well-known/attestation?nonce="+hex.EncodeToString(nonce), &body); err != nil {
-		r.fail("attestation fetch", "%v", err)
-		return r
-	}
-	r.pass("attestation fetch", "%d-byte document and %d-byte manifest for nonce %x", len(body.Document), len(body.Manifest), nonce)
-
-	opts.Nonce = nonce
-	d, dr := VerifyDocument(body.Document, opts)
-	r.Merge(dr)
 	r.Merge(bindings(d, body.Manifest, &set, lo.JWT, []IssuerSource{
 		{Name: "--issuer", Issuer: base},
 		{Name: "discovery", Issuer: disc.Issuer},
@@ -140,33 +123,93 @@ func VerifyLive(ctx context.Context, issuer string, opts DocumentOptions, lo Liv
 	return r
 }
 
+func (lo *LiveOptions) defaults() {
+	if lo.Client == nil {
+		lo.Client = &http.Client{Timeout: 10 * time.Second}
+	}
+	if lo.MaxBody <= 0 {
+		lo.MaxBody = 1 << 20
+	}
+	if lo.NonceSize == 0 {
+		lo.NonceSize = 32
+	}
+}
+
+// fetchAttestation fetches and verifies a document for a fresh nonce from
+// base/.well-known/attestation. body is nil if the fetch failed.
+func fetchAttestation(ctx context.Context, base string, opts DocumentOptions, lo LiveOptions) (*Document, *attestationBody, Report) {
+	var r Report
+	nonce := make([]byte, lo.NonceSize)
+	if _, err := rand.Read(nonce); err != nil {
+		r.fail("attestation fetch", "failed to draw a nonce: %v", err)
+		return nil, nil, r
+	}
+	var body attestationBody
+	if err := getJSON(ctx, lo, base+"/.well-known/attestation?nonce="+hex.EncodeToString(nonce), &body); err != nil {
+		r.fail("attestation fetch", "%v", err)
+		return nil, nil, r
+	}
+	r.pass("attestation fetch", "%d-byte document and %d-byte manifest for nonce %x", len(body.Document), len(body.Manifest), nonce)
+	opts.Nonce = nonce
+	d, dr := VerifyDocument(body.Document, opts)
+	r.Merge(dr)
+	return d, &body, r
+}
+
+// FetchManifest fetches an attestation document for a fresh nonce from
+// base/.well-known/attestation, verifies it (opts.Nonce is replaced by the
+// nonce sent) and the manifest it binds, and returns the manifest if every
+// check passed.
+func FetchManifest(ctx context.Context, base string, opts DocumentOptions, lo LiveOptions) (*manifest.Manifest, Report) {
+	lo.defaults()
+	d, body, r := fetchAttestation(ctx, strings.TrimRight(base, "/"), opts, lo)
+	if body == nil {
+		return nil, r
+	}
+	m, mr := VerifyManifest(d, body.Manifest)
+	r.Merge(mr)
+	if !r.OK() {
+		return nil, r
+	}
+	return m, r
+}
+
 func getJSON(ctx context.Context, lo LiveOptions, rawURL string, v any) error {
-	u, err := url.Parse(rawURL)
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return fmt.Errorf("%q is not an http(s) URL", rawURL)
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
+	b, _, err := get(ctx, lo, rawURL)
 	if err != nil {
-		return fmt.Errorf("failed to build the request for %s: %w", rawURL, err)
-	}
-	req.Header.Set("Accept", "application/json")
-	resp, err := lo.Client.Do(req)
-	if err != nil {
-		return fmt.Errorf("failed to fetch %s: %w", rawURL, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, lo.MaxBody+1))
-	if err != nil {
-		return fmt.Errorf("failed to read %s: %w", rawURL, err)
-	}
-	if int64(len(b)) > lo.MaxBody {
-		return fmt.Errorf("%s sent more than %d bytes", rawURL, lo.MaxBody)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s answered %s: %.200s", rawURL, resp.Status, b)
+		return err
 	}
 	if err := json.Unmarshal(b, v); err != nil {
 		return fmt.Errorf("%s did not send the expected JSON: %w", rawURL, err)
 	}
 	return nil
+}
+
+// get fetches a URL with a bounded body and wants 200 OK.
+func get(ctx context.Context, lo LiveOptions, rawURL string) ([]byte, http.Header, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return nil, nil, fmt.Errorf("%q is not an http(s) URL", rawURL)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
+	if err != nil {
+		return nil, nil, fmt.Errorf("failed to build the request for %s: %w", rawURL, err)
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := lo.Client.Do(req)
+	if err != nil {
+		return nil, nil, fmt.Errorf("failed to fetch %s: %w", rawURL, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, lo.MaxBody+1))
+	if err != nil {
+		return nil, nil, fmt.Errorf("failed to read %s: %w", rawURL, err)
+	}
+	if int64(len(b)) > lo.MaxBody {
+		return nil, nil, fmt.Errorf("%s sent more than %d bytes", rawURL, lo.MaxBody)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, nil, fmt.Errorf("%s answered %s: %.200s", rawURL, resp.Status, b)
+	}
+	return b, resp.Header, nil
 }

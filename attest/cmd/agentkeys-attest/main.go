@@ -34,6 +34,7 @@ const usage = `Usage:
     agentkeys-attest verify --issuer URL [flags]
     agentkeys-attest verify --document FILE --manifest FILE [--jwks FILE] [flags]
     agentkeys-attest verify --document FILE --document-only [flags]
+    agentkeys-attest watch --issuer URL --manifest-from URL|FILE [flags]
 
 verify checks an attestation document (COSE signature, chain to the AWS Nitro
 root or --root, age, nonce, PCRs, not debug mode), that its user_data is the
@@ -75,7 +76,28 @@ Other:
     --timeout D          Per-request timeout, live (default 10s).
     --max-body N         Largest response body read, live (default 1048576).
 
-Exit status: 0 if every check passes, 1 if one fails, 2 on a usage error.
+watch fetches discovery and the JWKS as a relying party would, every
+--interval, and raises an alarm (a JSON log line on stderr, the gauge
+agentkeys_attest_watch_alarm{reason} = 1) when the JWKS holds a key no verified
+manifest lists (unlisted_key), discovery's issuer or jwks_uri changes
+(issuer_changed, jwks_uri_changed), the JWKS is served with Cache-Control
+no-cache, no-store or max-age=0 (jwks_no_cache), no manifest verifies this round
+(manifest) or a fetch fails (fetch).
+
+    --issuer URL           The issuer relying parties use.
+    --manifest-from URL    Every round, fetch URL/.well-known/attestation for a
+                           fresh nonce and verify it (trust, pins and --max-age
+                           as for verify); its manifest's keys are known keys.
+    --manifest-from FILE   Or: a manifest you verified before (verify --document
+                           … --manifest FILE), trusted as given.
+    --interval D           Time between rounds (default 1m).
+    --once                 One round; exit 1 if it raised an alarm.
+    --metrics-listen ADDR  Serve Prometheus metrics on ADDR/metrics.
+    --root, --max-age, --max-skew, --pcrN, --measurements, --allow-debug,
+    --timeout, --max-body  As for verify.
+
+Exit status: 0 if every check passes (verify) or no alarm was raised (watch
+--once), 1 if one fails, 2 on a usage error.
 `
 
 func main() {
@@ -101,6 +123,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case "verify":
 		return verify(ctx, args, stdout, stderr)
+	case "watch":
+		return watch(ctx, args, stdout, stderr)
 	default:
 		return fail(stderr, usagef("unknown command %q", cmd))
 	}
@@ -116,47 +140,98 @@ func fail(stderr io.Writer, err error) int {
 	return 1
 }
 
-// verifyFlags are the flags of verify.
-type verifyFlags struct {
-	issuer, document, manifest, jwks, jwt, root, at, measurements string
-	documentOnly, allowDebug, json                                bool
-	maxAge, maxSkew, timeout                                      time.Duration
-	maxBody                                                       int64
-	pcrs                                                          map[uint]string
+// trustFlags are the flags verify and watch share: what to trust, what to pin,
+// and the limits of live requests.
+type trustFlags struct {
+	issuer, root, measurements string
+	allowDebug                 bool
+	maxAge, maxSkew, timeout   time.Duration
+	maxBody                    int64
+	pcrs                       map[uint]string
 }
 
-func verify(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	var f verifyFlags
-	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+func (f *trustFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.issuer, "issuer", "", "")
-	fs.StringVar(&f.document, "document", "", "")
-	fs.StringVar(&f.manifest, "manifest", "", "")
-	fs.StringVar(&f.jwks, "jwks", "", "")
-	fs.BoolVar(&f.documentOnly, "document-only", false, "")
-	fs.StringVar(&f.jwt, "jwt", "", "")
 	fs.StringVar(&f.root, "root", "", "")
-	fs.StringVar(&f.at, "at", "", "")
 	fs.DurationVar(&f.maxAge, "max-age", 5*time.Minute, "")
 	fs.DurationVar(&f.maxSkew, "max-skew", time.Minute, "")
 	fs.StringVar(&f.measurements, "measurements", "", "")
 	fs.BoolVar(&f.allowDebug, "allow-debug", false, "")
-	fs.BoolVar(&f.json, "json", false, "")
 	fs.DurationVar(&f.timeout, "timeout", 10*time.Second, "")
 	fs.Int64Var(&f.maxBody, "max-body", 1<<20, "")
 	f.pcrs = map[uint]string{}
 	for _, i := range []uint{0, 1, 2, 3, 8} {
 		fs.Func(fmt.Sprintf("pcr%d", i), "", func(s string) error { f.pcrs[i] = s; return nil })
 	}
+}
+
+// options returns the document options of the flags (without the time).
+func (f *trustFlags) options() (attest.DocumentOptions, error) {
+	opts := attest.DocumentOptions{MaxAge: f.maxAge, MaxSkew: f.maxSkew, AllowDebug: f.allowDebug}
+	if f.maxAge < 0 || f.maxSkew < 0 || f.timeout <= 0 || f.maxBody <= 0 {
+		return opts, usagef("--max-age and --max-skew must not be negative, --timeout and --max-body must be positive")
+	}
+	if f.root != "" {
+		b, err := readFile(f.root, 64<<10)
+		if err != nil {
+			return opts, err
+		}
+		c, err := attest.ParseRootPEM(b)
+		if err != nil {
+			return opts, fmt.Errorf("--root %s: %w", f.root, err)
+		}
+		opts.Roots = x509.NewCertPool()
+		opts.Roots.AddCert(c)
+		opts.RootName = fmt.Sprintf("the root of %s (%s)", f.root, c.Subject.CommonName)
+	}
+	pins, err := f.pins()
+	if err != nil {
+		return opts, err
+	}
+	opts.PCRs = pins
+	return opts, nil
+}
+
+func (f *trustFlags) live() attest.LiveOptions {
+	return attest.LiveOptions{Client: &http.Client{Timeout: f.timeout}, MaxBody: f.maxBody}
+}
+
+// parseFlags parses args; ok is false when the command should exit with code.
+func parseFlags(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) (code int, ok bool) {
+	fs.SetOutput(io.Discard)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stdout, usage)
-			return 0
+			return 0, false
 		}
-		return fail(stderr, usageError{err.Error()})
+		return fail(stderr, usageError{err.Error()}), false
 	}
 	if fs.NArg() > 0 {
-		return fail(stderr, usagef("verify: unexpected argument %q", fs.Arg(0)))
+		return fail(stderr, usagef("%s: unexpected argument %q", fs.Name(), fs.Arg(0))), false
+	}
+	return 0, true
+}
+
+// verifyFlags are the flags of verify.
+type verifyFlags struct {
+	trustFlags
+	document, manifest, jwks, jwt, at string
+	documentOnly, json                bool
+}
+
+func verify(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var f verifyFlags
+	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
+	f.register(fs)
+	fs.StringVar(&f.document, "document", "", "")
+	fs.StringVar(&f.manifest, "manifest", "", "")
+	fs.StringVar(&f.jwks, "jwks", "", "")
+	fs.BoolVar(&f.documentOnly, "document-only", false, "")
+	fs.StringVar(&f.jwt, "jwt", "", "")
+	fs.StringVar(&f.at, "at", "", "")
+	fs.BoolVar(&f.json, "json", false, "")
+	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
+		return code
 	}
 	r, err := f.run(ctx)
 	if err != nil {
@@ -197,10 +272,11 @@ func (f *verifyFlags) run(ctx context.Context) (attest.Report, error) {
 		return r, usagef("offline verification needs --manifest FILE, the manifest the document binds (or --document-only to check the document alone)")
 	case f.documentOnly && (f.manifest != "" || f.jwks != "" || f.jwt != ""):
 		return r, usagef("--document-only checks no manifest: drop --manifest, --jwks and --jwt")
-	case f.maxAge < 0 || f.maxSkew < 0 || f.timeout <= 0 || f.maxBody <= 0:
-		return r, usagef("--max-age and --max-skew must not be negative, --timeout and --max-body must be positive")
 	}
-	opts := attest.DocumentOptions{MaxAge: f.maxAge, MaxSkew: f.maxSkew, AllowDebug: f.allowDebug}
+	opts, err := f.options()
+	if err != nil {
+		return r, err
+	}
 	switch f.at {
 	case "":
 	case "document":
@@ -215,24 +291,6 @@ func (f *verifyFlags) run(ctx context.Context) (attest.Report, error) {
 	if live && opts.AtDocument {
 		return r, usagef("--at document is for archived documents; live, the document is verified now")
 	}
-	if f.root != "" {
-		b, err := readFile(f.root, 64<<10)
-		if err != nil {
-			return r, err
-		}
-		c, err := attest.ParseRootPEM(b)
-		if err != nil {
-			return r, fmt.Errorf("--root %s: %w", f.root, err)
-		}
-		opts.Roots = x509.NewCertPool()
-		opts.Roots.AddCert(c)
-		opts.RootName = fmt.Sprintf("the root of %s (%s)", f.root, c.Subject.CommonName)
-	}
-	pins, err := f.pins()
-	if err != nil {
-		return r, err
-	}
-	opts.PCRs = pins
 	var token string
 	if f.jwt != "" {
 		b, err := readFile(f.jwt, 64<<10)
@@ -243,9 +301,9 @@ func (f *verifyFlags) run(ctx context.Context) (attest.Report, error) {
 	}
 
 	if live {
-		return attest.VerifyLive(ctx, f.issuer, opts, attest.LiveOptions{
-			Client: &http.Client{Timeout: f.timeout}, MaxBody: f.maxBody, JWT: token,
-		}), nil
+		lo := f.live()
+		lo.JWT = token
+		return attest.VerifyLive(ctx, f.issuer, opts, lo), nil
 	}
 	in := attest.Offline{JWT: token}
 	b, err := readFile(f.document, 2*attest.MaxDocumentSize)
@@ -276,7 +334,7 @@ func (f *verifyFlags) run(ctx context.Context) (attest.Report, error) {
 
 // pins merges --measurements and the --pcrN flags; a PCR given twice must
 // have the same value.
-func (f *verifyFlags) pins() (map[uint][]byte, error) {
+func (f *trustFlags) pins() (map[uint][]byte, error) {
 	pins := map[uint][]byte{}
 	if f.measurements != "" {
 		b, err := readFile(f.measurements, 64<<10)
