@@ -18,6 +18,12 @@
 //   - [CheckJWKS], [CheckJWT], [CheckIssuer]: the JWKS, a token and the
 //     issuer named by discovery and by the token agree with the manifest.
 //
+// [Watcher] keeps checking: every round it fetches discovery and the JWKS as a
+// relying party would and returns [Alarm]s (also a Prometheus gauge) when the
+// JWKS holds a key no verified manifest lists, discovery's issuer or jwks_uri
+// changes, or the JWKS is served uncacheable. [FetchManifest] is the verified
+// manifest source it uses for a live issuer.
+//
 // # Checks, in order
 //
 //	document     decodes as a COSE_Sign1 attestation document whose leaf key is
