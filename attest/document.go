@@ -244,7 +244,7 @@ func VerifyDocument(raw []byte, opts DocumentOptions) (*Document, Report) {
 	case age < -opts.MaxSkew:
 		r.fail("age", "the document's timestamp %s is %s after the verification time %s (allowed skew %s)", ts.UTC().Format(time.RFC3339), (-age).Round(time.Millisecond), atText, opts.MaxSkew)
 	case opts.MaxAge > 0 && age > opts.MaxAge:
-		r.fail("age", "the document is %s old at %s, more than the %s allowed: a stale or replayed document", age.Round(time.Second), atText, opts.MaxAge)
+		r.fail("age", "the document is %s old at %s, more than the %s allowed: a stale or replayed document (an archived one is verified at its own time: --at document)", age.Round(time.Second), atText, opts.MaxAge)
 	case opts.MaxAge > 0:
 		r.pass("age", "%s old at %s (at most %s)", age.Round(time.Millisecond), atText, opts.MaxAge)
 	default:
