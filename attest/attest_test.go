@@ -261,11 +261,12 @@ func TestParseMeasurements(t *testing.T) {
 		n             int
 	}{
 		{"nitro-cli", `{"Measurements": {"HashAlgorithm": "Sha384 { ... }", "PCR0": "` + pcr + `", "PCR1": "` + pcr + `", "PCR2": "` + pcr + `", "PCR8": "` + pcr + `"}}`, "", 4},
-		{"inner", `{"HashAlgorithm": "Sha384 { ... }", "PCR0": "` + pcr + `"}`, "", 1},
+		{"inner", `{"HashAlgorithm": "Sha384 { ... }", "PCR0": "` + pcr + `", "PCR1": "` + pcr + `", "PCR2": "` + pcr + `"}`, "", 3},
+		{"missing PCR1", `{"HashAlgorithm": "Sha384 { ... }", "PCR0": "` + pcr + `"}`, "PCR1 is missing", 0},
 		{"sha256", `{"HashAlgorithm": "Sha256", "PCR0": "` + pcr + `"}`, "Sha384", 0},
-		{"short PCR", `{"PCR0": "abcd"}`, "48 bytes", 0},
-		{"unknown", `{"PCR0": "` + pcr + `", "PCR99": "` + pcr + `"}`, "unknown measurement", 0},
-		{"empty", `{"Measurements": {}}`, "no PCR", 0},
+		{"short PCR", `{"HashAlgorithm": "Sha384 { ... }", "PCR0": "abcd"}`, "96 hex digits", 0},
+		{"unknown", `{"HashAlgorithm": "Sha384 { ... }", "PCR0": "` + pcr + `", "PCR99": "` + pcr + `"}`, "unexpected key", 0},
+		{"empty", `{"Measurements": {}}`, "Sha384", 0},
 		{"not json", `PCR0=ab`, "not a JSON object", 0},
 	}
 	for _, tt := range tests {

@@ -2,11 +2,10 @@ package attest
 
 import (
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
-	"regexp"
-	"strconv"
 	"strings"
+
+	"github.com/agentkeys/broker/eif"
 )
 
 // PCRSize is the size of a Nitro PCR: a SHA-384 digest.
@@ -21,53 +20,26 @@ func ParsePCR(s string) ([]byte, error) {
 	return b, nil
 }
 
-var pcrName = regexp.MustCompile(`^PCR([0-9]|[12][0-9]|3[01])$`)
-
 // ParseMeasurements reads the PCRs of the JSON `nitro-cli build-enclave` and
-// `nitro-cli describe-eif` print,
+// `nitro-cli describe-eif` print (or `agentkeys-attest pcrs`),
 //
 //	{"Measurements": {"HashAlgorithm": "Sha384 { ... }", "PCR0": "…", "PCR1": "…", "PCR2": "…", "PCR8": "…"}}
 //
-// or of the inner object alone. Other members of the outer object are
-// ignored; an unknown member of the measurements, a hash algorithm other than
-// SHA-384 or a malformed PCR is an error.
+// or of the inner object alone, as pins by PCR index. The format is eif's
+// ([eif.ParseMeasurementsJSON]): PCR0, PCR1 and PCR2 must be present, PCR8 may be.
 func ParseMeasurements(b []byte) (map[uint][]byte, error) {
-	var outer map[string]json.RawMessage
-	if err := json.Unmarshal(b, &outer); err != nil {
-		return nil, fmt.Errorf("measurements are not a JSON object: %w", err)
-	}
-	inner := outer
-	if raw, ok := outer["Measurements"]; ok {
-		inner = nil
-		if err := json.Unmarshal(raw, &inner); err != nil {
-			return nil, fmt.Errorf("Measurements is not a JSON object: %w", err)
-		}
+	m, err := eif.ParseMeasurementsJSON(b)
+	if err != nil {
+		return nil, err
 	}
 	pcrs := map[uint][]byte{}
-	for k, raw := range inner {
-		var s string
-		if err := json.Unmarshal(raw, &s); err != nil {
-			return nil, fmt.Errorf("measurement %s is not a string", k)
-		}
-		if k == "HashAlgorithm" {
-			if !strings.HasPrefix(s, "Sha384") {
-				return nil, fmt.Errorf("HashAlgorithm is %q; Nitro PCRs are Sha384", s)
-			}
+	for i, v := range map[uint]string{0: m.PCR0, 1: m.PCR1, 2: m.PCR2, 8: m.PCR8} {
+		if v == "" {
 			continue
 		}
-		m := pcrName.FindStringSubmatch(k)
-		if m == nil {
-			return nil, fmt.Errorf("unknown measurement %q (want HashAlgorithm or PCR0..PCR31)", k)
+		if pcrs[i], err = ParsePCR(v); err != nil {
+			return nil, fmt.Errorf("PCR%d: %w", i, err)
 		}
-		v, err := ParsePCR(s)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", k, err)
-		}
-		i, _ := strconv.Atoi(m[1])
-		pcrs[uint(i)] = v
-	}
-	if len(pcrs) == 0 {
-		return nil, fmt.Errorf("the measurements list no PCR")
 	}
 	return pcrs, nil
 }

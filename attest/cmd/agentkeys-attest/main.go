@@ -36,6 +36,7 @@ const usage = `Usage:
     agentkeys-attest verify --document FILE --manifest FILE [--jwks FILE] [flags]
     agentkeys-attest verify --document FILE --document-only [flags]
     agentkeys-attest watch --issuer URL --manifest-from URL|FILE [flags]
+    agentkeys-attest pcrs FILE.eif
 
 verify checks an attestation document (COSE signature, chain to the AWS Nitro
 root or --root, age, nonce, PCRs, not debug mode), that its user_data is the
@@ -97,6 +98,10 @@ no-cache, no-store or max-age=0 (jwks_no_cache), no manifest verifies this round
     --root, --max-age, --max-skew, --pcrN, --measurements, --allow-debug,
     --timeout, --max-body  As for verify.
 
+pcrs computes an Enclave Image File's PCR0, PCR1, PCR2 (and PCR8 when signed)
+from the file itself and prints them as nitro-cli describe-eif does; give the
+output to --measurements.
+
 Exit status: 0 if every check passes (verify) or no alarm was raised (watch
 --once), 1 if one fails, 2 on a usage error.
 `
@@ -126,6 +131,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return verify(ctx, args, stdout, stderr)
 	case "watch":
 		return watch(ctx, args, stdout, stderr)
+	case "pcrs":
+		return pcrs(args, stdout, stderr)
 	default:
 		return fail(stderr, usagef("unknown command %q", cmd))
 	}
