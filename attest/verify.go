@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agentkeys/broker/shared/httpapi"
 	"github.com/agentkeys/broker/shared/jwk"
 	"github.com/agentkeys/broker/shared/manifest"
 )
@@ -78,16 +79,6 @@ type Discovery struct {
 	JWKSURI string `json:"jwks_uri"`
 }
 
-// attestationBody is the JSON of GET /.well-known/attestation as host/api
-// writes it. A local type for now: it is to move to a shared package.
-type attestationBody struct {
-	Document       []byte `json:"document"`
-	Manifest       []byte `json:"manifest"`
-	ManifestSHA256 string `json:"manifest_sha256"`
-	Nonce          string `json:"nonce"`
-	Mode           string `json:"mode"`
-}
-
 // VerifyLive verifies a running issuer as a relying party sees it: it fetches
 // the discovery document and the JWKS it names, then an attestation document
 // for a fresh random nonce with its manifest, and checks them all. opts.Nonce
@@ -137,15 +128,15 @@ func (lo *LiveOptions) defaults() {
 
 // fetchAttestation fetches and verifies a document for a fresh nonce from
 // base/.well-known/attestation. body is nil if the fetch failed.
-func fetchAttestation(ctx context.Context, base string, opts DocumentOptions, lo LiveOptions) (*Document, *attestationBody, Report) {
+func fetchAttestation(ctx context.Context, base string, opts DocumentOptions, lo LiveOptions) (*Document, *httpapi.Attestation, Report) {
 	var r Report
 	nonce := make([]byte, lo.NonceSize)
 	if _, err := rand.Read(nonce); err != nil {
 		r.fail("attestation fetch", "failed to draw a nonce: %v", err)
 		return nil, nil, r
 	}
-	var body attestationBody
-	if err := getJSON(ctx, lo, base+"/.well-known/attestation?nonce="+hex.EncodeToString(nonce), &body); err != nil {
+	var body httpapi.Attestation
+	if err := getJSON(ctx, lo, base+httpapi.PathAttestation+"?format=json&nonce="+hex.EncodeToString(nonce), &body); err != nil {
 		r.fail("attestation fetch", "%v", err)
 		return nil, nil, r
 	}

@@ -517,9 +517,9 @@ func TestSessionBackendCompatibility(t *testing.T) {
 
 func TestAttestation(t *testing.T) {
 	b := testbroker.Start(t, testbroker.Options{})
-	r := do(t, "GET", b.URL+"/.well-known/attestation?nonce=00112233445566778899aabbccddeeff", nil, nil)
-	if r.status != 200 || r.header.Get("Cache-Control") != "no-store" {
-		t.Fatalf("attestation: %d %s", r.status, r.body)
+	r := do(t, "GET", b.URL+"/.well-known/attestation?format=json&nonce=00112233445566778899aabbccddeeff", nil, nil)
+	if r.status != 200 || r.header.Get("Cache-Control") != "no-store" || r.header.Get("Content-Type") != "application/json" {
+		t.Fatalf("attestation: %d %v %s", r.status, r.header, r.body)
 	}
 	var body struct {
 		Document, Manifest []byte
@@ -550,7 +550,16 @@ func TestAttestation(t *testing.T) {
 	if m.Issuer != b.URL || len(m.IssuerKeys) != 1 || m.IssuerKeys[0].JWK != set.Keys[0] {
 		t.Fatalf("manifest %+v vs jwks %+v", m, set)
 	}
-	for _, q := range []string{"", "?nonce=", "?nonce=xyz", "?nonce=" + strings.Repeat("ab", 65), "?nonce=00112233445566"} {
+	// By default the body is the raw COSE_Sign1, for the same kind of nonce.
+	raw := do(t, "GET", b.URL+"/.well-known/attestation?nonce=8899aabbccddeeff0011", nil, nil)
+	if raw.status != 200 || raw.header.Get("Content-Type") != "application/cbor" || raw.header.Get("Cache-Control") != "no-store" {
+		t.Fatalf("raw attestation: %d %v", raw.status, raw.header)
+	}
+	rres, err := nitrite.Verify(raw.body, nitrite.VerifyOptions{Roots: b.Attester.RootPool()})
+	if err != nil || hex.EncodeToString(rres.Document.Nonce) != "8899aabbccddeeff0011" || !bytes.Equal(rres.Document.UserData, sum[:]) {
+		t.Fatalf("raw document: %v", err)
+	}
+	for _, q := range []string{"", "?nonce=", "?nonce=00112233445566778899&format=xml", "?nonce=xyz", "?nonce=" + strings.Repeat("ab", 65), "?nonce=00112233445566"} {
 		if r := do(t, "GET", b.URL+"/.well-known/attestation"+q, nil, nil); r.status != 400 {
 			t.Errorf("%q: %d %s", q, r.status, r.body)
 		}

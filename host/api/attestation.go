@@ -1,26 +1,32 @@
 package api
 
 import (
-	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"net/http"
 
 	"github.com/agentkeys/broker/shared/httpapi"
+	"github.com/agentkeys/broker/shared/manifest"
 	"github.com/agentkeys/broker/shared/protocol"
 )
 
-// attestation: GET /.well-known/attestation?nonce=HEX → a fresh attestation
-// document from the enclave, binding the published keys and the issuer
-// ([httpapi.Attestation]).
+// attestation: GET /.well-known/attestation?nonce=HEX[&format=json] → a fresh
+// attestation document from the enclave, binding the published keys and the
+// issuer. By default the body is the raw COSE_Sign1 (application/cbor); with
+// format=json it is [httpapi.Attestation], which carries the manifest too.
 //
-// The document's user_data is the SHA-256 of manifest (base64 here, so its
-// exact bytes survive): the issuer, mode, policy digest, issuer JWKs, signing
-// kid and checkpoint key. An auditor verifies the document (COSE signature,
+// The document's user_data is the SHA-256 of the key manifest (base64 in the
+// JSON, so its exact bytes survive; the same bytes as
+// /.well-known/agentkeys-manifest.json). An auditor verifies the document (COSE signature,
 // chain to the AWS Nitro root or the simulated root, PCRs), checks that nonce
 // is the one it chose, hashes manifest, compares it with user_data, and then
 // compares manifest's keys with the live JWKS.
 func (a *API) attestation(w http.ResponseWriter, r *http.Request) {
+	format := r.URL.Query().Get("format")
+	if format != "" && format != "cbor" && format != "json" {
+		writeError(w, errorf(http.StatusBadRequest, KindBadRequest, "format must be cbor (the default: the raw COSE_Sign1) or json"))
+		return
+	}
 	raw := r.URL.Query().Get("nonce")
 	nonce, err := hex.DecodeString(raw)
 	if err != nil || len(nonce) < protocol.MinNonceSize || len(nonce) > protocol.MaxNonceSize {
@@ -32,7 +38,12 @@ func (a *API) attestation(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fromEnclave(err))
 		return
 	}
-	sum := sha256.Sum256(resp.Manifest)
+	if format != "json" {
+		w.Header().Set("Content-Type", "application/cbor")
+		w.Header().Set("Cache-Control", "no-store")
+		w.Write(resp.Document)
+		return
+	}
 	mode := ""
 	if p := a.published.Load(); p != nil {
 		mode = p.info.Mode
@@ -40,7 +51,7 @@ func (a *API) attestation(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, httpapi.Attestation{
 		Document:       resp.Document,
 		Manifest:       resp.Manifest,
-		ManifestSHA256: hex.EncodeToString(sum[:]),
+		ManifestSHA256: manifest.DigestHex(resp.Manifest),
 		Nonce:          raw,
 		Mode:           mode,
 	})

@@ -55,7 +55,7 @@ func TestScript(t *testing.T) {
 				Document []byte `json:"document"`
 				Manifest []byte `json:"manifest"`
 			}
-			if err := getJSON(b.URL+"/.well-known/attestation?nonce=00112233445566778899", &att); err != nil {
+			if err := getJSON(b.URL+"/.well-known/attestation?format=json&nonce=00112233445566778899", &att); err != nil {
 				return err
 			}
 			if err := write("doc.cbor", att.Document); err != nil {
