@@ -11,6 +11,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -55,11 +57,22 @@ type Config struct {
 	JWKSMaxAge time.Duration
 	// AWS mints AWS credentials; nil leaves /v1/mint-aws-creds answering 503.
 	AWS *awscreds.Broker
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For names
+	// the client (see ratelimit.ClientKey); empty, it is never believed.
+	TrustedProxies []netip.Prefix
 	// SignInLimit, if set, rate-limits the unauthenticated sign-in routes
-	// (nonce and sign-in) per client; BehindProxy says whether the client is
-	// named by the proxy's X-Forwarded-For.
+	// (nonce and sign-in) per client.
 	SignInLimit *ratelimit.Limiter
-	BehindProxy bool
+	// MintLimit, if set, rate-limits the bearer routes (mint-oidc-jwt,
+	// mint-aws-creds, session/revoke) per client: 429 rate_limited, counted
+	// in the audit store's aggregates rather than recorded one by one.
+	MintLimit *ratelimit.Limiter
+	// RefusalLimit, if set, is each client's budget of refusals before
+	// authentication (a bearer route called without a well-formed bearer).
+	// Those refusals are always counted (audit.Store.Count), never recorded
+	// one by one; within the budget they are answered with their own error,
+	// past it with 429 rate_limited.
+	RefusalLimit *ratelimit.Limiter
 	// MetricsElsewhere leaves /metrics off this handler (the host serves it on
 	// its own listener, --metrics-listen).
 	MetricsElsewhere bool
@@ -116,9 +129,9 @@ func New(cfg Config) (*API, error) {
 	a.route("GET /.well-known/attestation", "attestation", a.limited(a.issuing(a.attestation)))
 	a.route("GET /v1/session/nonce", "session_nonce", a.limited(a.issuing(a.sessionNonce)))
 	a.route("POST /v1/session", "session", a.limited(a.issuing(a.createSession)))
-	a.route("POST /v1/session/revoke", "session_revoke", a.issuing(a.revokeSession))
-	a.route("POST /v1/mint-oidc-jwt", "mint_oidc_jwt", a.issuing(a.mintOIDCJWT))
-	a.route("POST /v1/mint-aws-creds", "mint_aws_creds", a.issuing(a.mintAWSCreds))
+	a.route("POST /v1/session/revoke", "session_revoke", a.bearerLimited(audit.KindSessionRevoke, a.issuing(a.revokeSession)))
+	a.route("POST /v1/mint-oidc-jwt", "mint_oidc_jwt", a.bearerLimited(audit.KindOIDCJWT, a.issuing(a.mintOIDCJWT)))
+	a.route("POST /v1/mint-aws-creds", "mint_aws_creds", a.bearerLimited(audit.KindAWSCreds, a.issuing(a.mintAWSCreds)))
 	if !cfg.MetricsElsewhere {
 		a.mux.Handle("GET /metrics", a.m.Handler())
 		a.allowed["/metrics"] = "GET"
@@ -194,13 +207,50 @@ func (a *API) limited(h http.HandlerFunc) http.HandlerFunc {
 		return h
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
-		if !a.cfg.SignInLimit.Allow(ratelimit.ClientKey(r, a.cfg.BehindProxy)) {
-			w.Header().Set("Retry-After", "1")
-			writeError(w, errorf(http.StatusTooManyRequests, KindRateLimited, "too many sign-in requests from this client; retry in a few seconds"))
+		if !a.cfg.SignInLimit.Allow(clientOf(r.Context())) {
+			tooMany(w, a.cfg.SignInLimit, "too many sign-in requests from this client")
 			return
 		}
 		h(w, r)
 	}
+}
+
+// bearerLimited applies the per-client limit of the bearer routes
+// (MintLimit). A limited request reached nothing; it is counted in the audit
+// store's aggregates, so that a flood writes a handful of records.
+func (a *API) bearerLimited(kind string, h http.HandlerFunc) http.HandlerFunc {
+	if a.cfg.MintLimit == nil {
+		return h
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		client := clientOf(r.Context())
+		if !a.cfg.MintLimit.Allow(client) {
+			e := tooManyError(w, a.cfg.MintLimit, "too many requests from this client")
+			a.count(audit.Record{Kind: kind, Outcome: audit.OutcomeRateLimited, Wallet: audit.WalletUnknown, Client: client, Detail: e.message})
+			writeError(w, e)
+			return
+		}
+		h(w, r)
+	}
+}
+
+// tooMany answers 429 rate_limited with the limiter's Retry-After.
+func tooMany(w http.ResponseWriter, l *ratelimit.Limiter, what string) {
+	writeError(w, tooManyError(w, l, what))
+}
+
+func tooManyError(w http.ResponseWriter, l *ratelimit.Limiter, what string) *httpError {
+	secs := int64((l.RetryAfter() + time.Second - 1) / time.Second)
+	w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
+	return errorf(http.StatusTooManyRequests, KindRateLimited, fmt.Sprintf("%s; retry in %d s", what, secs))
+}
+
+type clientKeyCtx struct{}
+
+// clientOf is the client address route stored in ctx ("" outside a route).
+func clientOf(ctx context.Context) string {
+	c, _ := ctx.Value(clientKeyCtx{}).(string)
+	return c
 }
 
 func (a *API) route(pattern, name string, h http.HandlerFunc) {
@@ -209,6 +259,8 @@ func (a *API) route(pattern, name string, h http.HandlerFunc) {
 	a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
+		// Name the client once: the limits and the audit records use it.
+		r = r.WithContext(context.WithValue(r.Context(), clientKeyCtx{}, ratelimit.ClientKey(r, a.cfg.TrustedProxies)))
 		h(sw, r)
 		a.m.RequestSeconds.WithLabelValues(name).Observe(time.Since(start).Seconds())
 		a.m.Requests.WithLabelValues(name, sw.outcome()).Inc()
@@ -273,7 +325,7 @@ func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := a.cfg.Audit.Ping(ctx); err != nil {
 		status["audit"] = "failing"
-		failed = append(failed, "audit store")
+		failed = append(failed, "audit store ("+auditProblem(err)+")")
 		a.log.Warn("audit store not ready", "err", err)
 	}
 	if len(failed) > 0 {
@@ -284,6 +336,20 @@ func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, status)
+}
+
+// auditProblem says what is wrong with the audit store, for /readyz, which
+// anyone may read: what happened, but not the file's path.
+func auditProblem(err error) string {
+	switch {
+	case errors.Is(err, audit.ErrFileReplaced):
+		return audit.ErrFileReplaced.Error()
+	case errors.Is(err, audit.ErrNotWritable):
+		return audit.ErrNotWritable.Error()
+	case errors.Is(err, audit.ErrClosed):
+		return "closed"
+	}
+	return "unavailable"
 }
 
 func (a *API) discovery(w http.ResponseWriter, r *http.Request) {
@@ -339,6 +405,9 @@ func (a *API) call(ctx context.Context, op protocol.Op, req, resp any) error {
 // caller must not receive a credential.
 func (a *API) record(ctx context.Context, rec audit.Record) error {
 	start := time.Now()
+	if rec.Client == "" {
+		rec.Client = clientOf(ctx)
+	}
 	// The record must be written even if the client has gone: detach from its
 	// cancellation, but bound the wait.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -356,6 +425,10 @@ var errAudit = errorf(http.StatusInternalServerError, KindAuditError, "the audit
 
 // refuse records a refused attempt and answers with its error. If the record
 // cannot be written the answer is audit_error: still a refusal.
+//
+// A refusal on a bearer route before any bearer was read (none, or a
+// malformed one) is counted instead (see preAuth), against the client's
+// refusal budget: past it the answer is 429.
 func (a *API) refuse(w http.ResponseWriter, r *http.Request, rec audit.Record, e *httpError) {
 	rec.Outcome = e.auditOutcome()
 	if rec.Detail != "" {
@@ -363,13 +436,43 @@ func (a *API) refuse(w http.ResponseWriter, r *http.Request, rec audit.Record, e
 	} else {
 		rec.Detail = e.message
 	}
-	if err := a.record(r.Context(), rec); err != nil {
+	if preAuth(rec) {
+		rec.Client = clientOf(r.Context())
+		if l := a.cfg.RefusalLimit; l != nil && !l.Allow(rec.Client) {
+			e = tooManyError(w, l, "too many requests without a valid Authorization: Bearer header from this client")
+		}
+		if err := a.count(rec); err != nil {
+			e = errAudit
+		}
+	} else if err := a.record(r.Context(), rec); err != nil {
 		e = errAudit
 	}
 	if rec.Kind == audit.KindOIDCJWT || rec.Kind == audit.KindAWSCreds {
 		a.m.Mints.WithLabelValues(rec.Kind, rec.Outcome).Inc()
 	}
 	writeError(w, e)
+}
+
+// preAuth reports whether rec is the refusal of a bearer route before any
+// bearer was read: anyone can cause it, at any rate, and it names no wallet
+// and no token, so it is worth a count, not a record. A refusal that carries
+// a bearer's hash or a wallet is recorded one by one.
+func preAuth(rec audit.Record) bool {
+	switch rec.Kind {
+	case audit.KindOIDCJWT, audit.KindAWSCreds, audit.KindSessionRevoke:
+		return rec.BearerSHA256 == "" && rec.Wallet == audit.WalletUnknown && !rec.HostAssertedWallet
+	}
+	return false
+}
+
+// count adds a refusal to the audit store's aggregates.
+func (a *API) count(rec audit.Record) error {
+	err := a.cfg.Audit.Count(rec)
+	if err != nil {
+		a.m.AuditWriteErrors.Inc()
+		a.log.Error("audit count failed; refusing the request", "kind", rec.Kind, "outcome", rec.Outcome, "err", err)
+	}
+	return err
 }
 
 // bearer extracts the bearer token: "Bearer" in any case, one or more spaces,

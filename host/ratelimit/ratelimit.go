@@ -69,6 +69,16 @@ func (l *Limiter) Allow(key string) bool {
 	return true
 }
 
+// RetryAfter is how long a client that was refused waits for its next
+// token: the interval between tokens, at least a second (the precision of
+// the Retry-After header).
+func (l *Limiter) RetryAfter() time.Duration {
+	if l.rate <= 0 {
+		return time.Hour
+	}
+	return max(time.Second, time.Duration(float64(time.Second)/l.rate))
+}
+
 // evict drops buckets that have refilled (idle clients), and if none has,
 // a tenth of them.
 func (l *Limiter) evict(now time.Time) {

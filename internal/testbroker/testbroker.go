@@ -46,6 +46,9 @@ type Options struct {
 	// AWS, if set, is called with the issuer URL (known only once the listener
 	// exists) and returns the AWS credential broker for /v1/mint-aws-creds.
 	AWS func(issuer string) *awscreds.Broker
+	// Configure, if set, adjusts the API's configuration last (limits,
+	// trusted proxies).
+	Configure func(*api.Config)
 }
 
 // Broker is a running in-process broker.
@@ -120,6 +123,9 @@ func Start(t testing.TB, opts Options) *Broker {
 		if err != nil {
 			t.Fatal(err)
 		}
+	}
+	if opts.Configure != nil {
+		opts.Configure(&cfg)
 	}
 	a, err := api.New(cfg)
 	if err != nil {
