@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -67,12 +66,16 @@ type Config struct {
 	// mint-aws-creds, session/revoke) per client: 429 rate_limited, counted
 	// in the audit store's aggregates rather than recorded one by one.
 	MintLimit *ratelimit.Limiter
-	// RefusalLimit, if set, is each client's budget of refusals before
-	// authentication (a bearer route called without a well-formed bearer).
-	// Those refusals are always counted (audit.Store.Count), never recorded
-	// one by one; within the budget they are answered with their own error,
-	// past it with 429 rate_limited.
+	// RefusalLimit, if set, is each client's budget of unauthenticated
+	// refusals on the bearer routes (no verified session: no bearer, a
+	// malformed, forged, expired or revoked one, a bad body). Within it they
+	// are answered with their own error; past it with 429 rate_limited, and
+	// counted (audit.Store.Count) rather than recorded one by one. Refusals
+	// with no well-formed bearer are always counted.
 	RefusalLimit *ratelimit.Limiter
+	// WalletMintLimit, if set, rate-limits minting per wallet, once the
+	// enclave has verified the session: 429 rate_limited, counted.
+	WalletMintLimit *ratelimit.Limiter
 	// MetricsElsewhere leaves /metrics off this handler (the host serves it on
 	// its own listener, --metrics-listen).
 	MetricsElsewhere bool
@@ -208,7 +211,7 @@ func (a *API) limited(h http.HandlerFunc) http.HandlerFunc {
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
 		if !a.cfg.SignInLimit.Allow(clientOf(r.Context())) {
-			tooMany(w, a.cfg.SignInLimit, "too many sign-in requests from this client")
+			writeError(w, tooMany(a.cfg.SignInLimit, "too many sign-in requests from this client"))
 			return
 		}
 		h(w, r)
@@ -225,7 +228,7 @@ func (a *API) bearerLimited(kind string, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		client := clientOf(r.Context())
 		if !a.cfg.MintLimit.Allow(client) {
-			e := tooManyError(w, a.cfg.MintLimit, "too many requests from this client")
+			e := tooMany(a.cfg.MintLimit, "too many requests from this client")
 			a.count(audit.Record{Kind: kind, Outcome: audit.OutcomeRateLimited, Wallet: audit.WalletUnknown, Client: client, Detail: e.message})
 			writeError(w, e)
 			return
@@ -234,15 +237,23 @@ func (a *API) bearerLimited(kind string, h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-// tooMany answers 429 rate_limited with the limiter's Retry-After.
-func tooMany(w http.ResponseWriter, l *ratelimit.Limiter, what string) {
-	writeError(w, tooManyError(w, l, what))
+// tooMany is the 429 rate_limited answer of limiter l, with its Retry-After.
+func tooMany(l *ratelimit.Limiter, what string) *httpError {
+	secs := int64((l.RetryAfter() + time.Second - 1) / time.Second)
+	e := errorf(http.StatusTooManyRequests, KindRateLimited, fmt.Sprintf("%s; retry in %d s", what, secs))
+	e.outcome = audit.OutcomeRateLimited
+	e.retryAfter = secs
+	return e
 }
 
-func tooManyError(w http.ResponseWriter, l *ratelimit.Limiter, what string) *httpError {
-	secs := int64((l.RetryAfter() + time.Second - 1) / time.Second)
-	w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
-	return errorf(http.StatusTooManyRequests, KindRateLimited, fmt.Sprintf("%s; retry in %d s", what, secs))
+// walletLimited applies the per-wallet limit of minting (WalletMintLimit)
+// once the enclave has verified whose session it is. Its refusal is counted
+// (see refuse), not recorded one by one.
+func (a *API) walletLimited(wallet string) *httpError {
+	if l := a.cfg.WalletMintLimit; l != nil && !l.Allow(wallet) {
+		return tooMany(l, "too many credentials minted for this wallet")
+	}
+	return nil
 }
 
 type clientKeyCtx struct{}
@@ -426,9 +437,11 @@ var errAudit = errorf(http.StatusInternalServerError, KindAuditError, "the audit
 // refuse records a refused attempt and answers with its error. If the record
 // cannot be written the answer is audit_error: still a refusal.
 //
-// A refusal on a bearer route before any bearer was read (none, or a
-// malformed one) is counted instead (see preAuth), against the client's
-// refusal budget: past it the answer is 429.
+// Refusals that anyone can cause at any rate are counted (audit.Store.Count)
+// rather than recorded one by one: those before any bearer was read (see
+// preAuth), those past the client's refusal budget (RefusalLimit, spent by
+// every unauthenticated refusal, answered 429 once it is empty), and those
+// of the per-wallet limit.
 func (a *API) refuse(w http.ResponseWriter, r *http.Request, rec audit.Record, e *httpError) {
 	rec.Outcome = e.auditOutcome()
 	if rec.Detail != "" {
@@ -436,15 +449,23 @@ func (a *API) refuse(w http.ResponseWriter, r *http.Request, rec audit.Record, e
 	} else {
 		rec.Detail = e.message
 	}
-	if preAuth(rec) {
-		rec.Client = clientOf(r.Context())
+	rec.Client = clientOf(r.Context())
+	counted := e.kind == KindRateLimited // the wallet limit: a flood of its own
+	if unauthenticated(rec) {
 		if l := a.cfg.RefusalLimit; l != nil && !l.Allow(rec.Client) {
-			e = tooManyError(w, l, "too many requests without a valid Authorization: Bearer header from this client")
+			// Past the budget: answer 429, keep the outcome, and count.
+			counted = true
+			e = tooMany(l, "too many refused requests from this client (the last: "+truncate(e.message, 200)+")")
 		}
-		if err := a.count(rec); err != nil {
-			e = errAudit
-		}
-	} else if err := a.record(r.Context(), rec); err != nil {
+		counted = counted || preAuth(rec)
+	}
+	var err error
+	if counted {
+		err = a.count(rec)
+	} else {
+		err = a.record(r.Context(), rec)
+	}
+	if err != nil {
 		e = errAudit
 	}
 	if rec.Kind == audit.KindOIDCJWT || rec.Kind == audit.KindAWSCreds {
@@ -463,6 +484,26 @@ func preAuth(rec audit.Record) bool {
 		return rec.BearerSHA256 == "" && rec.Wallet == audit.WalletUnknown && !rec.HostAssertedWallet
 	}
 	return false
+}
+
+// unauthenticated reports whether rec is the refusal of a bearer route that no
+// verified session stands behind, for a reason the client controls: these
+// spend the client's refusal budget. A refusal the host caused (the enclave
+// down, STS failing) does not.
+func unauthenticated(rec audit.Record) bool {
+	switch rec.Kind {
+	case audit.KindOIDCJWT, audit.KindAWSCreds, audit.KindSessionRevoke:
+	default:
+		return false
+	}
+	if rec.Wallet != audit.WalletUnknown || rec.HostAssertedWallet {
+		return false
+	}
+	switch rec.Outcome {
+	case audit.OutcomeUnauthorized, audit.OutcomeRevoked, audit.OutcomeBadRequest, audit.OutcomePolicyRefused:
+		return true
+	}
+	return preAuth(rec)
 }
 
 // count adds a refusal to the audit store's aggregates.

@@ -74,6 +74,10 @@ func (a *API) mintAWSCreds(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		rec.Wallet, rec.HostAssertedWallet = wallet, hostAsserted
+		if e := a.walletLimited(wallet); e != nil {
+			a.refuse(w, r, rec, e)
+			return
+		}
 		creds, err = a.cfg.AWS.AssumeRole(r.Context(), wallet, duration)
 	}
 	if err != nil {

@@ -298,3 +298,122 @@ func TestReadyzAuditNotWritable(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusalBudget: unauthenticated refusals that carry a bearer are
+// recorded one by one while the client's budget lasts; past it they are
+// answered 429 (naming the refusal) and only counted. Authenticated mints of
+// the same client, and refusals of a verified session, are not affected.
+func TestRefusalBudget(t *testing.T) {
+	b := testbroker.Start(t, testbroker.Options{Configure: func(c *api.Config) {
+		c.RefusalLimit = ratelimit.New(0.001, 3, 100)
+	}})
+	tok, wallet := signIn(t, b)
+	before := len(records(t, b))
+	for i := range 3 {
+		if r := mint(t, b, "Bearer xyz", ""); r.status != 401 {
+			t.Fatalf("refusal %d within the budget: %d %s", i, r.status, r.body)
+		}
+	}
+	if n := len(records(t, b)) - before; n != 3 {
+		t.Fatalf("%d records for 3 refusals within the budget, want 3", n)
+	}
+	for i := range 2 {
+		r := mint(t, b, "Bearer xyz", `{"ttl_seconds":"x"}`)
+		j := r.json(t)
+		if r.status != 429 || j["error"] != "rate_limited" || r.header.Get("Retry-After") != "1000" ||
+			!strings.Contains(j["message"].(string), "the last: ") {
+			t.Fatalf("refusal %d past the budget: %d %v %s", i, r.status, r.header, r.body)
+		}
+	}
+	if n := len(records(t, b)) - before; n != 3 {
+		t.Fatalf("refusals past the budget wrote %d records", n-3)
+	}
+	// A verified session still mints, and its refusals are still recorded
+	// with their own answer.
+	if r := mint(t, b, "Bearer "+tok, ""); r.status != 200 {
+		t.Fatalf("mint of the same client: %d %s", r.status, r.body)
+	}
+	if r := mint(t, b, "Bearer "+tok, `{"audience":"evil"}`); r.status != 400 {
+		t.Fatalf("policy refusal of a verified session: %d %s", r.status, r.body)
+	}
+	if rec := lastRecord(t, b); rec.Outcome != "policy_refused" || rec.Wallet != wallet {
+		t.Fatalf("record of the policy refusal: %+v", rec)
+	}
+	if err := b.Memory.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	agg := lastRecord(t, b)
+	if agg.Count != 2 || agg.Outcome != "bad_request" || agg.Client != "127.0.0.1" || agg.Kind != "oidc_jwt" {
+		t.Fatalf("aggregate of the refusals past the budget: %+v", agg)
+	}
+}
+
+// TestWalletMintLimit: past WalletMintLimit a wallet gets 429, whatever
+// session or client it mints from; other wallets mint on.
+func TestWalletMintLimit(t *testing.T) {
+	b := testbroker.Start(t, testbroker.Options{Configure: func(c *api.Config) {
+		c.WalletMintLimit = ratelimit.New(0.5, 2, 100)
+	}})
+	tok, wallet := signIn(t, b)
+	tok2, _ := signIn(t, b) // another wallet
+	for i := range 2 {
+		if r := mint(t, b, "Bearer "+tok, ""); r.status != 200 {
+			t.Fatalf("mint %d: %d %s", i, r.status, r.body)
+		}
+	}
+	before := len(records(t, b))
+	r := mint(t, b, "Bearer "+tok, "")
+	if r.status != 429 || r.json(t)["error"] != "rate_limited" || r.header.Get("Retry-After") != "2" || strings.Contains(string(r.body), "eyJ") {
+		t.Fatalf("past the wallet's limit: %d %v %s", r.status, r.header, r.body)
+	}
+	if r := mint(t, b, "Bearer "+tok2, ""); r.status != 200 {
+		t.Fatalf("another wallet: %d %s", r.status, r.body)
+	}
+	if n := len(records(t, b)) - before; n != 1 {
+		t.Fatalf("%d new records, want 1 (the other wallet's mint; the limited one is counted)", n)
+	}
+	if err := b.Memory.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if agg := lastRecord(t, b); agg.Outcome != "rate_limited" || agg.Wallet != wallet || agg.Count != 1 {
+		t.Fatalf("aggregate of the limited mint: %+v", agg)
+	}
+}
+
+// TestForgedBearerFlood: a flood of well-formed but unverifiable bearers from
+// one client writes the budget's worth of records, then one aggregate.
+func TestForgedBearerFlood(t *testing.T) {
+	n := 10_000
+	if testing.Short() {
+		n = 1_000
+	}
+	store, _ := openSQLite(t)
+	b := testbroker.Start(t, testbroker.Options{Audit: store, Configure: func(c *api.Config) {
+		c.RefusalLimit = ratelimit.New(10, 50, 1000)
+	}})
+	before := store.Stats().Records
+	status := map[int]int{}
+	for range n {
+		req := httptest.NewRequest("POST", "/v1/mint-oidc-jwt", nil)
+		req.RemoteAddr = "203.0.113.8:4000"
+		req.Header.Set("Authorization", "Bearer xyz")
+		w := httptest.NewRecorder()
+		b.API.ServeHTTP(w, req)
+		status[w.Code]++
+	}
+	if err := store.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	written := store.Stats().Records - before
+	var counted int64
+	for _, r := range records(t, b) {
+		if r.Client == "203.0.113.8" {
+			counted += r.Count
+		}
+	}
+	t.Logf("%d requests with a forged bearer (%d answered 401, %d answered 429): %d records written, counting %d refusals",
+		n, status[401], status[429], written, counted)
+	if int(written) != status[401]+1 || counted != int64(n) || status[401] < 50 || status[429] < n/2 {
+		t.Errorf("%d records counting %d refusals for answers %v, want one per 401 and one aggregate", written, counted, status)
+	}
+}

@@ -54,6 +54,7 @@ type config struct {
 	TrustedProxies  []netip.Prefix // proxies whose X-Forwarded-For is believed; none = never
 	MintRate        float64        // bearer-route requests per second per client; 0 = off
 	MintBurst       int
+	WalletMintRate  float64 // mints per second per wallet; 0 = off
 	RefusalRate     float64 // refusals before authentication per second per client; 0 = no budget
 	RefusalBurst    int
 	RefusalInterval time.Duration // how often aggregated refusals are written
@@ -66,7 +67,7 @@ type config struct {
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
 	c := &config{}
 	var port, ttl, grace, httpsPort, httpPort, sessDur, signInRate string
-	var trustedProxies, mintRate, mintBurst, refusalRate, refusalBurst, refusalInterval, refusalClients string
+	var trustedProxies, mintRate, mintBurst, walletMintRate, refusalRate, refusalBurst, refusalInterval, refusalClients string
 	fs := flag.NewFlagSet("agentkeys-host", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	flags := []struct {
@@ -98,7 +99,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		{"trusted-proxies", "BROKER_TRUSTED_PROXIES", "", "comma-separated CIDRs of reverse proxies whose X-Forwarded-For names the client (the right-most untrusted hop); empty: X-Forwarded-For is ignored", &trustedProxies},
 		{"mint-rate", "BROKER_MINT_RATE", "10000", "requests per second per client on the bearer routes (mint-oidc-jwt, mint-aws-creds, session/revoke); over it 429; 0 turns the limit off", &mintRate},
 		{"mint-burst", "BROKER_MINT_BURST", "20000", "burst of --mint-rate", &mintBurst},
-		{"refusal-rate", "BROKER_REFUSAL_RATE", "10", "refusals before authentication (no or malformed bearer) per second per client answered with their error; past it 429; 0: no budget, never 429", &refusalRate},
+		{"mint-rate-per-wallet", "BROKER_MINT_RATE_PER_WALLET", "10000", "credentials minted per second per wallet (after the enclave verified the session), bursts of 2x; over it 429; 0 turns the limit off", &walletMintRate},
+		{"refusal-rate", "BROKER_REFUSAL_RATE", "10", "unauthenticated refusals (no, a malformed or an unverifiable bearer) per second per client answered with their error and, if they carry a bearer, recorded one by one; past it 429 and only counted; 0: no budget, never 429", &refusalRate},
 		{"refusal-burst", "BROKER_REFUSAL_BURST", "50", "burst of --refusal-rate", &refusalBurst},
 		{"refusal-interval", "BROKER_REFUSAL_INTERVAL", "1m", "how often refusals before authentication are written to the audit log, as one record per client, route and outcome with a count (1s to 1h)", &refusalInterval},
 		{"refusal-clients", "BROKER_REFUSAL_CLIENTS", "1000", "clients with aggregate records of their own per --refusal-interval; further clients are counted together as \"other\"", &refusalClients},
@@ -228,6 +230,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	}
 	if c.MintBurst, err = strconv.Atoi(mintBurst); err != nil || c.MintBurst < 1 || c.MintBurst > 10_000_000 {
 		return nil, bad("mint-burst", mintBurst, "want requests in [1, 10000000]")
+	}
+	if c.WalletMintRate, err = strconv.ParseFloat(walletMintRate, 64); err != nil || !(c.WalletMintRate >= 0 && c.WalletMintRate <= 1e6) {
+		return nil, bad("mint-rate-per-wallet", walletMintRate, "want mints per second in [0, 1000000]")
 	}
 	if c.RefusalRate, err = strconv.ParseFloat(refusalRate, 64); err != nil || !(c.RefusalRate >= 0 && c.RefusalRate <= 1e4) {
 		return nil, bad("refusal-rate", refusalRate, "want refusals per second in [0, 10000]")

@@ -111,6 +111,9 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	if cfg.MintRate > 0 {
 		apiCfg.MintLimit = ratelimit.New(cfg.MintRate, cfg.MintBurst, 100_000)
 	}
+	if cfg.WalletMintRate > 0 {
+		apiCfg.WalletMintLimit = ratelimit.New(cfg.WalletMintRate, max(1, int(2*cfg.WalletMintRate)), 100_000)
+	}
 	if cfg.RefusalRate > 0 {
 		apiCfg.RefusalLimit = ratelimit.New(cfg.RefusalRate, cfg.RefusalBurst, 100_000)
 	}

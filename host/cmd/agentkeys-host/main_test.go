@@ -126,7 +126,7 @@ func TestConfig(t *testing.T) {
 		{"missing ca root", []string{"--acme-ca-root", "/nonexistent.pem"}, env(), nil, "BROKER_ACME_CA_ROOT"},
 		{"extra argument", []string{"serve"}, env(), nil, "unexpected argument"},
 		{"abuse limit defaults", nil, env(), func(c *config) bool {
-			return len(c.TrustedProxies) == 0 && c.MintRate == 10000 && c.MintBurst == 20000 && c.RefusalRate == 10 &&
+			return len(c.TrustedProxies) == 0 && c.MintRate == 10000 && c.MintBurst == 20000 && c.WalletMintRate == 10000 && c.RefusalRate == 10 &&
 				c.RefusalBurst == 50 && c.RefusalInterval == time.Minute && c.RefusalClients == 1000
 		}, ""},
 		{"trusted proxies", nil, env("BROKER_TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.7,2001:db8::/32"), func(c *config) bool {
@@ -141,6 +141,8 @@ func TestConfig(t *testing.T) {
 		{"mint rate not a number", nil, env("BROKER_MINT_RATE", "NaN"), nil, "BROKER_MINT_RATE"},
 		{"mint rate too high", nil, env("BROKER_MINT_RATE", "1e7"), nil, "BROKER_MINT_RATE"},
 		{"bad mint burst", nil, env("BROKER_MINT_BURST", "0"), nil, "BROKER_MINT_BURST"},
+		{"wallet mint rate", nil, env("BROKER_MINT_RATE_PER_WALLET", "2.5"), func(c *config) bool { return c.WalletMintRate == 2.5 }, ""},
+		{"bad wallet mint rate", nil, env("BROKER_MINT_RATE_PER_WALLET", "-3"), nil, "BROKER_MINT_RATE_PER_WALLET"},
 		{"bad refusal rate", nil, env("BROKER_REFUSAL_RATE", "x"), nil, "BROKER_REFUSAL_RATE"},
 		{"refusal rate too high", nil, env("BROKER_REFUSAL_RATE", "10001"), nil, "BROKER_REFUSAL_RATE"},
 		{"bad refusal burst", nil, env("BROKER_REFUSAL_BURST", "-5"), nil, "BROKER_REFUSAL_BURST"},
