@@ -61,6 +61,11 @@ func (a *aggregator) add(r Record) error {
 		a.clients[r.Client] = true
 	}
 	k := aggKey{r.Client, r.Kind, r.Outcome, r.Wallet}
+	if _, ok := a.pending[k]; !ok && len(a.pending) >= 4*a.maxClients {
+		// Bound the aggregates too, not only the clients: many wallets
+		// or outcomes per client fold into one.
+		k = aggKey{OtherClients, r.Kind, r.Outcome, WalletUnknown}
+	}
 	g := a.pending[k]
 	if g == nil {
 		g = &aggregate{first: r.Time, detail: r.Detail}

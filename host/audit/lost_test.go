@@ -364,3 +364,24 @@ func TestSQLiteCountFlushes(t *testing.T) {
 		t.Errorf("after Close: %+v, want a second aggregate with Count 2", rs)
 	}
 }
+
+// TestCountBounded: however many distinct wallets or outcomes one client's
+// refusals carry, an interval holds a bounded number of aggregates.
+func TestCountBounded(t *testing.T) {
+	a := newAggregator(10)
+	for i := range 1000 {
+		r := Record{Time: time.Now(), Kind: KindOIDCJWT, Outcome: OutcomeRateLimited, Client: "192.0.2.1",
+			Wallet: fmt.Sprintf("0x%040x", i), Count: 1}
+		if err := a.add(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rs := a.take(false)
+	var total int64
+	for _, r := range rs {
+		total += r.Count
+	}
+	if len(rs) != 41 || total != 1000 {
+		t.Errorf("%d aggregates counting %d, want 41 (40 of their own, one folded) counting 1000", len(rs), total)
+	}
+}
