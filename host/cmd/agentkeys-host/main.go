@@ -104,6 +104,9 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	}
 	apiCfg.SessionDuration = cfg.SessionDuration
 	apiCfg.TrustedProxies = cfg.TrustedProxies
+	if cfg.BehindProxy && len(cfg.TrustedProxies) == 0 {
+		log.Warn("--behind-proxy without --trusted-proxies: X-Forwarded-For is ignored, so every client is the proxy's address and shares its limits")
+	}
 	apiCfg.MetricsElsewhere = cfg.MetricsListen != ""
 	if cfg.SignInRate > 0 {
 		apiCfg.SignInLimit = ratelimit.New(cfg.SignInRate, max(1, int(4*cfg.SignInRate)), 100_000)
