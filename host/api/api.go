@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -56,11 +57,26 @@ type Config struct {
 	JWKSMaxAge time.Duration
 	// AWS mints AWS credentials; nil leaves /v1/mint-aws-creds answering 503.
 	AWS *awscreds.Broker
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For names
+	// the client (see ratelimit.ClientKey); empty, it is never believed.
+	TrustedProxies []netip.Prefix
 	// SignInLimit, if set, rate-limits the unauthenticated sign-in routes
-	// (nonce and sign-in) per client; BehindProxy says whether the client is
-	// named by the proxy's X-Forwarded-For.
+	// (nonce and sign-in) per client.
 	SignInLimit *ratelimit.Limiter
-	BehindProxy bool
+	// MintLimit, if set, rate-limits the bearer routes (mint-oidc-jwt,
+	// mint-aws-creds, session/revoke) per client: 429 rate_limited, counted
+	// in the audit store's aggregates rather than recorded one by one.
+	MintLimit *ratelimit.Limiter
+	// RefusalLimit, if set, is each client's budget of unauthenticated
+	// refusals on the bearer routes (no verified session: no bearer, a
+	// malformed, forged, expired or revoked one, a bad body). Within it they
+	// are answered with their own error; past it with 429 rate_limited, and
+	// counted (audit.Store.Count) rather than recorded one by one. Refusals
+	// with no well-formed bearer are always counted.
+	RefusalLimit *ratelimit.Limiter
+	// WalletMintLimit, if set, rate-limits minting per wallet, once the
+	// enclave has verified the session: 429 rate_limited, counted.
+	WalletMintLimit *ratelimit.Limiter
 	// MetricsElsewhere leaves /metrics off this handler (the host serves it on
 	// its own listener, --metrics-listen).
 	MetricsElsewhere bool
@@ -117,9 +133,9 @@ func New(cfg Config) (*API, error) {
 	a.route("GET "+httpapi.PathManifest, "manifest", a.manifest)
 	a.route("GET /v1/session/nonce", "session_nonce", a.limited(a.issuing(a.sessionNonce)))
 	a.route("POST /v1/session", "session", a.limited(a.issuing(a.createSession)))
-	a.route("POST /v1/session/revoke", "session_revoke", a.issuing(a.revokeSession))
-	a.route("POST /v1/mint-oidc-jwt", "mint_oidc_jwt", a.issuing(a.mintOIDCJWT))
-	a.route("POST /v1/mint-aws-creds", "mint_aws_creds", a.issuing(a.mintAWSCreds))
+	a.route("POST /v1/session/revoke", "session_revoke", a.bearerLimited(audit.KindSessionRevoke, a.issuing(a.revokeSession)))
+	a.route("POST /v1/mint-oidc-jwt", "mint_oidc_jwt", a.bearerLimited(audit.KindOIDCJWT, a.issuing(a.mintOIDCJWT)))
+	a.route("POST /v1/mint-aws-creds", "mint_aws_creds", a.bearerLimited(audit.KindAWSCreds, a.issuing(a.mintAWSCreds)))
 	if !cfg.MetricsElsewhere {
 		a.mux.Handle("GET /metrics", a.m.Handler())
 		a.allowed["/metrics"] = "GET"
@@ -198,13 +214,58 @@ func (a *API) limited(h http.HandlerFunc) http.HandlerFunc {
 		return h
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
-		if !a.cfg.SignInLimit.Allow(ratelimit.ClientKey(r, a.cfg.BehindProxy)) {
-			w.Header().Set("Retry-After", "1")
-			writeError(w, errorf(http.StatusTooManyRequests, KindRateLimited, "too many sign-in requests from this client; retry in a few seconds"))
+		if !a.cfg.SignInLimit.Allow(clientOf(r.Context())) {
+			writeError(w, tooMany(a.cfg.SignInLimit, "too many sign-in requests from this client"))
 			return
 		}
 		h(w, r)
 	}
+}
+
+// bearerLimited applies the per-client limit of the bearer routes
+// (MintLimit). A limited request reached nothing; it is counted in the audit
+// store's aggregates, so that a flood writes a handful of records.
+func (a *API) bearerLimited(kind string, h http.HandlerFunc) http.HandlerFunc {
+	if a.cfg.MintLimit == nil {
+		return h
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		client := clientOf(r.Context())
+		if !a.cfg.MintLimit.Allow(client) {
+			e := tooMany(a.cfg.MintLimit, "too many requests from this client")
+			a.count(audit.Record{Kind: kind, Outcome: audit.OutcomeRateLimited, Wallet: audit.WalletUnknown, Client: client, Detail: e.message})
+			writeError(w, e)
+			return
+		}
+		h(w, r)
+	}
+}
+
+// tooMany is the 429 rate_limited answer of limiter l, with its Retry-After.
+func tooMany(l *ratelimit.Limiter, what string) *httpError {
+	secs := int64((l.RetryAfter() + time.Second - 1) / time.Second)
+	e := errorf(http.StatusTooManyRequests, KindRateLimited, fmt.Sprintf("%s; retry in %d s", what, secs))
+	e.outcome = audit.OutcomeRateLimited
+	e.retryAfter = secs
+	return e
+}
+
+// walletLimited applies the per-wallet limit of minting (WalletMintLimit)
+// once the enclave has verified whose session it is. Its refusal is counted
+// (see refuse), not recorded one by one.
+func (a *API) walletLimited(wallet string) *httpError {
+	if l := a.cfg.WalletMintLimit; l != nil && !l.Allow(wallet) {
+		return tooMany(l, "too many credentials minted for this wallet")
+	}
+	return nil
+}
+
+type clientKeyCtx struct{}
+
+// clientOf is the client address route stored in ctx ("" outside a route).
+func clientOf(ctx context.Context) string {
+	c, _ := ctx.Value(clientKeyCtx{}).(string)
+	return c
 }
 
 func (a *API) route(pattern, name string, h http.HandlerFunc) {
@@ -213,6 +274,8 @@ func (a *API) route(pattern, name string, h http.HandlerFunc) {
 	a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
+		// Name the client once: the limits and the audit records use it.
+		r = r.WithContext(context.WithValue(r.Context(), clientKeyCtx{}, ratelimit.ClientKey(r, a.cfg.TrustedProxies)))
 		h(sw, r)
 		a.m.RequestSeconds.WithLabelValues(name).Observe(time.Since(start).Seconds())
 		a.m.Requests.WithLabelValues(name, sw.outcome()).Inc()
@@ -277,7 +340,7 @@ func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := a.cfg.Audit.Ping(ctx); err != nil {
 		status["audit"] = "failing"
-		failed = append(failed, "audit store")
+		failed = append(failed, "audit store ("+auditProblem(err)+")")
 		a.log.Warn("audit store not ready", "err", err)
 	}
 	if len(failed) > 0 {
@@ -288,6 +351,20 @@ func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, status)
+}
+
+// auditProblem says what is wrong with the audit store, for /readyz, which
+// anyone may read: what happened, but not the file's path.
+func auditProblem(err error) string {
+	switch {
+	case errors.Is(err, audit.ErrFileReplaced):
+		return audit.ErrFileReplaced.Error()
+	case errors.Is(err, audit.ErrNotWritable):
+		return audit.ErrNotWritable.Error()
+	case errors.Is(err, audit.ErrClosed):
+		return "closed"
+	}
+	return "unavailable"
 }
 
 func (a *API) discovery(w http.ResponseWriter, r *http.Request) {
@@ -343,6 +420,9 @@ func (a *API) call(ctx context.Context, op protocol.Op, req, resp any) error {
 // caller must not receive a credential.
 func (a *API) record(ctx context.Context, rec audit.Record) error {
 	start := time.Now()
+	if rec.Client == "" {
+		rec.Client = clientOf(ctx)
+	}
 	// The record must be written even if the client has gone: detach from its
 	// cancellation, but bound the wait.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -360,6 +440,12 @@ var errAudit = errorf(http.StatusInternalServerError, KindAuditError, "the audit
 
 // refuse records a refused attempt and answers with its error. If the record
 // cannot be written the answer is audit_error: still a refusal.
+//
+// Refusals that anyone can cause at any rate are counted (audit.Store.Count)
+// rather than recorded one by one: those before any bearer was read (see
+// preAuth), those past the client's refusal budget (RefusalLimit, spent by
+// every unauthenticated refusal, answered 429 once it is empty), and those
+// of the per-wallet limit.
 func (a *API) refuse(w http.ResponseWriter, r *http.Request, rec audit.Record, e *httpError) {
 	rec.Outcome = e.auditOutcome()
 	if rec.Detail != "" {
@@ -367,13 +453,71 @@ func (a *API) refuse(w http.ResponseWriter, r *http.Request, rec audit.Record, e
 	} else {
 		rec.Detail = e.message
 	}
-	if err := a.record(r.Context(), rec); err != nil {
+	rec.Client = clientOf(r.Context())
+	counted := e.kind == KindRateLimited // the wallet limit: a flood of its own
+	if unauthenticated(rec) {
+		if l := a.cfg.RefusalLimit; l != nil && !l.Allow(rec.Client) {
+			// Past the budget: answer 429, keep the outcome, and count.
+			counted = true
+			e = tooMany(l, "too many refused requests from this client (the last: "+truncate(e.message, 200)+")")
+		}
+		counted = counted || preAuth(rec)
+	}
+	var err error
+	if counted {
+		err = a.count(rec)
+	} else {
+		err = a.record(r.Context(), rec)
+	}
+	if err != nil {
 		e = errAudit
 	}
 	if rec.Kind == audit.KindOIDCJWT || rec.Kind == audit.KindAWSCreds {
 		a.m.Mints.WithLabelValues(rec.Kind, rec.Outcome).Inc()
 	}
 	writeError(w, e)
+}
+
+// preAuth reports whether rec is the refusal of a bearer route before any
+// bearer was read: anyone can cause it, at any rate, and it names no wallet
+// and no token, so it is worth a count, not a record. A refusal that carries
+// a bearer's hash or a wallet is recorded one by one.
+func preAuth(rec audit.Record) bool {
+	switch rec.Kind {
+	case audit.KindOIDCJWT, audit.KindAWSCreds, audit.KindSessionRevoke:
+		return rec.BearerSHA256 == "" && rec.Wallet == audit.WalletUnknown && !rec.HostAssertedWallet
+	}
+	return false
+}
+
+// unauthenticated reports whether rec is the refusal of a bearer route that no
+// verified session stands behind, for a reason the client controls: these
+// spend the client's refusal budget. A refusal the host caused (the enclave
+// down, STS failing) does not.
+func unauthenticated(rec audit.Record) bool {
+	switch rec.Kind {
+	case audit.KindOIDCJWT, audit.KindAWSCreds, audit.KindSessionRevoke:
+	default:
+		return false
+	}
+	if rec.Wallet != audit.WalletUnknown || rec.HostAssertedWallet {
+		return false
+	}
+	switch rec.Outcome {
+	case audit.OutcomeUnauthorized, audit.OutcomeRevoked, audit.OutcomeBadRequest, audit.OutcomePolicyRefused:
+		return true
+	}
+	return preAuth(rec)
+}
+
+// count adds a refusal to the audit store's aggregates.
+func (a *API) count(rec audit.Record) error {
+	err := a.cfg.Audit.Count(rec)
+	if err != nil {
+		a.m.AuditWriteErrors.Inc()
+		a.log.Error("audit count failed; refusing the request", "kind", rec.Kind, "outcome", rec.Outcome, "err", err)
+	}
+	return err
 }
 
 // bearer extracts the bearer token: "Bearer" in any case, one or more spaces,

@@ -225,6 +225,8 @@ func claimsOf(t *testing.T, jwt string) map[string]any {
 
 // TestRefusalsAreAudited: every refused mint is answered with the right status
 // and kind, returns no JWT, and leaves one audit record with the outcome.
+// (Refusals with no well-formed bearer are counted instead: see
+// TestPreAuthRefusalsAreCounted.)
 func TestRefusalsAreAudited(t *testing.T) {
 	b := testbroker.Start(t, testbroker.Options{})
 	tok, wallet := signIn(t, b)
@@ -240,10 +242,6 @@ func TestRefusalsAreAudited(t *testing.T) {
 		wallet  string
 		msg     string
 	}{
-		{"no header", "", "", 401, "unauthorized", "unauthorized", "unknown", "Bearer"},
-		{"basic auth", "Basic dXNlcjpwYXNz", "", 401, "unauthorized", "unauthorized", "unknown", "Bearer TOKEN"},
-		{"bearer without token", "Bearer", "", 401, "unauthorized", "unauthorized", "unknown", ""},
-		{"token with spaces", "Bearer a b", "", 401, "unauthorized", "unauthorized", "unknown", ""},
 		{"forged session", "Bearer " + strings.Join(forged, "."), "", 401, "unauthorized", "unauthorized", "unknown", "invalid session token"},
 		{"garbage token", "Bearer xyz", "", 401, "unauthorized", "unauthorized", "unknown", "invalid session token"},
 		{"ttl too short", "Bearer " + tok, `{"ttl_seconds":59}`, 400, "bad_request", "policy_refused", wallet, "between 60 and 3600"},

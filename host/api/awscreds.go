@@ -96,6 +96,10 @@ func (a *API) mintAWSCreds(w http.ResponseWriter, r *http.Request) {
 			a.refuse(w, r, rec, e)
 			return
 		}
+		if e := a.walletLimited(s.wallet); e != nil {
+			a.refuse(w, r, rec, e)
+			return
+		}
 		if duration, e = clampToSession(duration, p.info.Policy, s.expiresAt, s.hostAsserted); e != nil {
 			a.refuse(w, r, rec, e)
 			return

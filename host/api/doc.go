@@ -23,6 +23,20 @@
 // checks revocation once, with the session id the enclave verified, before it
 // releases anything.
 //
+// # Abuse limits
+//
+// Anyone can send a request with no bearer, or a forged one, at any rate, so
+// those refusals must not cost a record each. Every request names its client
+// once (ratelimit.ClientKey, believing X-Forwarded-For only from
+// [Config.TrustedProxies]), and the client is in every record. Refusals
+// before any bearer was read are counted ([audit.Store.Count]), one aggregate
+// record per client, kind and outcome per interval. Every unauthenticated
+// refusal spends the client's refusal budget ([Config.RefusalLimit]); past it
+// the answer is 429 rate_limited and the refusal is only counted. The bearer
+// routes have a generous per-client limit ([Config.MintLimit]) and minting a
+// per-wallet one ([Config.WalletMintLimit]), checked once the enclave has
+// verified the session; both are counted when they refuse.
+//
 // # Start here
 //
 // [New] takes a [Config]; the *API is an http.Handler. The binary in

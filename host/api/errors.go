@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strconv"
 
 	"github.com/agentkeys/broker/shared/httpapi"
 	"github.com/agentkeys/broker/shared/protocol"
@@ -31,6 +32,8 @@ type httpError struct {
 	kind    string
 	message string
 	outcome string // the audit outcome; derived from kind when empty
+	// retryAfter, if positive, is sent as Retry-After (seconds).
+	retryAfter int64
 }
 
 // auditOutcome is the outcome recorded for a refusal.
@@ -91,6 +94,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 func writeError(w http.ResponseWriter, e *httpError) {
 	if sw, ok := w.(*statusWriter); ok {
 		sw.kind = e.kind
+	}
+	if e.retryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.FormatInt(e.retryAfter, 10))
 	}
 	if e.status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="agentkeys"`)

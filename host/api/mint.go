@@ -54,6 +54,9 @@ func (a *API) mintJWT(ctx context.Context, tok, audience string, ttl int64, rec 
 			return protocol.MintOIDCResponse{}, e
 		}
 	}
+	if e := a.walletLimited(resp.Wallet); e != nil {
+		return protocol.MintOIDCResponse{}, e
+	}
 	return resp, nil
 }
 

@@ -53,3 +53,20 @@ func benchmarkAppend(b *testing.B, parallel bool, opts ...Option) {
 		b.ReportMetric(float64(st.Records)/float64(st.Commits), "records/commit")
 	}
 }
+
+// BenchmarkCount counts refusals from GOMAXPROCS goroutines and a few
+// clients, as a flood would: it must cost far less than an Append.
+func BenchmarkCount(b *testing.B) {
+	s := openTestSQLite(b)
+	r := Record{Kind: KindOIDCJWT, Outcome: OutcomeUnauthorized, Wallet: WalletUnknown, Client: "192.0.2.1",
+		Detail: "missing Authorization: Bearer header; sign in first (POST /v1/session)"}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := s.Count(r); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}

@@ -96,9 +96,37 @@
 // After [Store.Close], Append returns [ErrClosed]. Close waits for the
 // writer to commit everything already handed to it.
 //
-// [Store.Ping] is for /readyz: it checks that the database can be read. It
-// does not write (a probe that wrote would add to the log), so a full disk
-// shows up as failing Appends, not as a failing Ping.
+// # A file that vanishes
+//
+// SQLite keeps writing to a database file that was deleted or renamed over
+// while it has it open: the records would land in a file that nobody can read
+// again and that disappears when the host stops. So the writer holds one
+// connection for the life of the store (which keeps the -wal file in place),
+// notes which files the database and -wal paths named at open, and stats
+// both paths before and after every transaction. Once either names another
+// file or none, the store fails closed for good: that batch and every later
+// Append and Ping return an error wrapping [ErrFileReplaced], until the host
+// is restarted and opens a new log (and someone finds out what removed it).
+//
+// [Store.Ping] is for /readyz, and it proves that records can be committed:
+// it has the writer commit a transaction that rewrites the one row of the
+// heartbeat table (not the log) and reads audit_records, sharing the fsync
+// with any records committed beside it. A store it cannot write to (the
+// writer's connection broken, the file locked by another process, the table
+// gone) fails it with [ErrNotWritable].
+//
+// # Aggregated refusals
+//
+// Some refusals can be caused by anyone, at any rate: a request with no
+// bearer token at all. One record each would let a flood fill the disk.
+// [Store.Count] adds such a refusal to a running aggregate instead, one per
+// client, kind, outcome and wallet; at the end of each interval
+// ([DefaultAggregateInterval], see [WithAggregateInterval]) and on Close, each
+// aggregate is appended as one record whose Count is the number of refusals.
+// The number of clients with aggregates of their own in one interval is
+// bounded ([WithAggregateClients]); the refusals of any further client are
+// counted under [OtherClients]. Aggregates are not durable until written, so
+// a crash can lose an interval's count. Every other record has Count 1.
 //
 // # Storage backends
 //

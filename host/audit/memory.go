@@ -10,7 +10,12 @@ import (
 // Memory is a Store that keeps records in memory, for tests of the code that
 // uses a Store. It normalizes, validates and numbers records exactly as
 // SQLite does, and can be told to fail with SetFailure.
+//
+// Memory aggregates what Count is given until Flush or Close, which append
+// the aggregates; it has no interval of its own.
 type Memory struct {
+	agg *aggregator
+
 	mu      sync.Mutex
 	records []Record
 	failure error
@@ -21,7 +26,27 @@ var _ Store = (*Memory)(nil)
 
 // NewMemory returns an empty in-memory Store.
 func NewMemory() *Memory {
-	return &Memory{}
+	return &Memory{agg: newAggregator(DefaultAggregateClients)}
+}
+
+// Count implements Store.
+func (m *Memory) Count(r Record) error {
+	r, err := prepare(r, time.Now())
+	if err != nil {
+		return err
+	}
+	return m.agg.add(r)
+}
+
+// Flush appends the aggregates of everything counted since the last Flush,
+// as the end of an interval does.
+func (m *Memory) Flush(ctx context.Context) error {
+	for _, r := range m.agg.take(false) {
+		if _, err := m.Append(ctx, r); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // SetFailure makes every later Append, List and Ping fail with an error
@@ -96,8 +121,11 @@ func (m *Memory) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Close implements Store.
+// Close implements Store. It appends the pending aggregates first.
 func (m *Memory) Close() error {
+	for _, r := range m.agg.take(true) {
+		m.Append(context.Background(), r)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.closed = true

@@ -31,6 +31,7 @@ const (
 	OutcomeEnclaveError  = "enclave_error"
 	OutcomeSTSError      = "sts_error"
 	OutcomeInternal      = "internal"
+	OutcomeRateLimited   = "rate_limited"
 )
 
 // WalletUnknown is the Wallet of a record made before any wallet was known,
@@ -45,6 +46,7 @@ const (
 	MaxAudienceLen = 1024
 	MaxKidLen      = 256
 	MaxJTILen      = 256
+	MaxClientLen   = 256
 	maxNameLen     = 64 // Kind and Outcome
 )
 
@@ -91,6 +93,14 @@ type Record struct {
 	// compatibility backend (policy allow_host_asserted_wallet) and not
 	// proven to the enclave by a session token.
 	HostAssertedWallet bool
+	// Client is the address of the client that made the request, as the
+	// host determined it (ratelimit.ClientKey), or "" when unknown. Append
+	// cuts it to MaxClientLen bytes.
+	Client string
+	// Count is how many attempts the record stands for: 1 for every record
+	// except an aggregate of refusals (see Store.Count), which stands for
+	// Count refusals of one client. Append turns 0 into 1.
+	Count int64
 }
 
 // HashBearer returns the value for Record.BearerSHA256: the lowercase hex
@@ -118,6 +128,9 @@ func (r Record) Validate() error {
 	if y := r.Time.UTC().Year(); y < 1970 || y > 9999 {
 		return fmt.Errorf("%w: time %s is outside years 1970-9999", ErrInvalidRecord, r.Time.UTC().Format(time.RFC3339))
 	}
+	if r.Count < 1 {
+		return fmt.Errorf("%w: count is %d, must be at least 1", ErrInvalidRecord, r.Count)
+	}
 	if !isSnakeCase(r.Kind) {
 		return fmt.Errorf("%w: kind %.64q is not a snake_case name", ErrInvalidRecord, r.Kind)
 	}
@@ -139,6 +152,7 @@ func (r Record) Validate() error {
 		{"kid", r.Kid, MaxKidLen},
 		{"jti", r.JTI, MaxJTILen},
 		{"detail", r.Detail, MaxDetailLen},
+		{"client", r.Client, MaxClientLen},
 	} {
 		if len(f.value) > f.max {
 			return fmt.Errorf("%w: %s is %d bytes, longer than %d", ErrInvalidRecord, f.name, len(f.value), f.max)
@@ -165,6 +179,10 @@ func prepare(r Record, now time.Time) (Record, error) {
 	r.Kid = cleanText(r.Kid, MaxKidLen)
 	r.JTI = cleanText(r.JTI, MaxJTILen)
 	r.Detail = cleanText(r.Detail, MaxDetailLen)
+	r.Client = cleanText(r.Client, MaxClientLen)
+	if r.Count == 0 {
+		r.Count = 1
+	}
 	if err := r.Validate(); err != nil {
 		return Record{}, err
 	}

@@ -23,6 +23,8 @@ func validRecord() Record {
 		Kid:          "qOfvA8l3bBJW0C-rBGUZq3HqmXB0Jr3mXTvuYcmmPMY",
 		JTI:          "42",
 		Detail:       "minted",
+		Client:       "192.0.2.1",
+		Count:        1,
 	}
 }
 
@@ -86,6 +88,11 @@ func TestValidate(t *testing.T) {
 		{"jti too long", func(r *Record) { r.JTI = strings.Repeat("j", MaxJTILen+1) }, false, ""},
 		{"detail too long", func(r *Record) { r.Detail = strings.Repeat("x", MaxDetailLen+1) }, false, ""},
 		{"detail invalid UTF-8", func(r *Record) { r.Detail = "\xc3" }, false, ""},
+		{"aggregate count", func(r *Record) { r.Count = 100000 }, true, ""},
+		{"count zero", func(r *Record) { r.Count = 0 }, false, ""},
+		{"count negative", func(r *Record) { r.Count = -1 }, false, ""},
+		{"client too long", func(r *Record) { r.Client = strings.Repeat("c", MaxClientLen+1) }, false, ""},
+		{"client with NUL", func(r *Record) { r.Client = "192.0.2.1\x00" }, false, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -155,6 +162,16 @@ func TestPrepare(t *testing.T) {
 		{"client-chosen audience cleaned", func(r *Record) { r.Audience = "a\x00b\xffc" + strings.Repeat("z", 2*MaxAudienceLen) }, func(t *testing.T, got Record) {
 			if !strings.HasPrefix(got.Audience, "a\uFFFDb\uFFFDc") || len(got.Audience) > MaxAudienceLen {
 				t.Errorf("Audience = %.20q… (%d bytes)", got.Audience, len(got.Audience))
+			}
+		}},
+		{"count 0 is 1", func(r *Record) { r.Count = 0 }, func(t *testing.T, got Record) {
+			if got.Count != 1 {
+				t.Errorf("Count = %d, want 1", got.Count)
+			}
+		}},
+		{"client cleaned and cut", func(r *Record) { r.Client = "\xff" + strings.Repeat("c", 2*MaxClientLen) }, func(t *testing.T, got Record) {
+			if !strings.HasPrefix(got.Client, "\uFFFDc") || len(got.Client) > MaxClientLen {
+				t.Errorf("Client = %.20q… (%d bytes)", got.Client, len(got.Client))
 			}
 		}},
 		{"clean fields untouched", func(r *Record) {}, func(t *testing.T, got Record) {

@@ -27,7 +27,7 @@ const DefaultMaxBatch = 256
 const (
 	maxMaxBatch   = 4096
 	maxOpenConns  = 8 // one writer plus readers (List, Ping)
-	schemaVersion = 1
+	schemaVersion = 2
 )
 
 // sqlitePragmas are set by the DSN on every connection the pool opens, and
@@ -67,15 +67,33 @@ var schema = []string{
 		detail               TEXT    NOT NULL CHECK (length(CAST(detail AS BLOB)) <= %d),
 		host_asserted_wallet INTEGER NOT NULL CHECK (host_asserted_wallet IN (0, 1)),
 		leaf_hash            BLOB    CHECK (leaf_hash IS NULL OR length(leaf_hash) = 32),
-		tree_index           INTEGER UNIQUE CHECK (tree_index IS NULL OR tree_index >= 0)
+		tree_index           INTEGER UNIQUE CHECK (tree_index IS NULL OR tree_index >= 0),
+		count                INTEGER NOT NULL DEFAULT 1 CHECK (count >= 1),
+		client               TEXT    NOT NULL DEFAULT ''
 	) STRICT`, MaxDetailLen),
+	// One row, rewritten by every Ping: proof that the writer can commit,
+	// kept apart from the log so that probing adds nothing to it.
+	`CREATE TABLE IF NOT EXISTS heartbeat (
+		id              INTEGER PRIMARY KEY CHECK (id = 1),
+		time_unix_micro INTEGER NOT NULL
+	) STRICT`,
+}
+
+// migrations add the columns a database written by schema version 1 lacks
+// (count and client, version 2). Each is applied only if its column is
+// missing, so a half-migrated file is finished rather than refused.
+var migrations = []struct{ column, stmt string }{
+	{"count", `ALTER TABLE audit_records ADD COLUMN count INTEGER NOT NULL DEFAULT 1 CHECK (count >= 1)`},
+	{"client", `ALTER TABLE audit_records ADD COLUMN client TEXT NOT NULL DEFAULT ''`},
 }
 
 const (
 	recordColumns = `time_unix_micro, kind, outcome, wallet, bearer_sha256, audience,
-		ttl_seconds, kid, jti, detail, host_asserted_wallet`
+		ttl_seconds, kid, jti, detail, host_asserted_wallet, count, client`
 	insertRecord = `INSERT INTO audit_records (` + recordColumns + `)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	upsertHeartbeat = `INSERT INTO heartbeat (id, time_unix_micro) VALUES (1, ?)
+		ON CONFLICT (id) DO UPDATE SET time_unix_micro = excluded.time_unix_micro`
 	selectRecords = `SELECT seq, ` + recordColumns + ` FROM audit_records
 		WHERE seq > ? ORDER BY seq LIMIT ?`
 )
@@ -83,7 +101,22 @@ const (
 // SQLite is a Store in a local SQLite database file. See the package doc for
 // how it makes records durable.
 type SQLite struct {
-	db         *sql.DB
+	db *sql.DB
+	// conn is the writer's own connection, held for the life of the store.
+	// Holding it keeps SQLite's files open, so the -wal file is never
+	// removed and recreated under the store and files stays valid.
+	conn *sql.Conn
+	// files are the database and -wal files as they were when the store
+	// opened them. The writer compares each path with them around every
+	// commit; lost is set, for good, once one no longer matches.
+	files      []watchedFile
+	lost       atomic.Pointer[error]
+	agg        *aggregator
+	flushEvery time.Duration
+	flushStop  chan struct{}
+	flushDone  chan struct{}
+	closeOnce  sync.Once
+	closeErr   error
 	reqs       chan *appendRequest
 	writerDone chan struct{}
 	maxBatch   int
@@ -101,9 +134,17 @@ type SQLite struct {
 
 var _ Store = (*SQLite)(nil)
 
+type watchedFile struct {
+	path string
+	info os.FileInfo
+}
+
+// appendRequest is a record for the writer, or with probe a Ping: no record,
+// but a write to the heartbeat table in the writer's next transaction.
 type appendRequest struct {
-	rec  Record
-	done chan appendResult // buffered: the writer never blocks on a caller that gave up
+	probe bool
+	rec   Record
+	done  chan appendResult // buffered: the writer never blocks on a caller that gave up
 }
 
 type appendResult struct {
@@ -122,9 +163,24 @@ type Stats struct {
 type Option func(*sqliteConfig)
 
 type sqliteConfig struct {
-	maxBatch int
-	stall    func()
-	pragmas  []string
+	maxBatch   int
+	stall      func()
+	pragmas    []string
+	aggEvery   time.Duration
+	aggClients int
+}
+
+// WithAggregateInterval sets how often the aggregates of Count are written,
+// between a millisecond and a day. The default is DefaultAggregateInterval.
+func WithAggregateInterval(d time.Duration) Option {
+	return func(c *sqliteConfig) { c.aggEvery = d }
+}
+
+// WithAggregateClients sets how many clients get aggregates of their own in
+// one interval, between 1 and 1 000 000 (default DefaultAggregateClients);
+// the refusals of further clients are counted under OtherClients.
+func WithAggregateClients(n int) Option {
+	return func(c *sqliteConfig) { c.aggClients = n }
 }
 
 // WithMaxBatch sets the most records committed in one transaction, between
@@ -154,12 +210,19 @@ func testingOnlyPragmas(p ...string) Option {
 // synchronous=FULL, and refuses a database whose schema is newer than this
 // code. Close the returned store to stop its writer.
 func OpenSQLite(path string, opts ...Option) (*SQLite, error) {
-	cfg := sqliteConfig{maxBatch: DefaultMaxBatch, pragmas: sqlitePragmas}
+	cfg := sqliteConfig{maxBatch: DefaultMaxBatch, pragmas: sqlitePragmas,
+		aggEvery: DefaultAggregateInterval, aggClients: DefaultAggregateClients}
 	for _, o := range opts {
 		o(&cfg)
 	}
 	if cfg.maxBatch < 1 || cfg.maxBatch > maxMaxBatch {
 		return nil, fmt.Errorf("audit: max batch is %d, must be between 1 and %d", cfg.maxBatch, maxMaxBatch)
+	}
+	if cfg.aggEvery < time.Millisecond || cfg.aggEvery > 24*time.Hour {
+		return nil, fmt.Errorf("audit: aggregate interval is %s, must be between 1ms and 24h", cfg.aggEvery)
+	}
+	if cfg.aggClients < 1 || cfg.aggClients > 1_000_000 {
+		return nil, fmt.Errorf("audit: aggregate clients is %d, must be between 1 and 1000000", cfg.aggClients)
 	}
 	if path == "" {
 		return nil, errors.New("audit: database path is empty")
@@ -181,18 +244,56 @@ func OpenSQLite(path string, opts ...Option) (*SQLite, error) {
 		db.Close()
 		return nil, err
 	}
+	conn, files, err := pinWriter(db, abs)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
 
 	// The queue holds at least a default batch even when batches are small,
 	// so callers rarely block handing a record over.
 	s := &SQLite{
 		db:         db,
+		conn:       conn,
+		files:      files,
+		agg:        newAggregator(cfg.aggClients),
+		flushEvery: cfg.aggEvery,
+		flushStop:  make(chan struct{}),
+		flushDone:  make(chan struct{}),
 		reqs:       make(chan *appendRequest, max(cfg.maxBatch, DefaultMaxBatch)),
 		writerDone: make(chan struct{}),
 		maxBatch:   cfg.maxBatch,
 		stall:      cfg.stall,
 	}
 	go s.writer()
+	go s.flusher()
 	return s, nil
+}
+
+// pinWriter takes the writer's connection out of the pool, reads through it
+// so that SQLite has the -wal file open, and notes which files the database
+// and -wal paths name now.
+func pinWriter(db *sql.DB, abs string) (*sql.Conn, []watchedFile, error) {
+	ctx := context.Background()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("audit: failed to open the writer's connection: %w", err)
+	}
+	var v int64
+	if err := conn.QueryRowContext(ctx, `SELECT version FROM schema_version WHERE id = 1`).Scan(&v); err != nil {
+		conn.Close()
+		return nil, nil, fmt.Errorf("audit: failed to read through the writer's connection: %w", err)
+	}
+	var files []watchedFile
+	for _, p := range []string{abs, abs + "-wal"} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			conn.Close()
+			return nil, nil, fmt.Errorf("audit: failed to stat %s: %w", p, err)
+		}
+		files = append(files, watchedFile{p, fi})
+	}
+	return conn, files, nil
 }
 
 // createPrivateFile creates the database file 0600 before SQLite does, so it
@@ -320,8 +421,11 @@ func initSchema(db *sql.DB, abs string) error {
 		}
 	case err != nil:
 		return fmt.Errorf("audit: failed to read schema version: %w", err)
-	case v != schemaVersion:
-		return fmt.Errorf("audit: database schema version is %d, this broker supports %d: use a broker at least as new as the one that wrote it", v, schemaVersion)
+	case v < 1 || v > schemaVersion:
+		return fmt.Errorf("audit: database schema version is %d, this broker supports 1 to %d: use a broker at least as new as the one that wrote it", v, schemaVersion)
+	}
+	if err := migrate(ctx, tx); err != nil {
+		return err
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("audit: failed to create schema: %w", err)
@@ -349,6 +453,40 @@ func initSchema(db *sql.DB, abs string) error {
 	return nil
 }
 
+// migrate brings audit_records up to schemaVersion, adding the columns it
+// lacks, and records the version.
+func migrate(ctx context.Context, tx *sql.Tx) error {
+	rows, err := tx.QueryContext(ctx, `SELECT name FROM pragma_table_info('audit_records')`)
+	if err != nil {
+		return fmt.Errorf("audit: failed to read the table's columns: %w", err)
+	}
+	have := map[string]bool{}
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			rows.Close()
+			return fmt.Errorf("audit: failed to read the table's columns: %w", err)
+		}
+		have[name] = true
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("audit: failed to read the table's columns: %w", err)
+	}
+	for _, m := range migrations {
+		if have[m.column] {
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, m.stmt); err != nil {
+			return fmt.Errorf("audit: failed to add column %s: %w", m.column, err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE schema_version SET version = ? WHERE id = 1`, schemaVersion); err != nil {
+		return fmt.Errorf("audit: failed to record schema version: %w", err)
+	}
+	return nil
+}
+
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
@@ -367,6 +505,9 @@ func syncDir(dir string) error {
 func (s *SQLite) Append(ctx context.Context, r Record) (Record, error) {
 	if err := ctx.Err(); err != nil {
 		return Record{}, err
+	}
+	if lost := s.lost.Load(); lost != nil {
+		return Record{}, *lost
 	}
 	r, err := prepare(r, time.Now())
 	if err != nil {
@@ -442,28 +583,74 @@ func (s *SQLite) writer() {
 
 // commit stores batch in one transaction and answers every request in it.
 // Either all of them are committed or every one gets the error.
+//
+// The files are checked before the transaction, so that nothing is written
+// to a file already unlinked, and again after it, so that a file removed
+// while the transaction ran fails the records it holds: they are in a file
+// that will vanish, and the callers must not hand out credentials for them.
 func (s *SQLite) commit(batch []*appendRequest) {
-	seqs, err := s.insert(batch)
+	n := 0
+	for _, req := range batch {
+		if !req.probe {
+			n++
+		}
+	}
+	err := s.checkFiles()
+	var seqs []int64
+	if err == nil {
+		if seqs, err = s.insert(batch); err == nil {
+			s.commits.Add(1)
+			err = s.checkFiles()
+		}
+	}
 	if err != nil {
-		s.failedRecords.Add(int64(len(batch)))
-		err = fmt.Errorf("audit: failed to store record (batch of %d not committed): %w", len(batch), err)
+		s.failedRecords.Add(int64(n))
+		if !errors.Is(err, ErrFileReplaced) {
+			err = fmt.Errorf("audit: failed to store record (batch of %d not committed): %w", n, err)
+		}
 		for _, req := range batch {
 			req.done <- appendResult{err: err}
 		}
 		return
 	}
-	s.commits.Add(1)
-	s.records.Add(int64(len(batch)))
+	s.records.Add(int64(n))
 	for i, req := range batch {
 		req.done <- appendResult{seq: seqs[i]}
 	}
+}
+
+// checkFiles reports an error wrapping ErrFileReplaced if the database or
+// -wal path no longer names the file the store has open, and from then on
+// always. One stat per file: cheap enough for every commit.
+func (s *SQLite) checkFiles() error {
+	if lost := s.lost.Load(); lost != nil {
+		return *lost
+	}
+	for _, f := range s.files {
+		fi, err := os.Stat(f.path)
+		var what string
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			what = "was deleted"
+		case err != nil:
+			return fmt.Errorf("failed to check the database file: %w", err)
+		case !os.SameFile(fi, f.info):
+			what = "was replaced by another file"
+		default:
+			continue
+		}
+		err = fmt.Errorf("audit: %w: %s %s while the host had it open; records written from then on would be lost, so none are: restart the host to open a new log, and find out what removed it", ErrFileReplaced, f.path, what)
+		s.lost.CompareAndSwap(nil, &err)
+		return *s.lost.Load()
+	}
+	return nil
 }
 
 func (s *SQLite) insert(batch []*appendRequest) ([]int64, error) {
 	// Not a caller's context: one caller giving up must not fail the
 	// others' records. busy_timeout bounds the wait for the write lock.
 	ctx := context.Background()
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, err := s.conn.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("failed to begin transaction: %w", err)
 	}
@@ -474,15 +661,32 @@ func (s *SQLite) insert(batch []*appendRequest) ([]int64, error) {
 	}
 	defer stmt.Close()
 	seqs := make([]int64, len(batch))
+	probed := false
 	for i, req := range batch {
+		if req.probe {
+			probed = true
+			continue
+		}
 		r := req.rec
 		res, err := stmt.ExecContext(ctx, r.Time.UnixMicro(), r.Kind, r.Outcome, r.Wallet,
-			r.BearerSHA256, r.Audience, r.TTLSeconds, r.Kid, r.JTI, r.Detail, boolInt(r.HostAssertedWallet))
+			r.BearerSHA256, r.Audience, r.TTLSeconds, r.Kid, r.JTI, r.Detail, boolInt(r.HostAssertedWallet),
+			r.Count, r.Client)
 		if err != nil {
 			return nil, fmt.Errorf("failed to insert: %w", err)
 		}
 		if seqs[i], err = res.LastInsertId(); err != nil {
 			return nil, fmt.Errorf("failed to read assigned seq: %w", err)
+		}
+	}
+	if probed {
+		// A Ping: write the heartbeat, and read the log's table so that a
+		// store whose table is gone is not reported ready.
+		if _, err := tx.ExecContext(ctx, upsertHeartbeat, time.Now().UnixMicro()); err != nil {
+			return nil, fmt.Errorf("failed to write the heartbeat: %w", err)
+		}
+		var last int64
+		if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(seq), 0) FROM audit_records`).Scan(&last); err != nil {
+			return nil, fmt.Errorf("failed to read audit_records: %w", err)
 		}
 	}
 	if err := tx.Commit(); err != nil {
@@ -519,7 +723,7 @@ func (s *SQLite) List(ctx context.Context, afterSeq int64, limit int) ([]Record,
 		var r Record
 		var micros, hostAsserted int64
 		if err := rows.Scan(&r.Seq, &micros, &r.Kind, &r.Outcome, &r.Wallet, &r.BearerSHA256,
-			&r.Audience, &r.TTLSeconds, &r.Kid, &r.JTI, &r.Detail, &hostAsserted); err != nil {
+			&r.Audience, &r.TTLSeconds, &r.Kid, &r.JTI, &r.Detail, &hostAsserted, &r.Count, &r.Client); err != nil {
 			return nil, fmt.Errorf("audit: failed to read record: %w", err)
 		}
 		r.Time = time.UnixMicro(micros).UTC()
@@ -532,20 +736,85 @@ func (s *SQLite) List(ctx context.Context, afterSeq int64, limit int) ([]Record,
 	return out, nil
 }
 
-// Ping implements Store: it reads from audit_records. It does not write, so
-// it cannot see a full disk; an Append failing for that reason fails only
-// its own caller.
+// Ping implements Store: it has the writer commit a transaction that
+// rewrites the heartbeat row and reads audit_records, sharing the fsync of
+// whatever records are being committed with it. So it fails (with an error
+// wrapping ErrNotWritable) when records cannot be committed: the writer's
+// connection broken, the table gone, the file locked by another process for
+// longer than ctx allows; and (wrapping ErrFileReplaced) once the database
+// file was deleted or replaced.
 func (s *SQLite) Ping(ctx context.Context) error {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed {
-		return ErrClosed
+	if lost := s.lost.Load(); lost != nil {
+		return *lost
 	}
-	var last int64
-	if err := s.db.QueryRowContext(ctx, `SELECT coalesce(max(seq), 0) FROM audit_records`).Scan(&last); err != nil {
-		return fmt.Errorf("audit: database unavailable: %w", err)
+	req := &appendRequest{probe: true, done: make(chan appendResult, 1)}
+	if err := s.enqueue(ctx, req); err != nil {
+		if errors.Is(err, ErrClosed) {
+			return err
+		}
+		return fmt.Errorf("audit: %w: the writer's queue stayed full: %w", ErrNotWritable, err)
 	}
-	return nil
+	select {
+	case res := <-req.done:
+		if res.err != nil && !errors.Is(res.err, ErrFileReplaced) {
+			return fmt.Errorf("audit: %w: %w", ErrNotWritable, res.err)
+		}
+		return res.err
+	case <-ctx.Done():
+		return fmt.Errorf("audit: %w: the writer did not commit in time: %w", ErrNotWritable, ctx.Err())
+	}
+}
+
+// Count implements Store. The aggregates are appended every interval
+// (WithAggregateInterval) and by Close.
+func (s *SQLite) Count(r Record) error {
+	r, err := prepare(r, time.Now())
+	if err != nil {
+		return err
+	}
+	return s.agg.add(r)
+}
+
+// Flush appends the aggregates of everything counted so far, as the end of
+// an interval does, and starts a new interval.
+func (s *SQLite) Flush(ctx context.Context) error {
+	return s.appendAll(ctx, s.agg.take(false))
+}
+
+// appendAll appends recs at once, so the writer commits them together.
+func (s *SQLite) appendAll(ctx context.Context, recs []Record) error {
+	errs := make([]error, len(recs))
+	var wg sync.WaitGroup
+	for i, r := range recs {
+		wg.Go(func() { _, errs[i] = s.Append(ctx, r) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// flusher appends the aggregates at the end of every interval, and once more
+// when Close stops it.
+func (s *SQLite) flusher() {
+	defer close(s.flushDone)
+	t := time.NewTicker(s.flushEvery)
+	defer t.Stop()
+	for {
+		final := false
+		select {
+		case <-t.C:
+		case <-s.flushStop:
+			final = true
+		}
+		// Bounded: a writer stuck on a locked file must not hold Close.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		// A failure is in the stats (FailedRecords) and, for a broken
+		// store, in Ping; the refusals counted were refused regardless.
+		s.appendAll(ctx, s.agg.take(final))
+		cancel()
+		if final {
+			return
+		}
+	}
 }
 
 // Stats returns the writer's counters.
@@ -557,21 +826,22 @@ func (s *SQLite) Stats() Stats {
 	}
 }
 
-// Close implements Store. It lets the writer commit every record already
-// handed to it, then closes the database. Appends that have not been handed
-// over get ErrClosed.
+// Close implements Store. It appends the pending aggregates, lets the
+// writer commit every record already handed to it, then closes the
+// database. Appends that have not been handed over get ErrClosed.
 func (s *SQLite) Close() error {
-	s.mu.Lock()
-	if s.closed {
+	s.closeOnce.Do(func() {
+		close(s.flushStop)
+		<-s.flushDone
+		s.mu.Lock()
+		s.closed = true
+		close(s.reqs)
 		s.mu.Unlock()
-		return nil
-	}
-	s.closed = true
-	close(s.reqs)
-	s.mu.Unlock()
-	<-s.writerDone
-	if err := s.db.Close(); err != nil {
-		return fmt.Errorf("audit: failed to close database: %w", err)
-	}
-	return nil
+		<-s.writerDone
+		s.conn.Close()
+		if err := s.db.Close(); err != nil {
+			s.closeErr = fmt.Errorf("audit: failed to close database: %w", err)
+		}
+	})
+	return s.closeErr
 }

@@ -270,14 +270,14 @@ func TestSQLiteSchemaVersion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.db.Exec(`UPDATE schema_version SET version = 2`); err != nil {
+	if _, err := s.db.Exec(`UPDATE schema_version SET version = 3`); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
 	if s, err := OpenSQLite(path); err == nil {
 		s.Close()
 		t.Fatal("OpenSQLite accepted a database with a newer schema")
-	} else if !strings.Contains(err.Error(), "schema version is 2") {
+	} else if !strings.Contains(err.Error(), "schema version is 3") {
 		t.Errorf("OpenSQLite = %v, want an error naming the schema version", err)
 	}
 }
@@ -335,9 +335,12 @@ func TestSQLiteFailedBatch(t *testing.T) {
 			pingFails: true,
 		},
 		{
-			name: "database closed underneath",
+			name: "database and writer's connection closed underneath",
 			breakIt: func(t *testing.T, s *SQLite) {
 				if err := s.db.Close(); err != nil {
+					t.Fatal(err)
+				}
+				if err := s.conn.Close(); err != nil {
 					t.Fatal(err)
 				}
 			},

@@ -12,6 +12,15 @@ const MaxListLimit = 1000
 // ErrClosed is returned by every Store method called after Close.
 var ErrClosed = errors.New("audit store is closed")
 
+// ErrFileReplaced is wrapped by the errors of a SQLite store whose database
+// file (or its -wal file) was deleted or replaced under it. Records written
+// after that would go to a file nobody can read again, so from then on every
+// Append and Ping fails, until the host is restarted.
+var ErrFileReplaced = errors.New("database file was deleted or replaced")
+
+// ErrNotWritable is wrapped by the error of a Ping that could not write.
+var ErrNotWritable = errors.New("database cannot be written")
+
 // Store is where the host keeps audit records.
 //
 // Implementations are safe for concurrent use.
@@ -29,12 +38,28 @@ type Store interface {
 	// one that was.
 	Append(ctx context.Context, r Record) (Record, error)
 
+	// Count adds r, a refusal, to the store's aggregate of the refusals with
+	// r's Client, Kind, Outcome and Wallet in the current interval, instead
+	// of storing it as a record of its own. At the end of each interval, and
+	// on Close, each aggregate is appended as one record: the first
+	// refusal's Time, Count the number of refusals, Detail the first one's
+	// and the span of times. Other fields are not kept.
+	//
+	// Count is for refusals that anyone can cause at any rate, such as
+	// requests with no bearer token: a flood of them writes a handful of
+	// records per interval instead of one each. It does not wait for the
+	// disk, so an aggregate can be lost in a crash; use Append for anything
+	// that gates a credential. It fails only for an invalid record or a
+	// closed store.
+	Count(r Record) error
+
 	// List returns up to limit records with Seq greater than afterSeq, in
 	// Seq order. limit must be positive; values above MaxListLimit are
 	// lowered to it. Page through the log with afterSeq = the last Seq seen.
 	List(ctx context.Context, afterSeq int64, limit int) ([]Record, error)
 
-	// Ping reports whether the store can be reached, for /readyz.
+	// Ping reports whether the store can be written, for /readyz: an error
+	// wrapping ErrFileReplaced or ErrNotWritable says why not.
 	Ping(ctx context.Context) error
 
 	// Close waits for pending Appends to finish, then releases the store.

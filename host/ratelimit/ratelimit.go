@@ -1,7 +1,14 @@
-// Package ratelimit is a per-client token bucket for the host's unauthenticated
-// routes (sign-in nonces and sign-ins). Without it one client could hold the
-// enclave's bounded store of outstanding nonces full and lock every agent out
-// of signing in, or spend the enclave's CPU on signature recovery.
+// Package ratelimit is a per-client token bucket for the host's routes, and
+// the rule that names the client ([ClientKey]).
+//
+// The host limits sign-in (nonces and sign-ins): without that one client could
+// hold the enclave's bounded store of outstanding nonces full and lock every
+// agent out of signing in, or spend the enclave's CPU on signature recovery.
+// It limits minting per client, generously, and refusals before
+// authentication per client, strictly (see host/api).
+//
+// The client is the peer's address; X-Forwarded-For is believed only as far
+// as it was written by proxies the operator named (--trusted-proxies).
 //
 // Memory is bounded: at most MaxKeys clients are tracked; past that, idle
 // buckets are dropped first, then arbitrary ones (a dropped client starts
@@ -9,8 +16,10 @@
 package ratelimit
 
 import (
+	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -60,6 +69,16 @@ func (l *Limiter) Allow(key string) bool {
 	return true
 }
 
+// RetryAfter is how long a client that was refused waits for its next
+// token: the interval between tokens, at least a second (the precision of
+// the Retry-After header).
+func (l *Limiter) RetryAfter() time.Duration {
+	if l.rate <= 0 {
+		return time.Hour
+	}
+	return max(time.Second, time.Duration(float64(time.Second)/l.rate))
+}
+
 // evict drops buckets that have refilled (idle clients), and if none has,
 // a tenth of them.
 func (l *Limiter) evict(now time.Time) {
@@ -76,21 +95,90 @@ func (l *Limiter) evict(now time.Time) {
 	}
 }
 
-// ClientKey names the client of r: its remote IP, or with behindProxy the
-// address the proxy appended last to X-Forwarded-For (the only entry the proxy
-// itself vouches for; earlier ones are the client's to forge).
-func ClientKey(r *http.Request, behindProxy bool) string {
-	if behindProxy {
-		if xff := r.Header.Values("X-Forwarded-For"); len(xff) > 0 {
-			parts := strings.Split(xff[len(xff)-1], ",")
-			if ip := strings.TrimSpace(parts[len(parts)-1]); net.ParseIP(ip) != nil {
-				return ip
+// ParseTrustedProxies parses the --trusted-proxies list: comma-separated
+// CIDR prefixes ("10.0.0.0/8") or single addresses ("192.0.2.7", taken as
+// /32 or /128). Spaces around entries are ignored; "" is the empty list.
+func ParseTrustedProxies(s string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if p, err := netip.ParsePrefix(f); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(f)
+		if err != nil || a.Zone() != "" {
+			return nil, fmt.Errorf("%q is neither a CIDR prefix nor an IP address", f)
+		}
+		a = a.Unmap()
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
+}
+
+// ClientKey names the client of r: the IP address of its peer, unless that
+// peer is a trusted proxy (in one of the trusted prefixes). Then it walks
+// X-Forwarded-For from the right (every header line, in order, each a
+// comma-separated list) past the addresses of trusted proxies, and names the
+// first address that is not one: the right-most untrusted hop. Entries to
+// its left are whatever the client chose to send, so they are never read.
+//
+// If every hop is trusted, the left-most is the client; an entry that is
+// not an IP address ends the walk at the trusted hop to its right. With no
+// trusted prefixes X-Forwarded-For is ignored: a client could forge it.
+func ClientKey(r *http.Request, trusted []netip.Prefix) string {
+	peer, ok := parseHop(r.RemoteAddr)
+	if !ok {
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		if err != nil {
+			return r.RemoteAddr
+		}
+		return host
+	}
+	if !isTrusted(peer, trusted) {
+		return peer.String()
+	}
+	client := peer
+	xff := r.Header.Values("X-Forwarded-For")
+	for i := len(xff) - 1; i >= 0; i-- {
+		hops := strings.Split(xff[i], ",")
+		for j := len(hops) - 1; j >= 0; j-- {
+			hop, ok := parseHop(strings.TrimSpace(hops[j]))
+			if !ok {
+				return client.String()
+			}
+			client = hop
+			if !isTrusted(hop, trusted) {
+				return hop.String()
 			}
 		}
 	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	return client.String()
+}
+
+// parseHop parses an address with or without a port ("192.0.2.1",
+// "192.0.2.1:443", "[2001:db8::1]:443", "2001:db8::1"), without its zone,
+// IPv4-mapped IPv6 addresses as IPv4.
+func parseHop(s string) (netip.Addr, bool) {
+	a, err := netip.ParseAddr(s)
 	if err != nil {
-		return r.RemoteAddr
+		ap, err2 := netip.ParseAddrPort(s)
+		if err2 != nil {
+			return netip.Addr{}, false
+		}
+		a = ap.Addr()
 	}
-	return host
+	return a.WithZone("").Unmap(), true
+}
+
+func isTrusted(a netip.Addr, trusted []netip.Prefix) bool {
+	for _, p := range trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }

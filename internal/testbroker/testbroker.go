@@ -49,6 +49,9 @@ type Options struct {
 	AWS func(issuer string) *awscreds.Broker
 	// Logger, if set, is the API's logger.
 	Logger *slog.Logger
+	// Configure, if set, adjusts the API's configuration last (limits,
+	// trusted proxies).
+	Configure func(*api.Config)
 }
 
 // Broker is a running in-process broker.
@@ -123,6 +126,9 @@ func Start(t testing.TB, opts Options) *Broker {
 		if err != nil {
 			t.Fatal(err)
 		}
+	}
+	if opts.Configure != nil {
+		opts.Configure(&cfg)
 	}
 	a, err := api.New(cfg)
 	if err != nil {

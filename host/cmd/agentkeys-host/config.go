@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/agentkeys/broker/host/awscreds"
+	"github.com/agentkeys/broker/host/ratelimit"
 	"github.com/agentkeys/broker/shared/policy"
 )
 
@@ -47,14 +49,25 @@ type config struct {
 	SessionDuration  time.Duration
 	SkipStartupCheck bool
 	SignInRate       float64 // sign-in requests per second per client; 0 = off
-	MetricsListen    string  // "" = /metrics on the API listener
-	DaemonKeyID      string  // legacy static pair, environment only: never a flag
-	DaemonSecret     string
+
+	// Abuse limits (see docs/operator.md).
+	TrustedProxies  []netip.Prefix // proxies whose X-Forwarded-For is believed; none = never
+	MintRate        float64        // bearer-route requests per second per client; 0 = off
+	MintBurst       int
+	WalletMintRate  float64 // mints per second per wallet; 0 = off
+	RefusalRate     float64 // refusals before authentication per second per client; 0 = no budget
+	RefusalBurst    int
+	RefusalInterval time.Duration // how often aggregated refusals are written
+	RefusalClients  int           // clients with aggregates of their own per interval
+	MetricsListen   string        // "" = /metrics on the API listener
+	DaemonKeyID     string        // legacy static pair, environment only: never a flag
+	DaemonSecret    string
 }
 
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
 	c := &config{}
 	var port, ttl, grace, httpsPort, httpPort, sessDur, signInRate string
+	var trustedProxies, mintRate, mintBurst, walletMintRate, refusalRate, refusalBurst, refusalInterval, refusalClients string
 	fs := flag.NewFlagSet("agentkeys-host", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	flags := []struct {
@@ -83,6 +96,14 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		{"session-duration", "BROKER_SESSION_DURATION_SECONDS", "3600", "default AWS credential lifetime in seconds, within the enclave policy's aws_duration bounds (900-43200 by default)", &sessDur},
 		{"metrics-listen", "BROKER_METRICS_LISTEN", "", "serve /metrics only on this address (e.g. 127.0.0.1:9091) instead of the public API listener", &c.MetricsListen},
 		{"sign-in-rate", "BROKER_SIGN_IN_RATE", "5", "sign-in requests (nonce and sign-in) per second per client, bursts of 4x; 0 turns the limit off", &signInRate},
+		{"trusted-proxies", "BROKER_TRUSTED_PROXIES", "", "comma-separated CIDRs of reverse proxies whose X-Forwarded-For names the client (the right-most untrusted hop); empty: X-Forwarded-For is ignored", &trustedProxies},
+		{"mint-rate", "BROKER_MINT_RATE", "10000", "requests per second per client on the bearer routes (mint-oidc-jwt, mint-aws-creds, session/revoke); over it 429; 0 turns the limit off", &mintRate},
+		{"mint-burst", "BROKER_MINT_BURST", "20000", "burst of --mint-rate", &mintBurst},
+		{"mint-rate-per-wallet", "BROKER_MINT_RATE_PER_WALLET", "10000", "credentials minted per second per wallet (after the enclave verified the session), bursts of 2x; over it 429; 0 turns the limit off", &walletMintRate},
+		{"refusal-rate", "BROKER_REFUSAL_RATE", "10", "unauthenticated refusals (no, a malformed or an unverifiable bearer) per second per client answered with their error and, if they carry a bearer, recorded one by one; past it 429 and only counted; 0: no budget, never 429", &refusalRate},
+		{"refusal-burst", "BROKER_REFUSAL_BURST", "50", "burst of --refusal-rate", &refusalBurst},
+		{"refusal-interval", "BROKER_REFUSAL_INTERVAL", "1m", "how often refusals before authentication are written to the audit log, as one record per client, route and outcome with a count (1s to 1h)", &refusalInterval},
+		{"refusal-clients", "BROKER_REFUSAL_CLIENTS", "1000", "clients with aggregate records of their own per --refusal-interval; further clients are counted together as \"other\"", &refusalClients},
 	}
 	envOf := map[string]string{}
 	for _, f := range flags {
@@ -202,6 +223,30 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	}
 	if c.SignInRate, err = strconv.ParseFloat(signInRate, 64); err != nil || c.SignInRate < 0 || c.SignInRate > 10000 {
 		return nil, bad("sign-in-rate", signInRate, "want requests per second in [0, 10000]")
+	}
+	if c.TrustedProxies, err = ratelimit.ParseTrustedProxies(trustedProxies); err != nil {
+		return nil, bad("trusted-proxies", trustedProxies, err.Error())
+	}
+	if c.MintRate, err = strconv.ParseFloat(mintRate, 64); err != nil || !(c.MintRate >= 0 && c.MintRate <= 1e6) {
+		return nil, bad("mint-rate", mintRate, "want requests per second in [0, 1000000]")
+	}
+	if c.MintBurst, err = strconv.Atoi(mintBurst); err != nil || c.MintBurst < 1 || c.MintBurst > 10_000_000 {
+		return nil, bad("mint-burst", mintBurst, "want requests in [1, 10000000]")
+	}
+	if c.WalletMintRate, err = strconv.ParseFloat(walletMintRate, 64); err != nil || !(c.WalletMintRate >= 0 && c.WalletMintRate <= 1e6) {
+		return nil, bad("mint-rate-per-wallet", walletMintRate, "want mints per second in [0, 1000000]")
+	}
+	if c.RefusalRate, err = strconv.ParseFloat(refusalRate, 64); err != nil || !(c.RefusalRate >= 0 && c.RefusalRate <= 1e4) {
+		return nil, bad("refusal-rate", refusalRate, "want refusals per second in [0, 10000]")
+	}
+	if c.RefusalBurst, err = strconv.Atoi(refusalBurst); err != nil || c.RefusalBurst < 1 || c.RefusalBurst > 1_000_000 {
+		return nil, bad("refusal-burst", refusalBurst, "want refusals in [1, 1000000]")
+	}
+	if c.RefusalInterval, err = time.ParseDuration(refusalInterval); err != nil || c.RefusalInterval < time.Second || c.RefusalInterval > time.Hour {
+		return nil, bad("refusal-interval", refusalInterval, "want a duration from 1s to 1h, such as 1m")
+	}
+	if c.RefusalClients, err = strconv.Atoi(refusalClients); err != nil || c.RefusalClients < 1 || c.RefusalClients > 1_000_000 {
+		return nil, bad("refusal-clients", refusalClients, "want clients in [1, 1000000]")
 	}
 	if c.RoleARN != "" || getenv("BROKER_AGENT_ROLE_ARN") != "" || getenv("ACCOUNT_ID") != "" {
 		arn, err := awscreds.ResolveRoleARN(c.RoleARN, getenv("BROKER_AGENT_ROLE_ARN"), getenv("ACCOUNT_ID"))

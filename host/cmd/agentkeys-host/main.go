@@ -65,7 +65,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("failed to create the state dir: %w", err)
 	}
-	store, err := audit.OpenSQLite(cfg.AuditDB)
+	store, err := audit.OpenSQLite(cfg.AuditDB, audit.WithAggregateInterval(cfg.RefusalInterval), audit.WithAggregateClients(cfg.RefusalClients))
 	if err != nil {
 		return fmt.Errorf("failed to open the audit log: %w", err)
 	}
@@ -103,10 +103,22 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 		log.Warn("compatibility mode: opaque bearers are validated by the session backend; the enclave must allow host-asserted wallets", "backend", cfg.SessionBackend)
 	}
 	apiCfg.SessionDuration = cfg.SessionDuration
-	apiCfg.BehindProxy = cfg.BehindProxy
+	apiCfg.TrustedProxies = cfg.TrustedProxies
+	if cfg.BehindProxy && len(cfg.TrustedProxies) == 0 {
+		log.Warn("--behind-proxy without --trusted-proxies: X-Forwarded-For is ignored, so every client is the proxy's address and shares its limits")
+	}
 	apiCfg.MetricsElsewhere = cfg.MetricsListen != ""
 	if cfg.SignInRate > 0 {
 		apiCfg.SignInLimit = ratelimit.New(cfg.SignInRate, max(1, int(4*cfg.SignInRate)), 100_000)
+	}
+	if cfg.MintRate > 0 {
+		apiCfg.MintLimit = ratelimit.New(cfg.MintRate, cfg.MintBurst, 100_000)
+	}
+	if cfg.WalletMintRate > 0 {
+		apiCfg.WalletMintLimit = ratelimit.New(cfg.WalletMintRate, max(1, int(2*cfg.WalletMintRate)), 100_000)
+	}
+	if cfg.RefusalRate > 0 {
+		apiCfg.RefusalLimit = ratelimit.New(cfg.RefusalRate, cfg.RefusalBurst, 100_000)
 	}
 	if cfg.RoleARN != "" {
 		b, err := awscreds.New(ctx, awscreds.Config{Mode: awscreds.Mode(cfg.STSMode), RoleARN: cfg.RoleARN, Region: cfg.AWSRegion,

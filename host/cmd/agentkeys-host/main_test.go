@@ -125,6 +125,31 @@ func TestConfig(t *testing.T) {
 		{"tls and proxy", []string{"--tls-domain", "a.example.com", "--issuer", "https://a.example.com", "--behind-proxy"}, env(), nil, "exclude each other"},
 		{"missing ca root", []string{"--acme-ca-root", "/nonexistent.pem"}, env(), nil, "BROKER_ACME_CA_ROOT"},
 		{"extra argument", []string{"serve"}, env(), nil, "unexpected argument"},
+		{"abuse limit defaults", nil, env(), func(c *config) bool {
+			return len(c.TrustedProxies) == 0 && c.MintRate == 10000 && c.MintBurst == 20000 && c.WalletMintRate == 10000 && c.RefusalRate == 10 &&
+				c.RefusalBurst == 50 && c.RefusalInterval == time.Minute && c.RefusalClients == 1000
+		}, ""},
+		{"trusted proxies", nil, env("BROKER_TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.7,2001:db8::/32"), func(c *config) bool {
+			return fmt.Sprint(c.TrustedProxies) == "[10.0.0.0/8 192.0.2.7/32 2001:db8::/32]"
+		}, ""},
+		{"abuse limits set", []string{"--mint-rate", "0", "--mint-burst", "1", "--refusal-rate", "0.5", "--refusal-burst", "5", "--refusal-interval", "10s", "--refusal-clients", "7"}, env(), func(c *config) bool {
+			return c.MintRate == 0 && c.MintBurst == 1 && c.RefusalRate == 0.5 && c.RefusalBurst == 5 && c.RefusalInterval == 10*time.Second && c.RefusalClients == 7
+		}, ""},
+		{"bad trusted proxies", nil, env("BROKER_TRUSTED_PROXIES", "10.0.0.0/8,proxy.local"), nil, "BROKER_TRUSTED_PROXIES"},
+		{"bad trusted proxy prefix", nil, env("BROKER_TRUSTED_PROXIES", "10.0.0.0/40"), nil, "BROKER_TRUSTED_PROXIES"},
+		{"bad mint rate", nil, env("BROKER_MINT_RATE", "-1"), nil, "BROKER_MINT_RATE"},
+		{"mint rate not a number", nil, env("BROKER_MINT_RATE", "NaN"), nil, "BROKER_MINT_RATE"},
+		{"mint rate too high", nil, env("BROKER_MINT_RATE", "1e7"), nil, "BROKER_MINT_RATE"},
+		{"bad mint burst", nil, env("BROKER_MINT_BURST", "0"), nil, "BROKER_MINT_BURST"},
+		{"wallet mint rate", nil, env("BROKER_MINT_RATE_PER_WALLET", "2.5"), func(c *config) bool { return c.WalletMintRate == 2.5 }, ""},
+		{"bad wallet mint rate", nil, env("BROKER_MINT_RATE_PER_WALLET", "-3"), nil, "BROKER_MINT_RATE_PER_WALLET"},
+		{"bad refusal rate", nil, env("BROKER_REFUSAL_RATE", "x"), nil, "BROKER_REFUSAL_RATE"},
+		{"refusal rate too high", nil, env("BROKER_REFUSAL_RATE", "10001"), nil, "BROKER_REFUSAL_RATE"},
+		{"bad refusal burst", nil, env("BROKER_REFUSAL_BURST", "-5"), nil, "BROKER_REFUSAL_BURST"},
+		{"bad refusal interval", nil, env("BROKER_REFUSAL_INTERVAL", "60"), nil, "BROKER_REFUSAL_INTERVAL"},
+		{"refusal interval too short", nil, env("BROKER_REFUSAL_INTERVAL", "100ms"), nil, "BROKER_REFUSAL_INTERVAL"},
+		{"refusal interval too long", []string{"--refusal-interval", "2h"}, env(), nil, "BROKER_REFUSAL_INTERVAL"},
+		{"bad refusal clients", nil, env("BROKER_REFUSAL_CLIENTS", "0"), nil, "BROKER_REFUSAL_CLIENTS"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
