@@ -36,6 +36,9 @@ var (
 	ErrDecryption = errors.New("kmsrecipient: failed to decrypt the envelope: wrong key or damaged envelope")
 )
 
+// errTooMany is wrapped by fields when a value has more elements than allowed.
+var errTooMany = errors.New("kmsrecipient: malformed envelope: too many fields")
+
 // malformed returns an error about the envelope's structure.
 func malformed(format string, a ...any) error {
 	return fmt.Errorf("kmsrecipient: malformed envelope: "+format, a...)
@@ -134,12 +137,15 @@ func parseEnvelope(der []byte) (*envelope, error) {
 	if err != nil {
 		return nil, err
 	}
-	ris, err := fields(ed[1], tagSet, "recipientInfos", 0, MaxEnvelopeSize)
+	ris, err := fields(ed[1], tagSet, "recipientInfos", 0, 1)
+	if errors.Is(err, errTooMany) {
+		return nil, unsupported("several recipients; want exactly one")
+	}
 	if err != nil {
 		return nil, err
 	}
 	if len(ris) != 1 {
-		return nil, unsupported("%d recipients; want exactly one", len(ris))
+		return nil, unsupported("no recipient")
 	}
 	env := &envelope{}
 	riVersion, err := parseRecipient(ris[0], env)
@@ -351,16 +357,19 @@ func parseContent(v asn1.RawValue, env *envelope) error {
 		env.ciphertext = ec.Bytes
 	} else {
 		// [0] IMPLICIT over a constructed OCTET STRING: join the chunks.
-		chunks, err := fields(ec, tagContext0Cons, "encryptedContent", 0, MaxEnvelopeSize)
-		if err != nil {
-			return err
-		}
-		var ct []byte
-		for _, c := range chunks {
-			if err := primitive(c, asn1.TagOctetString, "encryptedContent chunk"); err != nil {
+		// The normaliser's header reader walks them; asn1.Unmarshal would
+		// allocate for each of what may be thousands of chunks.
+		ct := make([]byte, 0, len(ec.Bytes))
+		for rest := ec.Bytes; len(rest) > 0; {
+			tag, n, h, err := header(rest)
+			if err != nil {
 				return err
 			}
-			ct = append(ct, c.Bytes...)
+			if tag != tagOctetString || n < 0 {
+				return malformed("encryptedContent chunk has identifier 0x%02x, want a primitive OCTET STRING", tag)
+			}
+			ct = append(ct, rest[h:h+n]...)
+			rest = rest[h+n:]
 		}
 		env.ciphertext = ct
 	}
@@ -413,7 +422,7 @@ func fields(v asn1.RawValue, tag byte, what string, lo, hi int) ([]asn1.RawValue
 	rest := v.Bytes
 	for len(rest) > 0 {
 		if len(out) == hi {
-			return nil, malformed("%s has more than %d fields", what, hi)
+			return nil, fmt.Errorf("%w: %s has more than %d", errTooMany, what, hi)
 		}
 		var e asn1.RawValue
 		var err error

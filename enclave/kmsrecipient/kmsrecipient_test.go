@@ -272,11 +272,11 @@ func TestDecryptRefuses(t *testing.T) {
 			f.sealed.dataType = oid(1, 2, 840, 113549, 1, 9, 16, 1, 4)
 			return f.sealed.ber()
 		}},
-		{name: "two recipients", want: "2 recipients; want exactly one", mutate: func(f *fixture) []byte {
+		{name: "two recipients", want: "several recipients; want exactly one", mutate: func(f *fixture) []byte {
 			f.sealed.recipients = append(f.sealed.recipients, f.sealed.recipients[0])
 			return f.sealed.ber()
 		}},
-		{name: "no recipient", want: "0 recipients", mutate: func(f *fixture) []byte {
+		{name: "no recipient", want: "no recipient", mutate: func(f *fixture) []byte {
 			f.sealed.recipients = nil
 			return f.sealed.ber()
 		}},
