@@ -9,8 +9,12 @@
 #     GenerateDataKeyPair and GenerateRandom; "effective only when the Recipient parameter
 #     in the request specifies a signed attestation document". AWS's example compares it
 #     with StringEqualsIgnoreCase.
-#   kms:RecipientAttestation:PCR<N>       the same for PCR N (PCR1 kernel, PCR2
-#     application, PCR8 signing certificate).
+#   kms:RecipientAttestation:PCR<PCR_ID>  the same for one PCR: "Concatenate the PCR ID to the
+#     condition key name. The PCR value must be a lower-case hexadecimal string of up to 96
+#     bytes" (same guide, earlier page "AWS KMS condition keys for AWS Nitro Enclaves",
+#     conditions-nitro-enclaves.md in the awsdocs/aws-kms-developer-guide repository, whose
+#     examples also use StringEqualsIgnoreCase). PCR1 kernel, PCR2 application, PCR8 signing
+#     certificate. This script writes lower-case values.
 # A request without a Recipient has no such key in its context, hence the explicit
 # Deny on {"Null": {"kms:RecipientAttestation:ImageSha384": "true"}}: if the key policy
 # also lets IAM policies grant access (the default "Enable IAM User Permissions"
