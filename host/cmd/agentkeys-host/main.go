@@ -21,7 +21,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -80,18 +79,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	// The enclave client may connect before the API exists; whoever comes
-	// second publishes the newest Info (always read back from the client, so
-	// an older Info can never overwrite a newer one).
-	var published atomic.Pointer[api.API]
-	var enc *enclaveclient.Client
-	enc = enclaveclient.New(enclaveclient.Config{Dial: dial, Logger: log, OnInfo: func(protocol.InfoResponse) {
-		if a := published.Load(); a != nil {
-			if info, ok := enc.Info(); ok {
-				a.SetInfo(info)
-			}
-		}
-	}})
+	enc := enclaveclient.New(enclaveclient.Config{Dial: dial, Logger: log})
 	defer enc.Close()
 
 	apiCfg := api.Config{Issuer: cfg.Issuer, Enclave: enc, Audit: store, Revocations: revs,
@@ -131,10 +119,6 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	a, err := api.New(apiCfg)
 	if err != nil {
 		return err
-	}
-	published.Store(a)
-	if info, ok := enc.Info(); ok {
-		a.SetInfo(info)
 	}
 
 	var servers []*http.Server
