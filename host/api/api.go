@@ -64,8 +64,9 @@ type Config struct {
 	// named by the proxy's X-Forwarded-For.
 	SignInLimit *ratelimit.Limiter
 	BehindProxy bool
-	// MetricsElsewhere leaves /metrics off this handler (the host serves it on
-	// its own listener, --metrics-listen).
+	// MetricsElsewhere leaves /metrics off this handler: the host serves it on
+	// a listener of its own (--metrics-listen), or, on a public listener
+	// without --metrics-public, not at all.
 	MetricsElsewhere bool
 	// SessionDuration is the default AWS credential lifetime
 	// (BROKER_SESSION_DURATION_SECONDS, default 3600 s).

@@ -23,6 +23,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+
+	"github.com/agentkeys/broker/shared/cliflag"
 )
 
 const usage = `Usage:
@@ -100,7 +102,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		session: os.Getenv("AGENTKEYS_SESSION"),
 	}
 	fs := c.flagSet("agentkeys")
-	if err := fs.Parse(args); err != nil {
+	if err := cliflag.Parse(fs, args); err != nil {
 		return c.parseError(err)
 	}
 	args = fs.Args()
@@ -110,6 +112,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	cmd, args := args[0], args[1:]
 	switch cmd {
 	case "wallet":
+		// Flags may come before the subcommand too (wallet -h, wallet --wallet F new).
+		fs := c.flagSet("agentkeys wallet")
+		if err := cliflag.Parse(fs, args); err != nil {
+			return c.parseError(err)
+		}
+		args = fs.Args()
 		if len(args) == 0 {
 			return c.usageError("missing wallet command: new or address")
 		}
@@ -162,7 +170,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fs := c.flagSet("agentkeys exec")
 		fs.Int64Var(&o.duration, "duration", 0, "")
 		fs.StringVar(&o.region, "region", o.region, "")
-		if err := fs.Parse(args); err != nil {
+		if err := cliflag.Parse(fs, args); err != nil {
 			return c.parseError(err)
 		}
 		if fs.NArg() == 0 {
@@ -188,8 +196,6 @@ func envOr(key, def string) string {
 // set so far, so that they may also follow the command.
 func (c *cli) flagSet(name string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	fs.Usage = func() {}
 	fs.StringVar(&c.broker, "broker", c.broker, "")
 	fs.StringVar(&c.wallet, "wallet", c.wallet, "")
 	fs.StringVar(&c.session, "session", c.session, "")
@@ -203,7 +209,7 @@ func (c *cli) parse(name string, args []string) (int, bool) {
 }
 
 func (c *cli) parseWith(fs *flag.FlagSet, args []string) (int, bool) {
-	if err := fs.Parse(args); err != nil {
+	if err := cliflag.Parse(fs, args); err != nil {
 		return c.parseError(err), false
 	}
 	if fs.NArg() > 0 {
