@@ -111,6 +111,11 @@ func (c *Client) SignIn(ctx context.Context, key *secp256k1.PrivateKey, opts Sig
 	return &Session{Token: v.Session, Wallet: strings.ToLower(address), Expiration: time.Unix(v.Expiration, 0)}, nil
 }
 
+// ErrAlreadyRevoked is Revoke's error when the broker answers that the
+// session had been revoked before this call ({"revoked": false}): the session
+// is refused either way.
+var ErrAlreadyRevoked = errors.New("the session had already been revoked")
+
 // Revoke revokes the session whose bearer token is token
 // (POST /v1/session/revoke). The broker refuses it afterwards.
 func (c *Client) Revoke(ctx context.Context, token string) error {
@@ -118,13 +123,16 @@ func (c *Client) Revoke(ctx context.Context, token string) error {
 		return err
 	}
 	var v struct {
-		Revoked bool `json:"revoked"`
+		Revoked *bool `json:"revoked"`
 	}
 	if err := c.do(ctx, http.MethodPost, "/v1/session/revoke", token, nil, &v); err != nil {
 		return err
 	}
-	if !v.Revoked {
+	switch {
+	case v.Revoked == nil:
 		return errors.New("the broker did not confirm the revocation")
+	case !*v.Revoked:
+		return ErrAlreadyRevoked
 	}
 	return nil
 }
