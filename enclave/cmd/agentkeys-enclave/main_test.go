@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	stdlog "log"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -163,5 +165,19 @@ func TestStaticBinarySIGTERM(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), `"msg":"stopped"`) {
 		t.Fatalf("no clean stop in the log:\n%s", stderr.String())
+	}
+}
+
+// TestStandardLogIsJSON: what libraries print with the standard log package
+// reaches the JSON log.
+func TestStandardLogIsJSON(t *testing.T) {
+	w, flags, def := stdlog.Writer(), stdlog.Flags(), slog.Default()
+	t.Cleanup(func() { slog.SetDefault(def); stdlog.SetOutput(w); stdlog.SetFlags(flags) })
+	var buf strings.Builder
+	newLogger(&buf, slog.LevelInfo)
+	stdlog.Printf("a library speaks")
+	var rec map[string]any
+	if err := json.Unmarshal([]byte(buf.String()), &rec); err != nil || rec["msg"] != "a library speaks" {
+		t.Fatalf("standard log output: %q (%v)", buf.String(), err)
 	}
 }
