@@ -79,7 +79,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	log := newLogger(stderr, level)
 	if err := serve(log, *simulated, *stateDir, *listen, *policyF); err != nil {
-		log.Error("failed", "err", err.Error())
+		log.Error("exiting on an error", "err", err.Error())
 		return 1
 	}
 	return 0

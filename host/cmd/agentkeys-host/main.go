@@ -55,7 +55,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	if err := serve(ctx, cfg, log); err != nil {
-		log.Error("failed", "err", err.Error())
+		log.Error("exiting on an error", "err", err.Error())
 		return 1
 	}
 	return 0
