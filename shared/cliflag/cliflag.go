@@ -8,13 +8,17 @@
 //   - an error names the flag as the documentation does, with two dashes:
 //     "--port: invalid value "http": parse error", not the flag package's
 //     "invalid value "http" for flag -port: parse error".
+//
+// [PrintDefaults] prints the flags for -h the same way, with two dashes.
 package cliflag
 
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"regexp"
+	"strings"
 )
 
 // Parse parses args into fs, which must not print: its output and Usage are
@@ -51,4 +55,24 @@ func Rewrite(msg string) string {
 		}
 	}
 	return msg
+}
+
+// PrintDefaults writes fs's flags to w as flag.PrintDefaults does, but named
+// with two dashes, as the documentation and the error messages name them.
+func PrintDefaults(w io.Writer, fs *flag.FlagSet) {
+	fs.VisitAll(func(f *flag.Flag) {
+		name, usage := flag.UnquoteUsage(f)
+		var b strings.Builder
+		fmt.Fprintf(&b, "  --%s", f.Name)
+		if name != "" {
+			b.WriteString(" " + name)
+		}
+		b.WriteString("\n    \t" + strings.ReplaceAll(usage, "\n", "\n    \t"))
+		switch f.DefValue {
+		case "", "false", "0":
+		default:
+			fmt.Fprintf(&b, " (default %q)", f.DefValue)
+		}
+		fmt.Fprintln(w, b.String())
+	})
 }

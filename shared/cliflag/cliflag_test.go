@@ -3,6 +3,7 @@ package cliflag
 import (
 	"errors"
 	"flag"
+	"strings"
 	"testing"
 )
 
@@ -37,5 +38,17 @@ func TestParse(t *testing.T) {
 		if tt.want == flag.ErrHelp.Error() && !errors.Is(err, flag.ErrHelp) {
 			t.Errorf("%q: %v is not flag.ErrHelp", tt.args, err)
 		}
+	}
+}
+
+func TestPrintDefaults(t *testing.T) {
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	fs.String("listen", "vsock:5005", "where to serve: `ADDR`")
+	fs.Bool("simulated", false, "run simulated")
+	var b strings.Builder
+	PrintDefaults(&b, fs)
+	want := "  --listen ADDR\n    \twhere to serve: ADDR (default \"vsock:5005\")\n  --simulated\n    \trun simulated\n"
+	if b.String() != want {
+		t.Fatalf("got\n%s\nwant\n%s", b.String(), want)
 	}
 }

@@ -64,8 +64,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err := cliflag.Parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stdout, usage)
-			fs.SetOutput(stdout)
-			fs.PrintDefaults()
+			cliflag.PrintDefaults(stdout, fs)
 			return 0
 		}
 		return usageError(err.Error())

@@ -128,8 +128,7 @@ func parseConfig(args []string, getenv func(string) string, stdout io.Writer) (*
 	if err := cliflag.Parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(stdout, "usage: agentkeys-host [flags]\n\nThe AgentKeys host: OIDC issuer and credential broker in front of an agentkeys-enclave.\nEvery flag can also be set by the environment variable named in brackets.\n\nFlags:")
-			fs.SetOutput(stdout)
-			fs.PrintDefaults()
+			cliflag.PrintDefaults(stdout, fs)
 		}
 		return nil, err
 	}
