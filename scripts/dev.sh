@@ -12,6 +12,22 @@ issuer=${BROKER_OIDC_ISSUER:-http://127.0.0.1:$port}
 
 mkdir -p "$dev"
 chmod 700 "$dev"
+
+# One instance per state directory: a second one would truncate the running
+# one's logs and fight over its socket. The pid file is created atomically
+# (noclobber); one whose process is gone is stale and replaced.
+pidfile="$dev/dev.pid"
+lock() { (set -C; echo $$ >"$pidfile") 2>/dev/null; }
+if ! lock; then
+  other=$(cat "$pidfile" 2>/dev/null || true)
+  if [ -n "$other" ] && kill -0 "$other" 2>/dev/null; then
+    echo "agentkeys dev: already running in $dev (pid $other); stop it first (Ctrl-C where it runs, or kill $other), or set AGENTKEYS_DEV_DIR to another directory" >&2
+    exit 1
+  fi
+  rm -f "$pidfile"
+  lock || { echo "agentkeys dev: another instance is starting in $dev; try again" >&2; exit 1; }
+fi
+trap 'rm -f "$pidfile"' EXIT
 # The policy is rewritten each start so that it follows BROKER_OIDC_ISSUER.
 cat >"$dev/policy.json" <<JSON
 {"issuer": "$issuer"}
@@ -28,6 +44,7 @@ stop() {
   kill -TERM "$enclave" 2>/dev/null || true
   [ -n "$host" ] && wait "$host" 2>/dev/null || true
   wait "$enclave" 2>/dev/null || true
+  rm -f "$pidfile"
   echo "agentkeys dev: stopped (logs in $dev/)"
 }
 trap stop EXIT

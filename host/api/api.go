@@ -32,7 +32,11 @@ const MaxBodySize = 64 << 10
 // Enclave is the host's view of the enclave connection (enclaveclient.Client).
 type Enclave interface {
 	Call(ctx context.Context, op protocol.Op, req, resp any) error
-	Info() (protocol.InfoResponse, bool)
+	// Info returns the enclave's Info snapshot (false before the first
+	// connection). The host keeps no other copy of it: a snapshot is replaced
+	// whole, never modified, so what the API derives from it is cached keyed
+	// by its pointer.
+	Info() (*protocol.InfoResponse, bool)
 	Connected() bool
 }
 
@@ -77,8 +81,9 @@ type Config struct {
 	// WalletMintLimit, if set, rate-limits minting per wallet, once the
 	// enclave has verified the session: 429 rate_limited, counted.
 	WalletMintLimit *ratelimit.Limiter
-	// MetricsElsewhere leaves /metrics off this handler (the host serves it on
-	// its own listener, --metrics-listen).
+	// MetricsElsewhere leaves /metrics off this handler: the host serves it on
+	// a listener of its own (--metrics-listen), or, on a public listener
+	// without --metrics-public, not at all.
 	MetricsElsewhere bool
 	// SessionDuration is the AWS credential lifetime asked for when a caller
 	// gives none (BROKER_SESSION_DURATION_SECONDS); 0 leaves it to the enclave
@@ -97,20 +102,49 @@ type API struct {
 	// 404 for a known path with the wrong method.
 	allowed map[string]string
 
-	published atomic.Pointer[published]
+	published publishedCache
 }
 
-// published is what the host serves from memory, rebuilt on every enclave Info.
+// published is what the host serves from memory, derived from one snapshot of
+// the enclave's Info.
 type published struct {
+	info      *protocol.InfoResponse // the snapshot this was derived from
 	jwks      []byte
 	etag      string
 	discovery []byte
 	mismatch  string // non-empty when the enclave's issuer is not ours
-	info      protocol.InfoResponse
 }
 
-// New returns the API. Call SetInfo whenever the enclave's Info changes (the
-// enclave client's OnInfo hook).
+// publishedCache derives the published documents from the enclave client's
+// Info snapshot, which stays their one source: Load rebuilds them whenever the
+// snapshot is a new one (a reconnection), and otherwise returns the cached bytes.
+type publishedCache struct {
+	a *API
+	p atomic.Pointer[published]
+}
+
+// Load returns the documents for the enclave's current Info, or nil before the
+// enclave has been reached.
+func (c *publishedCache) Load() *published {
+	info, ok := c.a.cfg.Enclave.Info()
+	if !ok {
+		return nil
+	}
+	old := c.p.Load()
+	if old != nil && old.info == info {
+		return old
+	}
+	p := c.a.derive(info)
+	// Concurrent loads may derive the same snapshot twice; one of them logs.
+	if c.p.CompareAndSwap(old, p) && p.mismatch != "" {
+		c.a.log.Error("issuer mismatch", "host_issuer", c.a.cfg.Issuer, "enclave_issuer", info.Policy.Issuer)
+	}
+	return p
+}
+
+// New returns the API. It reads the enclave's keys and policy from
+// cfg.Enclave.Info on each request (served from a cache while the snapshot is
+// unchanged).
 func New(cfg Config) (*API, error) {
 	if cfg.Issuer == "" || cfg.Enclave == nil || cfg.Audit == nil || cfg.Revocations == nil {
 		return nil, errors.New("api: issuer, enclave, audit store and revocation store are required")
@@ -125,6 +159,7 @@ func New(cfg Config) (*API, error) {
 		cfg.JWKSMaxAge = 300 * time.Second
 	}
 	a := &API{cfg: cfg, log: cfg.Logger, m: cfg.Metrics, mux: http.NewServeMux(), allowed: map[string]string{}}
+	a.published.a = a
 	a.route("GET /healthz", "healthz", a.healthz)
 	a.route("GET /readyz", "readyz", a.readyz)
 	a.route("GET /.well-known/openid-configuration", "discovery", a.discovery)
@@ -154,7 +189,6 @@ func New(cfg Config) (*API, error) {
 		if err := a.checkSessionDuration(info.Policy); err != nil {
 			return nil, err
 		}
-		a.SetInfo(info)
 	}
 	return a, nil
 }
@@ -282,16 +316,15 @@ func (a *API) route(pattern, name string, h http.HandlerFunc) {
 	})
 }
 
-// SetInfo publishes the enclave's keys. It rebuilds the JWKS and discovery
-// documents, and records an issuer mismatch, which makes the host refuse to
-// serve them: AWS compares iss byte for byte with the registered issuer, and a
-// host that published one issuer while the enclave signed another would hand
-// out JWTs that fail in confusing ways.
-func (a *API) SetInfo(info protocol.InfoResponse) {
+// derive builds the JWKS and discovery documents from an Info snapshot, and
+// records an issuer mismatch, which makes the host refuse to serve them: AWS
+// compares iss byte for byte with the registered issuer, and a host that
+// published one issuer while the enclave signed another would hand out JWTs
+// that fail in confusing ways.
+func (a *API) derive(info *protocol.InfoResponse) *published {
 	p := &published{info: info}
 	if info.Policy.Issuer != a.cfg.Issuer {
 		p.mismatch = fmt.Sprintf("the host's issuer %q differs from the enclave policy's %q; set BROKER_OIDC_ISSUER to the policy's issuer", a.cfg.Issuer, info.Policy.Issuer)
-		a.log.Error("issuer mismatch", "host_issuer", a.cfg.Issuer, "enclave_issuer", info.Policy.Issuer)
 	}
 	p.jwks, _ = json.Marshal(jwk.Set{Keys: info.IssuerKeys})
 	sum := sha256.Sum256(p.jwks)
@@ -306,7 +339,7 @@ func (a *API) SetInfo(info protocol.InfoResponse) {
 		"claims_supported": []string{"iss", "sub", "aud", "iat", "nbf", "exp", "jti",
 			"agentkeys_user_wallet", "https://aws.amazon.com/tags"},
 	})
-	a.published.Store(p)
+	return p
 }
 
 func (a *API) current() (*published, *httpError) {

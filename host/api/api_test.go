@@ -418,10 +418,9 @@ func TestEnclaveDownAndBack(t *testing.T) {
 }
 
 func TestIssuerMismatchRefusesToServe(t *testing.T) {
-	b := testbroker.Start(t, testbroker.Options{})
-	info, _ := b.Enclave.Info()
-	info.Policy.Issuer = "https://other.example.com"
-	b.API.SetInfo(info)
+	// The enclave's policy names another issuer; the API reads it from the
+	// enclave client's Info snapshot.
+	b := testbroker.Start(t, testbroker.Options{Policy: func(p *policy.Policy) { p.Issuer = "https://other.example.com" }})
 	for _, path := range []string{"/.well-known/openid-configuration", "/.well-known/jwks.json", "/readyz", "/v1/session/nonce"} {
 		r := do(t, "GET", b.URL+path, nil, nil)
 		if r.status != 503 || !strings.Contains(string(r.body), "issuer") {

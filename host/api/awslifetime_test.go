@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -123,13 +124,13 @@ func TestSessionDurationOutsidePolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Enclave, cfg.AWS = noInfo{b.Enclave}, ab
+	late := &lateInfo{Enclave: b.Enclave}
+	cfg.Enclave, cfg.AWS = late, ab
 	a, err := api.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, _ := b.Enclave.Info()
-	a.SetInfo(info)
+	late.ready.Store(true)
 	tok, _ := signIn(t, b)
 	req := httptest.NewRequest("POST", "/v1/mint-aws-creds", nil)
 	req.Header.Set("Authorization", "Bearer "+tok)
@@ -147,10 +148,18 @@ func TestSessionDurationOutsidePolicy(t *testing.T) {
 	}
 }
 
-// noInfo is an enclave whose Info is not known yet.
-type noInfo struct{ api.Enclave }
+// lateInfo is an enclave whose Info is not known until ready is set.
+type lateInfo struct {
+	api.Enclave
+	ready atomic.Bool
+}
 
-func (noInfo) Info() (protocol.InfoResponse, bool) { return protocol.InfoResponse{}, false }
+func (l *lateInfo) Info() (*protocol.InfoResponse, bool) {
+	if !l.ready.Load() {
+		return nil, false
+	}
+	return l.Enclave.Info()
+}
 
 // TestSTSUnreachable: a transport error is logged with its error, and the
 // client gets 502 sts_error with the code and a hint, but not the endpoint.

@@ -105,13 +105,24 @@ func (c *Client) SignIn(ctx context.Context, key *secp256k1.PrivateKey, opts Sig
 	return &Session{Token: v.Session, Wallet: strings.ToLower(address), Expiration: time.Unix(v.Expiration, 0)}, nil
 }
 
+// ErrAlreadyRevoked is Revoke's error when the broker answers that the
+// session had been revoked before this call ({"revoked": false}): the session
+// is refused either way.
+var ErrAlreadyRevoked = errors.New("the session had already been revoked")
+
 // Revoke revokes the session whose bearer token is token
 // (POST /v1/session/revoke). The broker refuses it afterwards. It succeeds
 // whether this call revoked the session or an earlier one had; RevokeSession
 // tells which.
 func (c *Client) Revoke(ctx context.Context, token string) error {
-	_, err := c.RevokeSession(ctx, token)
-	return err
+	v, err := c.RevokeSession(ctx, token)
+	if err != nil {
+		return err
+	}
+	if !v.Revoked {
+		return ErrAlreadyRevoked
+	}
+	return nil
 }
 
 // RevokeSession is Revoke, returning the broker's answer: Revoked is true when

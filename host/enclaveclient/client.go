@@ -6,8 +6,14 @@
 // answer 503 instead of hanging. When the enclave comes back the next redial
 // succeeds and service resumes without restarting the host.
 //
-// The client also caches the enclave's Info (public keys, policy), refreshed on
-// every new connection, so the JWKS and discovery routes are served from memory.
+// # The enclave's Info
+//
+// The client owns the host's one copy of the enclave's state: the Info (public
+// keys, policy, manifest) read on every new connection. [Client.Info] returns
+// that snapshot; it is replaced whole on reconnection, never modified, so a
+// reader may keep it and cache what it derives from it (the JWKS, the discovery
+// document), keyed by the snapshot's pointer. Nothing else on the host keeps its
+// own copy.
 package enclaveclient
 
 import (
@@ -30,8 +36,6 @@ type Config struct {
 	// MinBackoff and MaxBackoff bound the redial delay (default 50ms and 2s).
 	MinBackoff, MaxBackoff time.Duration
 	Logger                 *slog.Logger
-	// OnInfo, if set, is called with the enclave's Info after each (re)connection.
-	OnInfo func(protocol.InfoResponse)
 }
 
 // Client is a reconnecting enclave client. It is safe for concurrent use.
@@ -40,9 +44,9 @@ type Client struct {
 	log *slog.Logger
 
 	mu      sync.Mutex
-	cur     *protocol.Client // nil while disconnected
-	ready   chan struct{}    // closed when cur becomes non-nil; replaced on disconnect
-	info    *protocol.InfoResponse
+	cur     *protocol.Client       // nil while disconnected
+	ready   chan struct{}          // closed when cur becomes non-nil; replaced on disconnect
+	info    *protocol.InfoResponse // replaced, never modified
 	lastErr error
 
 	ctx    context.Context
@@ -102,9 +106,6 @@ func (c *Client) loop() {
 		close(c.ready)
 		c.mu.Unlock()
 		c.log.Info("connected to the enclave", "mode", info.Mode, "signing_kid", info.SigningKid)
-		if c.cfg.OnInfo != nil {
-			c.cfg.OnInfo(info)
-		}
 		select {
 		case <-pc.Done():
 		case <-c.ctx.Done():
@@ -186,14 +187,14 @@ func (c *Client) Call(ctx context.Context, op protocol.Op, req, resp any) error 
 	return pc.Call(ctx, op, req, resp)
 }
 
-// Info returns the Info cached from the last connection, if any.
-func (c *Client) Info() (protocol.InfoResponse, bool) {
+// Info returns the snapshot of the enclave's Info read on the last
+// connection, and false before the first. The snapshot is shared: callers must
+// not modify it. A reconnection replaces it with a new pointer, so a pointer
+// comparison tells whether it changed.
+func (c *Client) Info() (*protocol.InfoResponse, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.info == nil {
-		return protocol.InfoResponse{}, false
-	}
-	return *c.info, true
+	return c.info, c.info != nil
 }
 
 // Connected reports whether a connection is up now (for /readyz).

@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -357,6 +358,13 @@ func TestMakeDev(t *testing.T) {
 	root := filepath.Join(filepath.Dir(file), "..", "..")
 	dev := t.TempDir()
 	port := freePort(t)
+	// A pid file left by an instance that died (its process is gone) is stale
+	// and does not stop a start.
+	gone := exec.Command("true")
+	if err := gone.Run(); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dev, "dev.pid"), []byte(strconv.Itoa(gone.Process.Pid)+"\n"), 0o600)
 	cmd := exec.Command("bash", "scripts/dev.sh")
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "BIN="+bin, "AGENTKEYS_DEV_DIR="+dev, fmt.Sprintf("BROKER_PORT=%d", port))
@@ -396,6 +404,40 @@ func TestMakeDev(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.Contains(string(body), `"issuer":"`+issuer+`"`) {
 		t.Fatalf("discovery: %d %s", resp.StatusCode, body)
 	}
+
+	// A second make dev in the same directory refuses before starting
+	// anything, and leaves the running instance's logs alone.
+	logsBefore := map[string][]byte{}
+	for _, log := range []string{"enclave.log", "host.log"} {
+		logsBefore[log], _ = os.ReadFile(filepath.Join(dev, log))
+		if len(logsBefore[log]) == 0 {
+			t.Fatalf("%s is empty while the first instance runs", log)
+		}
+	}
+	second := exec.Command("bash", "scripts/dev.sh")
+	second.Dir = root
+	second.Env = cmd.Env
+	var secondOut, secondErr strings.Builder
+	second.Stdout, second.Stderr = &secondOut, &secondErr
+	err = second.Run()
+	if ee := (*exec.ExitError)(nil); !errors.As(err, &ee) || ee.ExitCode() == 0 {
+		t.Fatalf("a second dev.sh: %v\nstdout: %s\nstderr: %s", err, secondOut.String(), secondErr.String())
+	}
+	if !strings.Contains(secondErr.String(), "already running in "+dev) || strings.Contains(secondOut.String(), "ready") {
+		t.Fatalf("a second dev.sh said:\nstdout: %s\nstderr: %s", secondOut.String(), secondErr.String())
+	}
+	for log, before := range logsBefore {
+		after, _ := os.ReadFile(filepath.Join(dev, log))
+		if !strings.HasPrefix(string(after), string(before)) {
+			t.Errorf("%s was rewritten by the second dev.sh:\nbefore: %s\nafter: %s", log, before, after)
+		}
+	}
+	if resp, err := http.Get(issuer + "/readyz"); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("the first instance after the second tried: %v", err)
+	} else {
+		resp.Body.Close()
+	}
+
 	if _, err := os.Stat(filepath.Join(dev, "simulated-root.pem")); err != nil {
 		t.Fatalf("simulated root not written: %v", err)
 	}
@@ -415,6 +457,9 @@ func TestMakeDev(t *testing.T) {
 		if !strings.Contains(string(b), `"msg":"stopped"`) {
 			t.Errorf("%s does not show a clean stop:\n%s", log, b)
 		}
+	}
+	if _, err := os.Stat(filepath.Join(dev, "dev.pid")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("dev.pid left behind after a clean stop: %v", err)
 	}
 }
 

@@ -97,17 +97,8 @@ func Start(t testing.TB, opts Options) *Broker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var apiRef *api.API
-	var apiMu sync.Mutex
 	b.Enclave = enclaveclient.New(enclaveclient.Config{
 		Dial: dial, FailFast: 200 * time.Millisecond, MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
-		OnInfo: func(info protocol.InfoResponse) {
-			apiMu.Lock()
-			defer apiMu.Unlock()
-			if apiRef != nil {
-				apiRef.SetInfo(info)
-			}
-		},
 	})
 	b.Audit = opts.Audit
 	if b.Audit == nil {
@@ -134,14 +125,8 @@ func Start(t testing.TB, opts Options) *Broker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	apiMu.Lock()
-	apiRef = a
-	apiMu.Unlock()
 	b.API = a
 	b.WaitConnected()
-	if info, ok := b.Enclave.Info(); ok {
-		a.SetInfo(info)
-	}
 	hs.Config.Handler = a
 	hs.Start()
 	t.Cleanup(func() {

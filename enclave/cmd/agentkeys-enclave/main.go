@@ -28,6 +28,7 @@ import (
 	"github.com/agentkeys/broker/enclave/attester"
 	"github.com/agentkeys/broker/enclave/seed"
 	"github.com/agentkeys/broker/enclave/service"
+	"github.com/agentkeys/broker/shared/cliflag"
 	"github.com/agentkeys/broker/shared/policy"
 	"github.com/agentkeys/broker/shared/protocol"
 )
@@ -42,16 +43,13 @@ Flags:
 `
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stderr))
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run(args []string, stderr io.Writer) int {
+// run returns the exit status. Help goes to stdout; everything on stderr is a
+// JSON log line, start-up errors included.
+func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("agentkeys-enclave", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, usage)
-		fs.PrintDefaults()
-	}
 	var (
 		simulated = fs.Bool("simulated", false, "run as a simulated enclave: file seed, simulated attestation (never for production)")
 		stateDir  = fs.String("state-dir", ".agentkeys-enclave", "directory for the seed and the simulated attestation root (simulated mode)")
@@ -63,28 +61,31 @@ func run(args []string, stderr io.Writer) int {
 	fs.IntVar(&limits.maxConns, "max-conns", protocol.DefaultMaxConns, "connections served at once; more are closed at once")
 	fs.DurationVar(&limits.frameTimeout, "frame-timeout", protocol.DefaultFrameTimeout, "time a frame may take to arrive (or be written) whole once started")
 	fs.DurationVar(&limits.idleTimeout, "idle-timeout", protocol.DefaultIdleTimeout, "close a connection with no request in flight after this long")
-	if err := fs.Parse(args); err != nil {
+	usageError := func(err string) int {
+		newLogger(stderr, slog.LevelInfo).Error("invalid command line", "err", err, "hint", "run: agentkeys-enclave -h")
+		return 2
+	}
+	if err := cliflag.Parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, usage)
+			cliflag.PrintDefaults(stdout, fs)
 			return 0
 		}
-		return 2
+		return usageError(err.Error())
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "agentkeys-enclave: unexpected argument %q\n", fs.Arg(0))
-		return 2
+		return usageError(fmt.Sprintf("unexpected argument %q", fs.Arg(0)))
 	}
 	if limits.maxConns < 1 || limits.frameTimeout <= 0 || limits.idleTimeout <= 0 {
-		fmt.Fprintln(stderr, "agentkeys-enclave: --max-conns, --frame-timeout and --idle-timeout must be positive")
-		return 2
+		return usageError("--max-conns, --frame-timeout and --idle-timeout must be positive")
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		fmt.Fprintf(stderr, "agentkeys-enclave: bad --log-level %q\n", *logLevel)
-		return 2
+		return usageError(fmt.Sprintf("--log-level: invalid value %q: want debug, info, warn or error", *logLevel))
 	}
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
-	if err := serve(log, stderr, *simulated, *stateDir, *listen, *policyF, limits); err != nil {
-		fmt.Fprintf(stderr, "agentkeys-enclave: %v\n", err)
+	log := newLogger(stderr, level)
+	if err := serve(log, *simulated, *stateDir, *listen, *policyF, limits); err != nil {
+		log.Error("exiting on an error", "err", err.Error())
 		return 1
 	}
 	return 0
@@ -96,7 +97,15 @@ type connLimits struct {
 	frameTimeout, idleTimeout time.Duration
 }
 
-func serve(log *slog.Logger, stderr io.Writer, simulated bool, stateDir, listen, policyFile string, limits connLimits) error {
+// newLogger returns the JSON logger and makes it the default, so that what
+// libraries write with the standard log package becomes JSON lines too.
+func newLogger(w io.Writer, level slog.Level) *slog.Logger {
+	log := slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+	slog.SetDefault(log)
+	return log
+}
+
+func serve(log *slog.Logger, simulated bool, stateDir, listen, policyFile string, limits connLimits) error {
 	if policyFile == "" {
 		return errors.New("--policy is required\n\thint: a minimal policy is {\"issuer\": \"https://broker.example.com\"}")
 	}
@@ -108,9 +117,7 @@ func serve(log *slog.Logger, stderr io.Writer, simulated bool, stateDir, listen,
 		return errors.New("nitro mode needs a KMS-sealed seed, which this build does not have yet\n\thint: run with --simulated on a laptop or in CI")
 	}
 
-	fmt.Fprintln(stderr, "agentkeys-enclave: WARNING: SIMULATED ENCLAVE. The seed is a file on this machine and attestation")
-	fmt.Fprintln(stderr, "agentkeys-enclave: WARNING: documents chain to a local root, never to AWS. Not for production.")
-	log.Warn("running as a SIMULATED enclave: file seed, simulated attestation; not for production", "state_dir", stateDir)
+	log.Warn("WARNING: SIMULATED ENCLAVE. The seed is a file on this machine and attestation documents chain to a local root, never to AWS. Not for production.", "state_dir", stateDir)
 
 	s, created, err := seed.LoadOrCreate(stateDir, rand.Reader)
 	if err != nil {

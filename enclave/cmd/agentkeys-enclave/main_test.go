@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	stdlog "log"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,7 +22,7 @@ import (
 
 func TestMain(m *testing.M) {
 	testscript.Main(m, map[string]func(){
-		"agentkeys-enclave": func() { os.Exit(run(os.Args[1:], os.Stderr)) },
+		"agentkeys-enclave": func() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) },
 	})
 }
 
@@ -31,6 +33,7 @@ func TestScripts(t *testing.T) {
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"enclave-info": cmdEnclaveInfo,
 			"mode":         cmdMode,
+			"jsonlog":      cmdJSONLog,
 		},
 	})
 }
@@ -67,6 +70,29 @@ func cmdEnclaveInfo(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	if !neg {
 		ts.Fatalf("enclave did not answer: %v", lastErr)
+	}
+}
+
+// jsonlog FILE: every line of FILE (stdout or stderr of the last command) is
+// a JSON log record with time, level and msg.
+func cmdJSONLog(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: jsonlog FILE")
+	}
+	text := ts.ReadFile(args[0])
+	if text == "" {
+		ts.Fatalf("%s is empty", args[0])
+	}
+	for _, line := range strings.Split(strings.TrimSuffix(text, "\n"), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			ts.Fatalf("not a JSON log line: %q", line)
+		}
+		for _, k := range []string{"time", "level", "msg"} {
+			if _, ok := rec[k]; !ok {
+				ts.Fatalf("log line without %q: %q", k, line)
+			}
+		}
 	}
 }
 
@@ -139,5 +165,19 @@ func TestStaticBinarySIGTERM(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), `"msg":"stopped"`) {
 		t.Fatalf("no clean stop in the log:\n%s", stderr.String())
+	}
+}
+
+// TestStandardLogIsJSON: what libraries print with the standard log package
+// reaches the JSON log.
+func TestStandardLogIsJSON(t *testing.T) {
+	w, flags, def := stdlog.Writer(), stdlog.Flags(), slog.Default()
+	t.Cleanup(func() { slog.SetDefault(def); stdlog.SetOutput(w); stdlog.SetFlags(flags) })
+	var buf strings.Builder
+	newLogger(&buf, slog.LevelInfo)
+	stdlog.Printf("a library speaks")
+	var rec map[string]any
+	if err := json.Unmarshal([]byte(buf.String()), &rec); err != nil || rec["msg"] != "a library speaks" {
+		t.Fatalf("standard log output: %q (%v)", buf.String(), err)
 	}
 }

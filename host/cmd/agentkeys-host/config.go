@@ -16,6 +16,7 @@ import (
 
 	"github.com/agentkeys/broker/host/awscreds"
 	"github.com/agentkeys/broker/host/ratelimit"
+	"github.com/agentkeys/broker/shared/cliflag"
 	"github.com/agentkeys/broker/shared/policy"
 )
 
@@ -59,17 +60,20 @@ type config struct {
 	RefusalBurst    int
 	RefusalInterval time.Duration // how often aggregated refusals are written
 	RefusalClients  int           // clients with aggregates of their own per interval
-	MetricsListen   string        // "" = /metrics on the API listener
+	MetricsListen   string        // "" = no metrics listener of its own
+	MetricsPublic   bool          // keep /metrics on a public (TLS or proxied) API listener
+	MetricsOnAPI    bool          // derived: /metrics is served on the API listener
 	DaemonKeyID     string        // legacy static pair, environment only: never a flag
 	DaemonSecret    string
 }
 
-func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
+// parseConfig parses the flags and the environment. On -h or --help it writes
+// the help to stdout and returns flag.ErrHelp.
+func parseConfig(args []string, getenv func(string) string, stdout io.Writer) (*config, error) {
 	c := &config{}
 	var port, ttl, grace, httpsPort, httpPort, sessDur, signInRate string
 	var trustedProxies, mintRate, mintBurst, walletMintRate, refusalRate, refusalBurst, refusalInterval, refusalClients string
 	fs := flag.NewFlagSet("agentkeys-host", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	flags := []struct {
 		name, env, def, usage string
 		p                     *string
@@ -133,11 +137,20 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	}
 	envOf["skip-startup-check"] = "BROKER_SKIP_STARTUP_CHECK"
 	fs.BoolVar(&c.SkipStartupCheck, "skip-startup-check", c.SkipStartupCheck, "assume-role mode: skip the GetCallerIdentity check at start [BROKER_SKIP_STARTUP_CHECK]")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: agentkeys-host [flags]\n\nThe AgentKeys host: OIDC issuer and credential broker in front of an agentkeys-enclave.\nEvery flag can also be set by the environment variable named in brackets.\n\nFlags:")
-		fs.PrintDefaults()
+	if v := getenv("BROKER_METRICS_PUBLIC"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return nil, fmt.Errorf("invalid BROKER_METRICS_PUBLIC %q: want true or false", v)
+		}
+		c.MetricsPublic = b
 	}
-	if err := fs.Parse(args); err != nil {
+	envOf["metrics-public"] = "BROKER_METRICS_PUBLIC"
+	fs.BoolVar(&c.MetricsPublic, "metrics-public", c.MetricsPublic, "serve /metrics on the API listener even with --tls-domain or --behind-proxy, where it is off by default [BROKER_METRICS_PUBLIC]")
+	if err := cliflag.Parse(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(stdout, "usage: agentkeys-host [flags]\n\nThe AgentKeys host: OIDC issuer and credential broker in front of an agentkeys-enclave.\nEvery flag can also be set by the environment variable named in brackets.\n\nFlags:")
+			cliflag.PrintDefaults(stdout, fs)
+		}
 		return nil, err
 	}
 	if fs.NArg() > 0 {
@@ -220,6 +233,17 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
 			return nil, bad("metrics-listen", c.MetricsListen, "want HOST:PORT")
 		}
+	}
+	// /metrics stays on the API listener only where that listener is loopback
+	// (the Rust broker's layout); a public listener does not show the world the
+	// host's request and error counts unless asked to.
+	switch {
+	case c.MetricsListen != "" && c.MetricsPublic:
+		return nil, errors.New("--metrics-listen and --metrics-public exclude each other: /metrics is served either on its own listener or on the API's")
+	case c.MetricsListen != "":
+		c.MetricsOnAPI = false
+	default:
+		c.MetricsOnAPI = c.MetricsPublic || (c.TLSDomain == "" && !c.BehindProxy)
 	}
 	if c.SignInRate, err = strconv.ParseFloat(signInRate, 64); err != nil || c.SignInRate < 0 || c.SignInRate > 10000 {
 		return nil, bad("sign-in-rate", signInRate, "want requests per second in [0, 10000]")

@@ -4,24 +4,22 @@
 // protocol, and writing a fail-closed audit log. It holds no private key.
 //
 // Run it with -h for every flag; each has an environment variable (BROKER_*).
+//
+// This file is wiring only: flags → logger → dependencies → handler → serve
+// (package host/server owns the listeners, ACME and the graceful stop).
 package main
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
-	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -32,73 +30,146 @@ import (
 	"github.com/agentkeys/broker/host/metrics"
 	"github.com/agentkeys/broker/host/ratelimit"
 	"github.com/agentkeys/broker/host/revocation"
+	"github.com/agentkeys/broker/host/server"
 	"github.com/agentkeys/broker/host/tlsacme"
 	"github.com/agentkeys/broker/shared/protocol"
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Getenv, os.Stderr))
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
 }
 
-func run(args []string, getenv func(string) string, stderr io.Writer) int {
-	cfg, err := parseConfig(args, getenv, stderr)
+// run returns the exit status: 0, 1 when serving failed, 2 on a bad
+// configuration. Help goes to stdout; everything on stderr is a JSON log line,
+// start-up errors included.
+func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	cfg, err := parseConfig(args, getenv, stdout)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
-		fmt.Fprintf(stderr, "agentkeys-host: %v\n", err)
+		newLogger(stderr, "info").Error("invalid configuration", "err", err.Error(), "hint", "run: agentkeys-host -h")
 		return 2
 	}
-	var level slog.Level
-	level.UnmarshalText([]byte(cfg.LogLevel))
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	log := newLogger(stderr, cfg.LogLevel)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	if err := serve(ctx, cfg, log); err != nil {
-		fmt.Fprintf(stderr, "agentkeys-host: %v\n", err)
+		log.Error("exiting on an error", "err", err.Error())
 		return 1
 	}
 	return 0
 }
 
+// newLogger returns the JSON logger and makes it the default, so that what
+// libraries write with the standard log package becomes JSON lines too.
+func newLogger(w io.Writer, level string) *slog.Logger {
+	var l slog.Level
+	l.UnmarshalText([]byte(level)) // checked by parseConfig
+	log := slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l}))
+	slog.SetDefault(log)
+	return log
+}
+
+// deps are the host's dependencies: stores, the enclave connection, metrics
+// and the optional AWS broker.
+type deps struct {
+	audit   audit.Store
+	revs    revocation.Store
+	enc     *enclaveclient.Client
+	metrics *metrics.Metrics
+	aws     *awscreds.Broker
+	closers []func() error
+}
+
+func (d *deps) close() {
+	for i := len(d.closers) - 1; i >= 0; i-- {
+		d.closers[i]()
+	}
+}
+
 func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
+	d, err := openDeps(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer d.close()
+	apiCfg, err := apiConfig(cfg, d, log)
+	if err != nil {
+		return err
+	}
+	a, err := api.New(apiCfg)
+	if err != nil {
+		return err
+	}
+	scfg, err := serverConfig(cfg, a, d, log)
+	if err != nil {
+		return err
+	}
+	log.Info("starting", "issuer", cfg.Issuer, "enclave", cfg.Enclave, "behind_proxy", cfg.BehindProxy,
+		"metrics", metricsWhere(cfg))
+	return server.Run(ctx, scfg)
+}
+
+func openDeps(ctx context.Context, cfg *config, log *slog.Logger) (_ *deps, err error) {
+	d := &deps{}
+	defer func() {
+		if err != nil {
+			d.close()
+		}
+	}()
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
-		return fmt.Errorf("failed to create the state dir: %w", err)
+		return nil, fmt.Errorf("failed to create the state dir: %w", err)
 	}
 	store, err := audit.OpenSQLite(cfg.AuditDB, audit.WithAggregateInterval(cfg.RefusalInterval), audit.WithAggregateClients(cfg.RefusalClients))
 	if err != nil {
-		return fmt.Errorf("failed to open the audit log: %w", err)
+		return nil, fmt.Errorf("failed to open the audit log: %w", err)
 	}
-	defer store.Close()
+	d.audit, d.closers = store, append(d.closers, store.Close)
 	revs, err := revocation.OpenSQLite(filepath.Join(cfg.StateDir, "sessions.db"))
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer revs.Close()
-
+	d.revs, d.closers = revs, append(d.closers, revs.Close)
 	dial, err := protocol.Dialer(cfg.Enclave)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	// The enclave client may connect before the API exists; whoever comes
-	// second publishes the newest Info (always read back from the client, so
-	// an older Info can never overwrite a newer one).
-	var published atomic.Pointer[api.API]
-	var enc *enclaveclient.Client
-	enc = enclaveclient.New(enclaveclient.Config{Dial: dial, Logger: log, OnInfo: func(protocol.InfoResponse) {
-		if a := published.Load(); a != nil {
-			if info, ok := enc.Info(); ok {
-				a.SetInfo(info)
-			}
-		}
-	}})
-	defer enc.Close()
+	d.enc = enclaveclient.New(enclaveclient.Config{Dial: dial, Logger: log})
+	d.closers = append(d.closers, d.enc.Close)
+	d.metrics = metrics.New(d.enc.Connected)
 
-	apiCfg := api.Config{Issuer: cfg.Issuer, Enclave: enc, Audit: store, Revocations: revs,
-		Metrics: metrics.New(enc.Connected), Logger: log, DefaultTTLSeconds: cfg.JWTTTL}
+	if cfg.RoleARN == "" {
+		log.Info("AWS credential minting off: no role configured (BROKER_DATA_ROLE_ARN)")
+		return d, nil
+	}
+	b, err := awscreds.New(ctx, awscreds.Config{Mode: awscreds.Mode(cfg.STSMode), RoleARN: cfg.RoleARN, Region: cfg.AWSRegion,
+		Endpoint: cfg.STSEndpoint, StaticAccessKeyID: cfg.DaemonKeyID, StaticSecretAccessKey: cfg.DaemonSecret})
+	if err != nil {
+		return nil, err
+	}
+	if b.Mode() == awscreds.ModeAssumeRole && !cfg.SkipStartupCheck {
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		arn, err := b.CheckIdentity(cctx)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("assume-role start-up check: %w\n\thint: give the host AWS credentials (default chain, or DAEMON_ACCESS_KEY_ID/DAEMON_SECRET_ACCESS_KEY), or --skip-startup-check", err)
+		}
+		log.Info("assume-role identity", "arn", arn)
+	}
+	d.aws = b
+	log.Info("AWS credential minting on", "mode", cfg.STSMode, "role", cfg.RoleARN, "region", cfg.AWSRegion, "endpoint", cfg.STSEndpoint)
+	return d, nil
+}
+
+// apiConfig is the API's configuration from the host's.
+func apiConfig(cfg *config, d *deps, log *slog.Logger) (api.Config, error) {
+	apiCfg := api.Config{Issuer: cfg.Issuer, Enclave: d.enc, Audit: d.audit, Revocations: d.revs,
+		Metrics: d.metrics, Logger: log, DefaultTTLSeconds: cfg.JWTTTL, AWS: d.aws}
 	if cfg.SessionBackend != "" {
+		var err error
 		if apiCfg.SessionBackend, err = api.NewSessionBackend(cfg.SessionBackend); err != nil {
-			return fmt.Errorf("invalid --session-backend (BROKER_SESSION_BACKEND): %w", err)
+			return api.Config{}, fmt.Errorf("invalid --session-backend (BROKER_SESSION_BACKEND): %w", err)
 		}
 		log.Warn("compatibility mode: opaque bearers are validated by the session backend; the enclave must allow host-asserted wallets", "backend", cfg.SessionBackend)
 	}
@@ -107,7 +178,7 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	if cfg.BehindProxy && len(cfg.TrustedProxies) == 0 {
 		log.Warn("--behind-proxy without --trusted-proxies: X-Forwarded-For is ignored, so every client is the proxy's address and shares its limits")
 	}
-	apiCfg.MetricsElsewhere = cfg.MetricsListen != ""
+	apiCfg.MetricsElsewhere = !cfg.MetricsOnAPI
 	if cfg.SignInRate > 0 {
 		apiCfg.SignInLimit = ratelimit.New(cfg.SignInRate, max(1, int(4*cfg.SignInRate)), 100_000)
 	}
@@ -120,149 +191,41 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	if cfg.RefusalRate > 0 {
 		apiCfg.RefusalLimit = ratelimit.New(cfg.RefusalRate, cfg.RefusalBurst, 100_000)
 	}
-	if cfg.RoleARN != "" {
-		b, err := awscreds.New(ctx, awscreds.Config{Mode: awscreds.Mode(cfg.STSMode), RoleARN: cfg.RoleARN, Region: cfg.AWSRegion,
-			Endpoint: cfg.STSEndpoint, StaticAccessKeyID: cfg.DaemonKeyID, StaticSecretAccessKey: cfg.DaemonSecret})
-		if err != nil {
-			return err
-		}
-		if b.Mode() == awscreds.ModeAssumeRole && !cfg.SkipStartupCheck {
-			cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			arn, err := b.CheckIdentity(cctx)
-			cancel()
-			if err != nil {
-				return fmt.Errorf("assume-role start-up check: %w\n\thint: give the host AWS credentials (default chain, or DAEMON_ACCESS_KEY_ID/DAEMON_SECRET_ACCESS_KEY), or --skip-startup-check", err)
-			}
-			log.Info("assume-role identity", "arn", arn)
-		}
-		apiCfg.AWS = b
-		log.Info("AWS credential minting on", "mode", cfg.STSMode, "role", cfg.RoleARN, "region", cfg.AWSRegion, "endpoint", cfg.STSEndpoint)
-	} else {
-		log.Info("AWS credential minting off: no role configured (BROKER_DATA_ROLE_ARN)")
-	}
-	a, err := api.New(apiCfg)
-	if err != nil {
-		return err
-	}
-	published.Store(a)
-	if info, ok := enc.Info(); ok {
-		a.SetInfo(info)
-	}
+	return apiCfg, nil
+}
 
-	var servers []*http.Server
-	errc := make(chan error, 3)
-	start := func(srv *http.Server, l net.Listener) {
-		servers = append(servers, srv)
-		go func() {
-			if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errc <- err
-			}
-		}()
-	}
-	newServer := func(h http.Handler) *http.Server {
-		return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
-			WriteTimeout: 60 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 64 << 10,
-			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-	}
-
-	if cfg.TLSDomain != "" {
-		tcfg := tlsacme.Config{Domain: cfg.TLSDomain, CA: cfg.ACMECA, Email: cfg.ACMEEmail,
-			StorageDir: filepath.Join(cfg.StateDir, "acme"), HTTPPort: cfg.HTTPPort, TLSPort: cfg.HTTPSPort, Logger: log}
-		if cfg.ACMECARoot != "" {
-			pem, err := os.ReadFile(cfg.ACMECARoot)
-			if err != nil {
-				return fmt.Errorf("invalid --acme-ca-root: %w", err)
-			}
-			tcfg.CARoots = x509.NewCertPool()
-			if !tcfg.CARoots.AppendCertsFromPEM(pem) {
-				return fmt.Errorf("invalid --acme-ca-root: no PEM certificate in %s", cfg.ACMECARoot)
-			}
-		}
-		m, err := tlsacme.New(tcfg)
-		if err != nil {
-			return err
-		}
-		defer m.Close()
-		// Listen before obtaining: the CA connects back to these ports.
-		hl, err := net.Listen("tcp", fmt.Sprintf(":%d", cfg.HTTPPort))
-		if err != nil {
-			return fmt.Errorf("failed to listen on the HTTP port: %w", err)
-		}
-		tl, err := net.Listen("tcp", fmt.Sprintf(":%d", cfg.HTTPSPort))
-		if err != nil {
-			hl.Close()
-			return fmt.Errorf("failed to listen on the HTTPS port: %w", err)
-		}
-		start(newServer(m.HTTPHandler(issuerRedirect(cfg.Issuer))), hl)
-		start(newServer(a), tls.NewListener(tl, m.TLSConfig()))
-		log.Info("obtaining a certificate", "domain", cfg.TLSDomain, "ca", cfg.ACMECA)
-		octx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-		err = m.Obtain(octx)
-		cancel()
-		if err != nil {
-			shutdown(servers, 0)
-			if ctx.Err() != nil {
-				// Stopped (SIGTERM) while waiting for the CA: a clean stop.
-				log.Info("stopped before a certificate was obtained")
-				return nil
-			}
-			return err
-		}
-		log.Info("serving HTTPS", "issuer", cfg.Issuer, "https_port", cfg.HTTPSPort, "http_port", cfg.HTTPPort)
-	} else {
-		l, err := net.Listen("tcp", cfg.ListenAddr)
-		if err != nil {
-			return fmt.Errorf("failed to listen on %s: %w", cfg.ListenAddr, err)
-		}
-		start(newServer(a), l)
-		log.Info("serving HTTP", "addr", l.Addr().String(), "issuer", cfg.Issuer, "behind_proxy", cfg.BehindProxy, "enclave", cfg.Enclave)
-	}
-
+// serverConfig is the listeners' configuration from the host's.
+func serverConfig(cfg *config, h *api.API, d *deps, log *slog.Logger) (server.Config, error) {
+	scfg := server.Config{API: h, Addr: cfg.ListenAddr, Issuer: cfg.Issuer, ShutdownGrace: cfg.ShutdownGrace, Logger: log}
 	if cfg.MetricsListen != "" {
-		ml, err := net.Listen("tcp", cfg.MetricsListen)
+		scfg.Metrics, scfg.MetricsAddr = d.metrics.Handler(), cfg.MetricsListen
+	}
+	if cfg.TLSDomain == "" {
+		return scfg, nil
+	}
+	scfg.ACME = &tlsacme.Config{Domain: cfg.TLSDomain, CA: cfg.ACMECA, Email: cfg.ACMEEmail,
+		StorageDir: filepath.Join(cfg.StateDir, "acme"), HTTPPort: cfg.HTTPPort, TLSPort: cfg.HTTPSPort, Logger: log}
+	if cfg.ACMECARoot != "" {
+		pem, err := os.ReadFile(cfg.ACMECARoot)
 		if err != nil {
-			shutdown(servers, 0)
-			return fmt.Errorf("failed to listen on --metrics-listen %s: %w", cfg.MetricsListen, err)
+			return server.Config{}, fmt.Errorf("invalid --acme-ca-root: %w", err)
 		}
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", apiCfg.Metrics.Handler())
-		start(newServer(mux), ml)
-		log.Info("serving metrics", "addr", ml.Addr().String())
+		scfg.ACME.CARoots = x509.NewCertPool()
+		if !scfg.ACME.CARoots.AppendCertsFromPEM(pem) {
+			return server.Config{}, fmt.Errorf("invalid --acme-ca-root: no PEM certificate in %s", cfg.ACMECARoot)
+		}
 	}
-
-	select {
-	case <-ctx.Done():
-	case err := <-errc:
-		shutdown(servers, cfg.ShutdownGrace)
-		return err
-	}
-	log.Info("shutting down; draining in-flight requests", "grace", cfg.ShutdownGrace.String())
-	shutdown(servers, cfg.ShutdownGrace)
-	log.Info("stopped")
-	return nil
+	return scfg, nil
 }
 
-// issuerRedirect answers plain HTTP (other than ACME challenges) with a 308 to
-// the same path on the issuer's origin, keeping its port, so that a host on a
-// non-default HTTPS port redirects to where it actually listens.
-func issuerRedirect(issuer string) http.Handler {
-	u, _ := url.Parse(issuer) // normalised by parseConfig
-	origin := "https://" + u.Host
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			http.Error(w, "plain HTTP only redirects GET and HEAD; use "+origin, http.StatusBadRequest)
-			return
-		}
-		http.Redirect(w, r, origin+r.URL.RequestURI(), http.StatusPermanentRedirect)
-	})
-}
-
-func shutdown(servers []*http.Server, grace time.Duration) {
-	ctx, cancel := context.WithTimeout(context.Background(), grace)
-	defer cancel()
-	for _, s := range servers {
-		if err := s.Shutdown(ctx); err != nil {
-			s.Close()
-		}
+// metricsWhere says where /metrics is served, for the start-up log line.
+func metricsWhere(cfg *config) string {
+	switch {
+	case cfg.MetricsListen != "":
+		return cfg.MetricsListen
+	case cfg.MetricsOnAPI:
+		return "api listener"
+	default:
+		return "off (public listener; set --metrics-listen or --metrics-public)"
 	}
 }

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	stdlog "log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -18,7 +20,11 @@ import (
 
 	"github.com/rogpeppe/go-internal/testscript"
 
+	"github.com/agentkeys/broker/host/api"
 	"github.com/agentkeys/broker/host/audit"
+	"github.com/agentkeys/broker/host/enclaveclient"
+	"github.com/agentkeys/broker/host/metrics"
+	"github.com/agentkeys/broker/host/revocation"
 	"github.com/agentkeys/broker/shared/policy"
 	"github.com/agentkeys/broker/shared/protocol"
 
@@ -27,7 +33,7 @@ import (
 
 func TestMain(m *testing.M) {
 	testscript.Main(m, map[string]func(){
-		"agentkeys-host": func() { os.Exit(run(os.Args[1:], os.Getenv, os.Stderr)) },
+		"agentkeys-host": func() { os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr)) },
 	})
 }
 
@@ -35,7 +41,31 @@ func TestMain(m *testing.M) {
 func TestScripts(t *testing.T) {
 	testscript.Run(t, testscript.Params{Dir: "testdata/script", Cmds: map[string]func(*testscript.TestScript, bool, []string){
 		"waithttp": cmdWaitHTTP,
+		"jsonlog":  cmdJSONLog,
 	}})
+}
+
+// jsonlog FILE: every line of FILE (stdout or stderr of the last command) is
+// a JSON log record with time, level and msg.
+func cmdJSONLog(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: jsonlog FILE")
+	}
+	text := ts.ReadFile(args[0])
+	if text == "" {
+		ts.Fatalf("%s is empty", args[0])
+	}
+	for _, line := range strings.Split(strings.TrimSuffix(text, "\n"), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			ts.Fatalf("not a JSON log line: %q", line)
+		}
+		for _, k := range []string{"time", "level", "msg"} {
+			if _, ok := rec[k]; !ok {
+				ts.Fatalf("log line without %q: %q", k, line)
+			}
+		}
+	}
 }
 
 // waithttp URL STATUS: poll URL (bounded) until it answers with STATUS.
@@ -112,6 +142,16 @@ func TestConfig(t *testing.T) {
 		{"sign-in rate", nil, env("BROKER_SIGN_IN_RATE", "0.5"), func(c *config) bool { return c.SignInRate == 0.5 }, ""},
 		{"metrics listen", nil, env("BROKER_METRICS_LISTEN", "127.0.0.1:9091"), func(c *config) bool { return c.MetricsListen == "127.0.0.1:9091" }, ""},
 		{"bad metrics listen", nil, env("BROKER_METRICS_LISTEN", "9091"), nil, "BROKER_METRICS_LISTEN"},
+		{"metrics on loopback api", nil, env(), func(c *config) bool { return c.MetricsOnAPI }, ""},
+		{"metrics off behind proxy", []string{"--behind-proxy", "--issuer", "https://b.example.com"}, env(), func(c *config) bool { return !c.MetricsOnAPI }, ""},
+		{"metrics off with tls", []string{"--tls-domain", "b.example.com"}, env(), func(c *config) bool { return !c.MetricsOnAPI }, ""},
+		{"metrics public", []string{"--behind-proxy", "--issuer", "https://b.example.com", "--metrics-public"}, env(), func(c *config) bool { return c.MetricsOnAPI }, ""},
+		{"metrics public env", []string{"--tls-domain", "b.example.com"}, env("BROKER_METRICS_PUBLIC", "true"), func(c *config) bool { return c.MetricsOnAPI }, ""},
+		{"metrics listen moves it", []string{"--metrics-listen", "127.0.0.1:9091"}, env(), func(c *config) bool { return !c.MetricsOnAPI }, ""},
+		{"metrics listen and public", []string{"--metrics-listen", "127.0.0.1:9091", "--metrics-public"}, env(), nil, "exclude each other"},
+		{"bad metrics public", nil, env("BROKER_METRICS_PUBLIC", "yes please"), nil, "BROKER_METRICS_PUBLIC"},
+		{"flag error names the flag with --", []string{"--port"}, env(), nil, "--port: needs a value"},
+		{"unknown flag with --", []string{"-nope"}, env(), nil, "--nope: no such flag"},
 		{"bad sign-in rate", nil, env("BROKER_SIGN_IN_RATE", "-1"), nil, "BROKER_SIGN_IN_RATE"},
 		{"bad port env", nil, env("BROKER_PORT", "http"), nil, "BROKER_PORT"},
 		{"bad ttl", nil, env("BROKER_OIDC_JWT_TTL_SECONDS", "7200"), nil, "BROKER_OIDC_JWT_TTL_SECONDS"},
@@ -176,25 +216,6 @@ func TestImportsNoEnclaveCode(t *testing.T) {
 	for _, pkg := range strings.Fields(string(out)) {
 		if strings.HasPrefix(pkg, "github.com/agentkeys/broker/enclave/") || strings.HasPrefix(pkg, "github.com/agentkeys/broker/internal/") {
 			t.Errorf("the host imports %s", pkg)
-		}
-	}
-}
-
-func TestIssuerRedirect(t *testing.T) {
-	h := issuerRedirect("https://b.example.com:8443/oidc")
-	tests := []struct {
-		method, target, want string
-		status               int
-	}{
-		{"GET", "/.well-known/jwks.json", "https://b.example.com:8443/.well-known/jwks.json", 308},
-		{"HEAD", "/oidc/x?y=1", "https://b.example.com:8443/oidc/x?y=1", 308},
-		{"POST", "/v1/session", "", 400},
-	}
-	for _, tt := range tests {
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest(tt.method, "http://evil.example.com"+tt.target, nil))
-		if rec.Code != tt.status || rec.Header().Get("Location") != tt.want {
-			t.Errorf("%s %s: %d %q", tt.method, tt.target, rec.Code, rec.Header().Get("Location"))
 		}
 	}
 }
@@ -365,5 +386,73 @@ func TestShutdownDrainsInFlight(t *testing.T) {
 	recs, _ := store.List(context.Background(), 0, 10)
 	if len(recs) != 1 || recs[0].Outcome != "ok" || recs[0].JTI != "j" {
 		t.Fatalf("audit: %+v", recs)
+	}
+}
+
+// TestMetricsPlacement: /metrics is on the API listener only on loopback (the
+// Rust broker's layout) or when asked (--metrics-public); with TLS or behind a
+// proxy it is off the public listener, and --metrics-listen gives it its own.
+func TestMetricsPlacement(t *testing.T) {
+	tests := []struct {
+		name      string
+		args      []string
+		onAPI     bool
+		ownListen bool
+	}{
+		{"loopback", nil, true, false},
+		{"loopback, own listener", []string{"--metrics-listen", "127.0.0.1:9091"}, false, true},
+		{"behind proxy", []string{"--behind-proxy", "--issuer", "https://b.example.com"}, false, false},
+		{"behind proxy, public", []string{"--behind-proxy", "--issuer", "https://b.example.com", "--metrics-public"}, true, false},
+		{"behind proxy, own listener", []string{"--behind-proxy", "--issuer", "https://b.example.com", "--metrics-listen", "127.0.0.1:9091"}, false, true},
+		{"tls", []string{"--tls-domain", "b.example.com"}, false, false},
+		{"tls, public", []string{"--tls-domain", "b.example.com", "--metrics-public"}, true, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			cfg, err := parseConfig(append(tt.args, "--state-dir", dir), func(string) string { return "" }, io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dial, _ := protocol.Dialer("unix:" + dir + "/none.sock")
+			enc := enclaveclient.New(enclaveclient.Config{Dial: dial})
+			defer enc.Close()
+			d := &deps{audit: audit.NewMemory(), revs: revocation.NewMemory(), enc: enc, metrics: metrics.New(enc.Connected)}
+			log := slog.New(slog.DiscardHandler)
+			acfg, err := apiConfig(cfg, d, log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a, err := api.New(acfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec := httptest.NewRecorder()
+			a.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+			if got := rec.Code == 200; got != tt.onAPI {
+				t.Errorf("GET /metrics on the API: %d, want it served: %t", rec.Code, tt.onAPI)
+			}
+			scfg, err := serverConfig(cfg, a, d, log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := scfg.Metrics != nil; got != tt.ownListen || (got && scfg.MetricsAddr != "127.0.0.1:9091") {
+				t.Errorf("metrics listener %q (handler %t), want one: %t", scfg.MetricsAddr, got, tt.ownListen)
+			}
+		})
+	}
+}
+
+// TestStandardLogIsJSON: what libraries print with the standard log package
+// reaches the JSON log.
+func TestStandardLogIsJSON(t *testing.T) {
+	w, flags, def := stdlog.Writer(), stdlog.Flags(), slog.Default()
+	t.Cleanup(func() { slog.SetDefault(def); stdlog.SetOutput(w); stdlog.SetFlags(flags) })
+	var buf strings.Builder
+	newLogger(&buf, "info")
+	stdlog.Printf("a library speaks")
+	var rec map[string]any
+	if err := json.Unmarshal([]byte(buf.String()), &rec); err != nil || rec["msg"] != "a library speaks" {
+		t.Fatalf("standard log output: %q (%v)", buf.String(), err)
 	}
 }

@@ -17,8 +17,6 @@ import (
 	"github.com/agentkeys/broker/host/client"
 )
 
-const hintLogin = "run: agentkeys login"
-
 // print writes v as one JSON object with --json, and text otherwise.
 func (c *cli) print(v any, text string) int {
 	var err error
@@ -44,7 +42,7 @@ func (c *cli) walletNew() int {
 	address, err := client.NewWalletFile(path)
 	if errors.Is(err, fs.ErrExist) {
 		return c.fail(fmt.Errorf("a wallet file already exists at %s; refusing to overwrite it", path),
-			"to print its address, run: agentkeys wallet address; to make another wallet, pass --wallet with a new file name")
+			"to print its address, run: "+c.command("wallet address")+"; to make another wallet, pass --wallet with a new file name")
 	}
 	if err != nil {
 		return c.fail(err, "")
@@ -73,7 +71,7 @@ func (c *cli) loadWallet() (key *secp256k1.PrivateKey, address string, code int)
 	}
 	key, address, err = client.LoadWalletFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, "", c.fail(fmt.Errorf("no wallet file at %s", path), "run: agentkeys wallet new")
+		return nil, "", c.fail(fmt.Errorf("no wallet file at %s", path), "run: "+c.command("wallet new"))
 	}
 	if err != nil {
 		return nil, "", c.fail(err, "")
@@ -113,6 +111,10 @@ func (c *cli) login(ctx context.Context) int {
 		}
 		return c.brokerError(err)
 	}
+	// The session this one replaces is revoked, not left valid in a file
+	// nobody reads: only after the new sign-in worked, so that a failed login
+	// leaves the old session usable.
+	previous := c.replacePrevious(ctx, cl, path)
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return c.fail(fmt.Errorf("failed to create the session's directory: %w", err), "")
 	}
@@ -120,11 +122,76 @@ func (c *cli) login(ctx context.Context) int {
 		return c.fail(err, "")
 	}
 	return c.print(struct {
-		Wallet     string `json:"wallet"`
-		Expiration int64  `json:"expiration"`
-	}{s.Wallet, s.Expiration.Unix()},
+		Wallet     string           `json:"wallet"`
+		Expiration int64            `json:"expiration"`
+		Previous   *previousSession `json:"previous_session,omitempty"`
+	}{s.Wallet, s.Expiration.Unix(), previous},
 		fmt.Sprintf("signed in as %s until %s", s.Wallet, s.Expiration.UTC().Format(time.RFC3339)))
 }
+
+// previousSession is what login did with the session it replaced.
+type previousSession struct {
+	Wallet  string `json:"wallet,omitempty"`
+	Revoked bool   `json:"revoked"`
+	// Reason says why it was not revoked: expired, already_revoked,
+	// not_accepted (the broker refused the bearer), unreadable (the file could
+	// not be read) or error (the revocation failed).
+	Reason string `json:"reason,omitempty"`
+}
+
+// replacePrevious revokes the session in the session file, if any, and says
+// on stderr what became of it. It never stops the login.
+func (c *cli) replacePrevious(ctx context.Context, cl *client.Client, path string) *previousSession {
+	old, err := client.LoadSession(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		fmt.Fprintf(c.stderr, "agentkeys: note: replacing a session file that could not be read, so its session was not revoked: %v\n", err)
+		return &previousSession{Reason: "unreadable"}
+	}
+	p := &previousSession{Wallet: old.Wallet}
+	var note string
+	p.Revoked, p.Reason, err = revoke(ctx, cl, old)
+	switch p.Reason {
+	case "":
+		note = "revoked the previous session of " + old.Wallet
+	case "expired":
+		note = "the previous session had expired; nothing to revoke"
+	case "already_revoked":
+		note = "the previous session had already been revoked"
+	case "not_accepted":
+		note = "the broker no longer accepted the previous session; nothing to revoke"
+	default:
+		p.Reason = "error"
+		note = fmt.Sprintf("could not revoke the previous session (%v); it stays valid until %s", err, old.Expiration.UTC().Format(time.RFC3339))
+	}
+	fmt.Fprintf(c.stderr, "agentkeys: note: %s\n", note)
+	return p
+}
+
+// revoke revokes s at the broker. It reports whether this call revoked it,
+// and otherwise why not: "expired" (checked locally, without asking),
+// "already_revoked", "not_accepted" (401: expired, revoked or never valid), or
+// "error" with err.
+func revoke(ctx context.Context, cl *client.Client, s *client.Session) (revoked bool, reason string, err error) {
+	if !time.Now().Before(s.Expiration) {
+		return false, "expired", nil
+	}
+	err = cl.Revoke(ctx, s.Token)
+	var e *client.Error
+	switch {
+	case err == nil:
+		return true, "", nil
+	case errors.Is(err, client.ErrAlreadyRevoked):
+		return false, "already_revoked", nil
+	case errors.As(err, &e) && e.Status == http.StatusUnauthorized:
+		return false, "not_accepted", nil
+	}
+	return false, "error", err
+}
+
+func (c *cli) hintLogin() string { return "run: " + c.command("login") }
 
 // loadSession loads an unexpired session, or reports why not (the session is
 // then nil).
@@ -135,13 +202,13 @@ func (c *cli) loadSession() (*client.Session, int) {
 	}
 	s, err := client.LoadSession(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, c.fail(fmt.Errorf("not signed in: no session file at %s", path), hintLogin)
+		return nil, c.fail(fmt.Errorf("not signed in: no session file at %s", path), c.hintLogin())
 	}
 	if err != nil {
 		return nil, c.fail(err, "")
 	}
 	if !time.Now().Before(s.Expiration) {
-		return nil, c.fail(fmt.Errorf("the session in %s expired at %s", path, s.Expiration.UTC().Format(time.RFC3339)), hintLogin)
+		return nil, c.fail(fmt.Errorf("the session in %s expired at %s", path, s.Expiration.UTC().Format(time.RFC3339)), c.hintLogin())
 	}
 	return s, 0
 }
@@ -199,26 +266,29 @@ func (c *cli) logout(ctx context.Context) int {
 	if err != nil {
 		return c.fail(err, "")
 	}
-	text := "signed out: revoked the session of " + s.Wallet
-	revoked := true
-	if !time.Now().Before(s.Expiration) {
-		// Nothing to revoke: the broker refuses it already.
-		text, revoked = "signed out: the session had expired", false
-	} else {
-		cl, code := c.newClient()
-		if cl == nil {
+	var cl *client.Client // not needed for an expired session
+	if time.Now().Before(s.Expiration) {
+		var code int
+		if cl, code = c.newClient(); cl == nil {
 			return code
 		}
-		err := cl.Revoke(ctx, s.Token)
-		var e *client.Error
-		switch {
-		case errors.As(err, &e) && e.Status == http.StatusUnauthorized:
-			// Expired, revoked or never valid: the broker refuses it already.
-			text, revoked = "signed out: the broker no longer accepted the session", false
-		case err != nil:
-			// Keep the file, so that the revocation can be retried.
-			return c.brokerError(err)
-		}
+	}
+	revoked, reason, err := revoke(ctx, cl, s)
+	var text string
+	switch reason {
+	case "":
+		text = "signed out: revoked the session of " + s.Wallet
+	case "expired":
+		// Nothing to revoke: the broker refuses it already.
+		text = "signed out: the session had expired"
+	case "already_revoked":
+		text = "signed out: the session of " + s.Wallet + " had already been revoked"
+	case "not_accepted":
+		// Expired, revoked or never valid: the broker refuses it already.
+		text = "signed out: the broker no longer accepted the session"
+	default:
+		// Keep the file, so that the revocation can be retried.
+		return c.brokerError(err)
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return c.fail(fmt.Errorf("failed to delete the session file: %w", err), "")
@@ -233,7 +303,7 @@ func (c *cli) brokerError(err error) int {
 	if errors.As(err, &e) {
 		switch {
 		case e.Status == http.StatusUnauthorized:
-			return c.fail(err, hintLogin)
+			return c.fail(err, c.hintLogin())
 		case e.Status == http.StatusNotFound || e.Status >= 300 && e.Status < 400:
 			// The broker answers every route it documents: the URL is wrong.
 			return c.fail(err, fmt.Sprintf("is %s the broker? check --broker or AGENTKEYS_BROKER", c.broker))

@@ -23,6 +23,9 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
+
+	"github.com/agentkeys/broker/shared/cliflag"
 )
 
 const usage = `Usage:
@@ -48,7 +51,8 @@ Commands:
                      and print its address. An existing file is never replaced.
     wallet address   Print the wallet's address.
     login            Sign in to the broker with the wallet and keep the session
-                     in the session file (mode 0600).
+                     in the session file (mode 0600). A session already in the
+                     file is revoked at the broker (or a note says why not).
     jwt              Print a fresh OIDC JWT for the session's wallet.
         --audience A     The JWT's audience (default: the broker's first,
                          sts.amazonaws.com).
@@ -56,7 +60,8 @@ Commands:
         --out FILE       Write the JWT to FILE (mode 0600, atomically) instead,
                          such as the file AWS_WEB_IDENTITY_TOKEN_FILE names.
     logout           Revoke the session at the broker and delete the session
-                     file.
+                     file. It says whether this call revoked the session or it
+                     was already revoked (--json: "revoked": true or false).
     creds            Print temporary AWS credentials for the session's wallet.
         --format F       credential_process (default): the JSON the AWS CLI and
                          SDKs read from a credential_process command; env:
@@ -85,6 +90,10 @@ type cli struct {
 	wallet  string // "" means ~/.agentkeys/wallet.json
 	session string // "" means ~/.agentkeys/session.json
 	json    bool
+
+	// given holds the global flags set on the command line, so that hints
+	// repeat them ("run: agentkeys --wallet ./w.json wallet new").
+	given map[string]bool
 }
 
 // run runs agentkeys with args (without the program name) and returns the exit
@@ -100,7 +109,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		session: os.Getenv("AGENTKEYS_SESSION"),
 	}
 	fs := c.flagSet("agentkeys")
-	if err := fs.Parse(args); err != nil {
+	if err := c.parseFlags(fs, args); err != nil {
 		return c.parseError(err)
 	}
 	args = fs.Args()
@@ -110,6 +119,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	cmd, args := args[0], args[1:]
 	switch cmd {
 	case "wallet":
+		// Flags may come before the subcommand too (wallet -h, wallet --wallet F new).
+		fs := c.flagSet("agentkeys wallet")
+		if err := c.parseFlags(fs, args); err != nil {
+			return c.parseError(err)
+		}
+		args = fs.Args()
 		if len(args) == 0 {
 			return c.usageError("missing wallet command: new or address")
 		}
@@ -162,7 +177,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fs := c.flagSet("agentkeys exec")
 		fs.Int64Var(&o.duration, "duration", 0, "")
 		fs.StringVar(&o.region, "region", o.region, "")
-		if err := fs.Parse(args); err != nil {
+		if err := c.parseFlags(fs, args); err != nil {
 			return c.parseError(err)
 		}
 		if fs.NArg() == 0 {
@@ -188,13 +203,47 @@ func envOr(key, def string) string {
 // set so far, so that they may also follow the command.
 func (c *cli) flagSet(name string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	fs.Usage = func() {}
 	fs.StringVar(&c.broker, "broker", c.broker, "")
 	fs.StringVar(&c.wallet, "wallet", c.wallet, "")
 	fs.StringVar(&c.session, "session", c.session, "")
 	fs.BoolVar(&c.json, "json", c.json, "")
 	return fs
+}
+
+// parseFlags parses args into fs (a flagSet) and records which global flags
+// the command line set.
+func (c *cli) parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := cliflag.Parse(fs, args); err != nil {
+		return err
+	}
+	fs.Visit(func(f *flag.Flag) {
+		if c.given == nil {
+			c.given = map[string]bool{}
+		}
+		c.given[f.Name] = true
+	})
+	return nil
+}
+
+// command is the command line to suggest in a hint for running the agentkeys
+// subcommand sub: with the --broker, --wallet and --session the user gave, so
+// that it acts on the same files and broker.
+func (c *cli) command(sub string) string {
+	parts := []string{"agentkeys"}
+	for _, f := range []struct{ name, value string }{{"broker", c.broker}, {"wallet", c.wallet}, {"session", c.session}} {
+		if c.given[f.name] {
+			parts = append(parts, "--"+f.name, shellQuote(f.value))
+		}
+	}
+	return strings.Join(append(parts, sub), " ")
+}
+
+// shellQuote quotes s for a POSIX shell if it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@%+=:,./_-") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // parse parses the flags after a command that takes no arguments of its own.
@@ -203,7 +252,7 @@ func (c *cli) parse(name string, args []string) (int, bool) {
 }
 
 func (c *cli) parseWith(fs *flag.FlagSet, args []string) (int, bool) {
-	if err := fs.Parse(args); err != nil {
+	if err := c.parseFlags(fs, args); err != nil {
 		return c.parseError(err), false
 	}
 	if fs.NArg() > 0 {

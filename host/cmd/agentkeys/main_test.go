@@ -5,11 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -37,8 +40,8 @@ func TestMain(m *testing.M) {
 // TestScript runs the scripts in testdata/script, each against its own
 // in-process broker (real enclave service, real host API), with
 // AGENTKEYS_BROKER set to it, BROKER_LOCALHOST to the same server named
-// localhost (not the issuer), HOME to $WORK and UNREACHABLE to a loopback URL
-// where nothing listens.
+// localhost (not the issuer), HOME to $WORK, UNREACHABLE to a loopback URL
+// where nothing listens, and FAKE_BROKER to fakeBroker.
 func TestScript(t *testing.T) {
 	testscript.Run(t, testscript.Params{
 		Dir:                 "testdata/script",
@@ -67,6 +70,9 @@ func TestScript(t *testing.T) {
 				return err
 			}
 			env.Setenv("UNREACHABLE", "http://"+l.Addr().String())
+			fake := httptest.NewServer(fakeBroker())
+			tb.Cleanup(fake.Close)
+			env.Setenv("FAKE_BROKER", fake.URL)
 			return l.Close()
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
@@ -76,6 +82,44 @@ func TestScript(t *testing.T) {
 			"processcreds": cmdProcessCreds,
 		},
 	})
+}
+
+// fakeBroker answers sign-in for any wallet (with the session token
+// "fake.session.token") and revocation by the bearer: "revoked.before.sig" was
+// already revoked ({"revoked": false}), "unconfirmed.x.sig" gets an answer
+// without "revoked", "fails.x.sig" a 503; any other is revoked by this call.
+// It stands in for answers the in-process broker does not give.
+func fakeBroker() http.Handler {
+	wallet := regexp.MustCompile(`0x[0-9a-fA-F]{40}`)
+	mux := http.NewServeMux()
+	writeJSON := func(w http.ResponseWriter, status int, v any) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		json.NewEncoder(w).Encode(v)
+	}
+	mux.HandleFunc("GET /v1/session/nonce", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, 200, map[string]any{"nonce": "fakenonce12345678", "expires_at": time.Now().Add(5 * time.Minute).Unix()})
+	})
+	mux.HandleFunc("POST /v1/session", func(w http.ResponseWriter, r *http.Request) {
+		var body struct{ Message string }
+		json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&body)
+		writeJSON(w, 200, map[string]any{"session": "fake.session.token", "wallet": strings.ToLower(wallet.FindString(body.Message)),
+			"expiration": time.Now().Add(time.Hour).Unix()})
+	})
+	mux.HandleFunc("POST /v1/session/revoke", func(w http.ResponseWriter, r *http.Request) {
+		const w1 = "0x1a642f0e3c3af545e7acbd38b07251b3990914f1"
+		switch r.Header.Get("Authorization") {
+		case "Bearer revoked.before.sig":
+			writeJSON(w, 200, map[string]any{"revoked": false, "wallet": w1})
+		case "Bearer unconfirmed.x.sig":
+			writeJSON(w, 200, map[string]any{"wallet": w1})
+		case "Bearer fails.x.sig":
+			writeJSON(w, 503, map[string]any{"error": "enclave_unavailable", "message": "the enclave is unreachable; try again shortly"})
+		default:
+			writeJSON(w, 200, map[string]any{"revoked": true, "wallet": w1})
+		}
+	})
+	return mux
 }
 
 const testRole = "arn:aws:iam::123456789012:role/agentkeys-data-role"
