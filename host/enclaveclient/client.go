@@ -35,7 +35,12 @@ type Config struct {
 	FailFast time.Duration
 	// MinBackoff and MaxBackoff bound the redial delay (default 50ms and 2s).
 	MinBackoff, MaxBackoff time.Duration
-	Logger                 *slog.Logger
+	// KeepAlive is how often an idle connection is exercised with an info
+	// call (default 60s), so that the enclave's idle timeout (--idle-timeout,
+	// default 5m) never closes it under a request about to be sent. It must
+	// stay well below the enclave's idle timeout.
+	KeepAlive time.Duration
+	Logger    *slog.Logger
 }
 
 // Client is a reconnecting enclave client. It is safe for concurrent use.
@@ -64,6 +69,9 @@ func New(cfg Config) *Client {
 	}
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 2 * time.Second
+	}
+	if cfg.KeepAlive <= 0 {
+		cfg.KeepAlive = 60 * time.Second
 	}
 	c := &Client{cfg: cfg, log: cfg.Logger, ready: make(chan struct{}), done: make(chan struct{})}
 	if c.log == nil {
@@ -106,10 +114,7 @@ func (c *Client) loop() {
 		close(c.ready)
 		c.mu.Unlock()
 		c.log.Info("connected to the enclave", "mode", info.Mode, "signing_kid", info.SigningKid)
-		select {
-		case <-pc.Done():
-		case <-c.ctx.Done():
-		}
+		c.keepAlive(pc)
 		c.mu.Lock()
 		c.cur = nil
 		c.ready = make(chan struct{})
@@ -118,6 +123,32 @@ func (c *Client) loop() {
 		pc.Close()
 		if c.ctx.Err() == nil {
 			c.log.Warn("lost the enclave connection; redialing", "err", pc.Err())
+		}
+	}
+}
+
+// keepAlive returns when pc is done or the client is closed; meanwhile it
+// calls info every KeepAlive so the connection is never idle at the enclave.
+// A failed keep-alive closes pc, and the loop redials.
+func (c *Client) keepAlive(pc *protocol.Client) {
+	t := time.NewTicker(c.cfg.KeepAlive)
+	defer t.Stop()
+	for {
+		select {
+		case <-pc.Done():
+			return
+		case <-c.ctx.Done():
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
+			var info protocol.InfoResponse
+			err := pc.Call(ctx, protocol.OpInfo, protocol.InfoRequest{}, &info)
+			cancel()
+			if err != nil && c.ctx.Err() == nil {
+				c.log.Warn("enclave keep-alive failed; redialing", "err", err)
+				pc.Close()
+				return
+			}
 		}
 	}
 }

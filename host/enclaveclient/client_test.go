@@ -3,7 +3,9 @@ package enclaveclient
 import (
 	"context"
 	"errors"
+	"net"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -113,5 +115,44 @@ func TestCallHonoursContext(t *testing.T) {
 	cancel()
 	if err := c.Call(ctx, protocol.OpInfo, protocol.InfoRequest{}, nil); !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestKeepAliveOutlivesIdleTimeout: with an enclave that closes idle
+// connections, the keep-alive holds the one connection open, so calls made
+// after a quiet spell longer than the idle timeout use it and never race its
+// closing. Without the keep-alive the enclave closes the connection and the
+// client dials again.
+func TestKeepAliveOutlivesIdleTimeout(t *testing.T) {
+	addr := "unix:" + filepath.Join(t.TempDir(), "e.sock")
+	l, err := protocol.Listen(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idle := time.Second
+	srv := &protocol.Server{Handler: fakeEnclave{"one"}, IdleTimeout: idle}
+	go srv.Serve(l)
+	defer srv.Shutdown(context.Background())
+	dial, err := protocol.Dialer(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		keepAlive time.Duration
+		redials   bool
+	}{{idle / 20, false}, {time.Hour, true}} {
+		var dials atomic.Int32
+		counting := func(ctx context.Context) (net.Conn, error) { dials.Add(1); return dial(ctx) }
+		c := New(Config{Dial: counting, KeepAlive: tc.keepAlive, MinBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond})
+		waitFor(t, "a connection", c.Connected)
+		time.Sleep(5 * idle / 2) // quiet: only keep-alives, if any
+		if err := c.Call(context.Background(), protocol.OpSessionNonce, protocol.SessionNonceRequest{}, nil); err != nil && !tc.redials {
+			t.Fatalf("keep-alive %v: call after a quiet spell: %v", tc.keepAlive, err)
+		}
+		waitFor(t, "a connection", c.Connected)
+		if got := dials.Load() > 1; got != tc.redials {
+			t.Fatalf("keep-alive %v: %d dials", tc.keepAlive, dials.Load())
+		}
+		c.Close()
 	}
 }
