@@ -197,7 +197,7 @@ func TestSignInAndMint(t *testing.T) {
 	if sig, err := base64.RawURLEncoding.DecodeString(parts[2]); err != nil || len(sig) != 64 {
 		t.Fatalf("signature: %d bytes, %v", len(sig), err)
 	}
-	// Claims exactly as ARCHITECTURE.md says: the shared/claims type, byte for byte.
+	// Claims exactly as docs/design.md says: the shared/claims type, byte for byte.
 	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
 	if err != nil {
 		t.Fatal(err)

@@ -21,6 +21,7 @@ import (
 	"github.com/agentkeys/broker/host/metrics"
 	"github.com/agentkeys/broker/host/ratelimit"
 	"github.com/agentkeys/broker/host/revocation"
+	"github.com/agentkeys/broker/shared/claims"
 	"github.com/agentkeys/broker/shared/httpapi"
 	"github.com/agentkeys/broker/shared/jwk"
 	"github.com/agentkeys/broker/shared/protocol"
@@ -337,7 +338,7 @@ func (a *API) derive(info *protocol.InfoResponse) *published {
 		"id_token_signing_alg_values_supported": []string{"ES256"},
 		"scopes_supported":                      []string{"openid"},
 		"claims_supported": []string{"iss", "sub", "aud", "iat", "nbf", "exp", "jti",
-			"agentkeys_user_wallet", "https://aws.amazon.com/tags"},
+			claims.Wallet, claims.AWSTags},
 	})
 	return p
 }

@@ -48,6 +48,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	ststypes "github.com/aws/aws-sdk-go-v2/service/sts/types"
 	"github.com/aws/smithy-go"
+
+	"github.com/agentkeys/broker/shared/claims"
 )
 
 // Mode selects how credentials are obtained.
@@ -60,7 +62,7 @@ const (
 )
 
 // TagKey is the session tag that carries the wallet.
-const TagKey = "agentkeys_user_wallet"
+const TagKey = claims.WalletTag
 
 // Config configures a Broker.
 type Config struct {
