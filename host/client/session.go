@@ -131,10 +131,21 @@ func (c *Client) RevokeSession(ctx context.Context, token string) (httpapi.Revok
 	if err := checkToken(token); err != nil {
 		return httpapi.RevokeResponse{}, err
 	}
-	var v httpapi.RevokeResponse
-	if err := c.do(ctx, http.MethodPost, httpapi.PathRevoke, token, nil, &v); err != nil {
+	// The body is httpapi.RevokeResponse; the pointer, which shadows its
+	// Revoked, tells an absent "revoked" (a broker that did not confirm)
+	// from false (already revoked).
+	var body struct {
+		httpapi.RevokeResponse
+		Revoked *bool `json:"revoked"`
+	}
+	if err := c.do(ctx, http.MethodPost, httpapi.PathRevoke, token, nil, &body); err != nil {
 		return httpapi.RevokeResponse{}, err
 	}
+	if body.Revoked == nil {
+		return httpapi.RevokeResponse{}, errors.New("the broker did not confirm the revocation")
+	}
+	v := body.RevokeResponse
+	v.Revoked = *body.Revoked
 	if siwe.ValidateAddress(v.Wallet) != nil {
 		return httpapi.RevokeResponse{}, errors.New("the broker's answer to the revocation holds no well-formed wallet")
 	}

@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -67,7 +68,7 @@ func TestRevokeSession(t *testing.T) {
 	if err != nil || r.Revoked || r.Wallet != strings.ToLower(address) {
 		t.Fatalf("second revoke: %+v, %v", r, err)
 	}
-	if err := c.Revoke(ctx, s.Token); err != nil {
-		t.Fatalf("Revoke of a revoked session: %v", err)
+	if err := c.Revoke(ctx, s.Token); !errors.Is(err, client.ErrAlreadyRevoked) {
+		t.Fatalf("Revoke of a revoked session: %v, want ErrAlreadyRevoked", err)
 	}
 }
