@@ -2,8 +2,8 @@
 // exports is declared here, so their names and labels stay one list that
 // dashboards can rely on.
 //
-// The enclave exports no metrics of its own: it has no listener (it only
-// answers the host over vsock), so what the host knows about it (connection,
+// The enclave exports no metrics of its own: it has no HTTP listener, only the
+// protocol socket the host dials, so what the host knows about it (connection,
 // round trips, clock offset) is exported here.
 package metrics
 
