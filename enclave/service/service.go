@@ -10,6 +10,8 @@ import (
 	"io"
 	"log/slog"
 	"net/url"
+	"os"
+	"strings"
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
@@ -69,6 +71,8 @@ type Service struct {
 	manifest     []byte   // the key manifest every attestation document binds, encoded once
 
 	nonces *nonces // sign-in nonces: a per-boot MAC key and the used set
+
+	clockSourceFile string // names the kernel's clock source, for Info; tests point it elsewhere
 }
 
 // SessionAudience is the aud of session tokens. It never equals an OIDC
@@ -94,6 +98,8 @@ func New(cfg Config) (*Service, error) {
 		now:        cfg.Now,
 		sessionKey: set.Session,
 		checkpoint: set.Checkpoint,
+
+		clockSourceFile: clockSourceFile,
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -227,7 +233,39 @@ func (s *Service) Info() protocol.InfoResponse {
 		CheckpointVerifierKey: s.vkey,
 		PCRs:                  s.attester.PCRs(),
 		Manifest:              s.manifest,
+		ClockSource:           clockSource(s.clockSourceFile),
+		Time:                  s.now().UnixMilli(),
 	}
+}
+
+// clockSourceFile is where Linux names the clock source its time comes from:
+// in a Nitro Enclave the one the kernel picked from what the hypervisor offers
+// (kvm-clock, or a PTP clock), never the host's time.
+const clockSourceFile = "/sys/devices/system/clocksource/clocksource0/current_clocksource"
+
+// maxClockSource bounds the clock source name read from sysfs.
+const maxClockSource = 64
+
+// clockSource returns the clock source named in path, or "unknown" if the file
+// is absent, empty, too long or holds anything but a plain name. It reads at
+// most maxClockSource+1 bytes.
+func clockSource(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return "unknown"
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxClockSource+1))
+	name := strings.TrimSpace(string(b))
+	if err != nil || name == "" || len(name) > maxClockSource {
+		return "unknown"
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return "unknown"
+		}
+	}
+	return name
 }
 
 // Attest returns a fresh attestation document binding the key manifest.

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -39,6 +40,9 @@ type Enclave interface {
 	// by its pointer.
 	Info() (*protocol.InfoResponse, bool)
 	Connected() bool
+	// ClockOffset is the enclave's clock minus the host's, as last measured,
+	// and false before the first measurement.
+	ClockOffset() (time.Duration, bool)
 }
 
 // Config configures the API.
@@ -151,7 +155,7 @@ func New(cfg Config) (*API, error) {
 		return nil, errors.New("api: issuer, enclave, audit store and revocation store are required")
 	}
 	if cfg.Metrics == nil {
-		cfg.Metrics = metrics.New(cfg.Enclave.Connected)
+		cfg.Metrics = metrics.New(cfg.Enclave)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -371,6 +375,10 @@ func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
 	if p := a.published.Load(); p != nil && p.mismatch != "" {
 		status["enclave"] = "issuer_mismatch"
 		failed = append(failed, "enclave issuer")
+	}
+	if off, ok := a.cfg.Enclave.ClockOffset(); ok {
+		// Informative, never a failure: the enclave keeps its own time.
+		status["enclave_clock_offset_ms"] = strconv.FormatInt(off.Milliseconds(), 10)
 	}
 	if err := a.cfg.Audit.Ping(ctx); err != nil {
 		status["audit"] = "failing"

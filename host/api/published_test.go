@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/agentkeys/broker/host/api"
 	"github.com/agentkeys/broker/host/audit"
@@ -29,7 +30,8 @@ func (e *snapshotEnclave) Info() (*protocol.InfoResponse, bool) {
 	p := e.info.Load()
 	return p, p != nil
 }
-func (e *snapshotEnclave) Connected() bool { return e.info.Load() != nil }
+func (e *snapshotEnclave) Connected() bool                    { return e.info.Load() != nil }
+func (e *snapshotEnclave) ClockOffset() (time.Duration, bool) { return 0, false }
 
 // TestPublishedFollowsTheEnclaveSnapshot: the JWKS, discovery and the issuer
 // check come from the enclave client's current Info, with no copy to keep in

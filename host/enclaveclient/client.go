@@ -14,6 +14,17 @@
 // reader may keep it and cache what it derives from it (the JWKS, the discovery
 // document), keyed by the snapshot's pointer. Nothing else on the host keeps its
 // own copy.
+//
+// # The enclave's clock
+//
+// Every info call (on connection, and each keep-alive) carries the enclave's
+// own time, time_ms. The client compares it with the midpoint of its own send
+// and receive times and keeps the difference, enclave minus host, as
+// [Client.ClockOffset]; the round trip bounds the error to half its length.
+// When the offset's size passes ClockOffsetWarn (default 2s) the client logs one
+// warning, and one info line when it comes back within, not one per
+// measurement. The enclave never takes time from the host: this only compares,
+// so that an operator sees a drifting clock before tokens' iat and exp do.
 package enclaveclient
 
 import (
@@ -40,7 +51,10 @@ type Config struct {
 	// default 5m) never closes it under a request about to be sent. It must
 	// stay well below the enclave's idle timeout.
 	KeepAlive time.Duration
-	Logger    *slog.Logger
+	// ClockOffsetWarn is how far the enclave's clock may be from the host's
+	// before the client logs a warning (default 2s; see ClockOffset).
+	ClockOffsetWarn time.Duration
+	Logger          *slog.Logger
 }
 
 // Client is a reconnecting enclave client. It is safe for concurrent use.
@@ -53,6 +67,7 @@ type Client struct {
 	ready   chan struct{}          // closed when cur becomes non-nil; replaced on disconnect
 	info    *protocol.InfoResponse // replaced, never modified
 	lastErr error
+	clock   clockState
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -72,6 +87,9 @@ func New(cfg Config) *Client {
 	}
 	if cfg.KeepAlive <= 0 {
 		cfg.KeepAlive = 60 * time.Second
+	}
+	if cfg.ClockOffsetWarn <= 0 {
+		cfg.ClockOffsetWarn = 2 * time.Second
 	}
 	c := &Client{cfg: cfg, log: cfg.Logger, ready: make(chan struct{}), done: make(chan struct{})}
 	if c.log == nil {
@@ -142,12 +160,17 @@ func (c *Client) keepAlive(pc *protocol.Client) {
 		case <-t.C:
 			ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
 			var info protocol.InfoResponse
+			sent := time.Now()
 			err := pc.Call(ctx, protocol.OpInfo, protocol.InfoRequest{}, &info)
+			received := time.Now()
 			cancel()
 			if err != nil && c.ctx.Err() == nil {
 				c.log.Warn("enclave keep-alive failed; redialing", "err", err)
 				pc.Close()
 				return
+			}
+			if err == nil {
+				c.measureClock(info, sent, received)
 			}
 		}
 	}
@@ -162,15 +185,59 @@ func (c *Client) connect() (*protocol.Client, protocol.InfoResponse, error) {
 	}
 	pc := protocol.NewClient(conn)
 	var info protocol.InfoResponse
+	sent := time.Now()
 	if err := pc.Call(ctx, protocol.OpInfo, protocol.InfoRequest{}, &info); err != nil {
 		pc.Close()
 		return nil, protocol.InfoResponse{}, err
 	}
+	received := time.Now()
 	if info.ProtocolVersion != protocol.Version {
 		pc.Close()
 		return nil, protocol.InfoResponse{}, protocol.Errorf(protocol.CodeUnsupportedVersion, "enclave speaks protocol version %d, host %d", info.ProtocolVersion, protocol.Version)
 	}
+	c.measureClock(info, sent, received)
 	return pc, info, nil
+}
+
+// clockState is the last clock comparison, guarded by Client.mu.
+type clockState struct {
+	offset   time.Duration // enclave minus host
+	measured bool
+	off      bool // |offset| > ClockOffsetWarn: the warning has been logged
+}
+
+// measureClock compares the enclave's time in info with the midpoint of the
+// host's send and receive times around the call that returned it, and logs
+// when the offset crosses ClockOffsetWarn either way. Only the loop goroutine
+// calls it.
+func (c *Client) measureClock(info protocol.InfoResponse, sent, received time.Time) {
+	if info.Time == 0 {
+		return // an enclave that does not report its time
+	}
+	mid := sent.Add(received.Sub(sent) / 2)
+	offset := time.UnixMilli(info.Time).Sub(mid.Round(0)) // wall clocks: Round(0) drops the monotonic reading
+	off := offset > c.cfg.ClockOffsetWarn || offset < -c.cfg.ClockOffsetWarn
+	c.mu.Lock()
+	was := c.clock.off
+	c.clock = clockState{offset: offset, measured: true, off: off}
+	c.mu.Unlock()
+	switch {
+	case off && !was:
+		c.log.Warn("enclave clock differs from the host's", "offset_ms", offset.Milliseconds(),
+			"limit_ms", c.cfg.ClockOffsetWarn.Milliseconds(), "clock_source", info.ClockSource)
+	case !off && was:
+		c.log.Info("enclave clock back within limit", "offset_ms", offset.Milliseconds(),
+			"limit_ms", c.cfg.ClockOffsetWarn.Milliseconds(), "clock_source", info.ClockSource)
+	}
+}
+
+// ClockOffset returns the enclave's clock minus the host's, as last measured
+// (on connection and at each keep-alive), and false before the first
+// measurement. It stays at its last value while disconnected.
+func (c *Client) ClockOffset() (time.Duration, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.clock.offset, c.clock.measured
 }
 
 // conn returns the current connection, waiting at most FailFast for one.

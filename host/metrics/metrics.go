@@ -1,10 +1,15 @@
 // Package metrics defines the host's Prometheus metrics. Every metric the host
 // exports is declared here, so their names and labels stay one list that
 // dashboards can rely on.
+//
+// The enclave exports no metrics of its own: it has no HTTP listener, only the
+// protocol socket the host dials, so what the host knows about it (connection,
+// round trips, clock offset) is exported here.
 package metrics
 
 import (
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -29,10 +34,23 @@ type Metrics struct {
 	EnclaveRPCSeconds *prometheus.HistogramVec
 	// EnclaveUp is 1 while the host holds a connection to the enclave.
 	EnclaveUp prometheus.GaugeFunc
+	// EnclaveClockOffset is the enclave's clock minus the host's, in seconds,
+	// as last measured; absent before the first measurement.
+	EnclaveClockOffset prometheus.Collector
 }
 
-// New registers the host's metrics. enclaveUp reports the enclave connection.
-func New(enclaveUp func() bool) *Metrics {
+// Enclave is what the metrics read from the enclave connection
+// (enclaveclient.Client).
+type Enclave interface {
+	// Connected reports whether the host holds a connection now.
+	Connected() bool
+	// ClockOffset is the enclave's clock minus the host's, and false before
+	// the first measurement.
+	ClockOffset() (time.Duration, bool)
+}
+
+// New registers the host's metrics, reading the enclave's state from enc.
+func New(enc Enclave) *Metrics {
 	reg := prometheus.NewRegistry()
 	m := &Metrics{
 		Registry: reg,
@@ -60,14 +78,16 @@ func New(enclaveUp func() bool) *Metrics {
 		EnclaveUp: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "agentkeys_enclave_up", Help: "1 while the host holds a connection to the enclave.",
 		}, func() float64 {
-			if enclaveUp != nil && enclaveUp() {
+			if enc != nil && enc.Connected() {
 				return 1
 			}
 			return 0
 		}),
+		EnclaveClockOffset: &clockOffset{enc: enc, desc: prometheus.NewDesc("agentkeys_enclave_clock_offset_seconds",
+			"The enclave's clock minus the host's, as last measured (on connection and each keep-alive).", nil, nil)},
 	}
 	reg.MustRegister(m.Requests, m.RequestSeconds, m.Mints, m.AuditWriteSeconds, m.AuditWriteErrors,
-		m.EnclaveRPCSeconds, m.EnclaveUp,
+		m.EnclaveRPCSeconds, m.EnclaveUp, m.EnclaveClockOffset,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -75,4 +95,22 @@ func New(enclaveUp func() bool) *Metrics {
 // Handler serves the registry in the Prometheus text format.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
+}
+
+// clockOffset exports the enclave's clock offset, and nothing until there is a
+// measurement: 0 would read as a perfect clock.
+type clockOffset struct {
+	enc  Enclave
+	desc *prometheus.Desc
+}
+
+func (c *clockOffset) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *clockOffset) Collect(ch chan<- prometheus.Metric) {
+	if c.enc == nil {
+		return
+	}
+	if off, ok := c.enc.ClockOffset(); ok {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, off.Seconds())
+	}
 }

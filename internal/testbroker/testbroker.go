@@ -106,7 +106,7 @@ func Start(t testing.TB, opts Options) *Broker {
 		b.Audit = b.Memory
 	}
 	b.Revocations = revocation.NewMemory()
-	b.Metrics = metrics.New(b.Enclave.Connected)
+	b.Metrics = metrics.New(b.Enclave)
 	cfg := api.Config{Issuer: issuer, Enclave: b.Enclave, Audit: b.Audit, Revocations: b.Revocations,
 		Metrics: b.Metrics, DefaultTTLSeconds: opts.DefaultTTLSeconds, SignInLimit: opts.SignInLimit, Logger: opts.Logger}
 	if opts.AWS != nil {

@@ -48,6 +48,13 @@ type InfoResponse struct {
 	// document binds it: its SHA-256 is the documents' user_data. The host serves
 	// these bytes unchanged.
 	Manifest []byte `cbor:"manifest" json:"manifest"`
+	// ClockSource is the kernel clock source the enclave's time comes from
+	// (in a Nitro Enclave normally "kvm-clock"), or "unknown".
+	ClockSource string `cbor:"clock_source" json:"clock_source"`
+	// Time is the enclave's unix time in milliseconds when it answered. The
+	// host compares it with its own clock; the enclave never takes time from
+	// the host.
+	Time int64 `cbor:"time_ms" json:"time_ms"`
 }
 
 // AttestRequest asks for a fresh attestation document.

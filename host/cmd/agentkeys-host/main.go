@@ -137,7 +137,7 @@ func openDeps(ctx context.Context, cfg *config, log *slog.Logger) (_ *deps, err 
 	}
 	d.enc = enclaveclient.New(enclaveclient.Config{Dial: dial, Logger: log})
 	d.closers = append(d.closers, d.enc.Close)
-	d.metrics = metrics.New(d.enc.Connected)
+	d.metrics = metrics.New(d.enc)
 
 	if cfg.RoleARN == "" {
 		log.Info("AWS credential minting off: no role configured (BROKER_DATA_ROLE_ARN)")

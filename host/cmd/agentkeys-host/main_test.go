@@ -417,7 +417,7 @@ func TestMetricsPlacement(t *testing.T) {
 			dial, _ := protocol.Dialer("unix:" + dir + "/none.sock")
 			enc := enclaveclient.New(enclaveclient.Config{Dial: dial})
 			defer enc.Close()
-			d := &deps{audit: audit.NewMemory(), revs: revocation.NewMemory(), enc: enc, metrics: metrics.New(enc.Connected)}
+			d := &deps{audit: audit.NewMemory(), revs: revocation.NewMemory(), enc: enc, metrics: metrics.New(enc)}
 			log := slog.New(slog.DiscardHandler)
 			acfg, err := apiConfig(cfg, d, log)
 			if err != nil {
