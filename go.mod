@@ -3,6 +3,7 @@ module github.com/agentkeys/broker
 go 1.26.0
 
 require (
+	filippo.io/torchwood v0.6.1
 	github.com/aws/aws-sdk-go-v2 v1.48.0
 	github.com/aws/aws-sdk-go-v2/config v1.33.18
 	github.com/aws/aws-sdk-go-v2/credentials v1.21.0
