@@ -48,7 +48,7 @@ func TestCosignatureVerifier(t *testing.T) {
 		"",
 		"w+00000000+BAAA",
 		ed25519Key(t, "witness.example/w1", seed[:]), // a note (0x01) key
-		"other" + s.Verifier().String(),                        // hash mismatch
+		"other" + s.Verifier().String(),              // hash mismatch
 	} {
 		if _, err := NewCosignatureVerifier(bad); err == nil {
 			t.Errorf("accepted %q", bad)
