@@ -590,3 +590,24 @@ func writeFile(dir, path string, b []byte) error {
 	}
 	return nil
 }
+
+// VerifyAuditProofFromLog is VerifyAuditProof with the entry read from log
+// (an exported directory keeps this offline).
+func VerifyAuditProofFromLog(ctx context.Context, proof []byte, log AuditLog, opts AuditOptions) Report {
+	p, err := tlogproof.Parse(proof)
+	if err != nil {
+		return VerifyAuditProof(proof, nil, opts)
+	}
+	var r Report
+	tree, ok := openCheckpoint(&r, p.Checkpoint, opts, true, "proof checkpoint")
+	if !ok {
+		return r
+	}
+	entry, err := ReadAuditEntry(ctx, log, tree, p.Index)
+	if err != nil {
+		var r Report
+		r.fail("entry", "failed to read entry %d from the log: %v", p.Index, err)
+		return r
+	}
+	return VerifyAuditProof(proof, entry, opts)
+}
