@@ -369,21 +369,28 @@ func (ws *Witnesses) addCheckpoint(ctx context.Context, s *state, old int64, cp 
 	if int64(len(rb)) > ws.cfg.MaxResponse {
 		return nil, -1, fmt.Errorf("witness response is longer than %d bytes", ws.cfg.MaxResponse)
 	}
-	switch resp.StatusCode {
+	return parseResponse(resp.StatusCode, rb, cp, s.verifier)
+}
+
+// parseResponse reads a witness's answer to add-checkpoint of cp: the
+// verified cosignatures (200), or the size the witness holds (409, as
+// conflict; else conflict is -1).
+func parseResponse(status int, body, cp []byte, v note.Verifier) ([]note.Signature, int64, error) {
+	switch status {
 	case http.StatusOK:
 	case http.StatusConflict:
-		line := strings.TrimSuffix(string(rb), "\n")
+		line := strings.TrimSuffix(string(body), "\n")
 		n, err := strconv.ParseInt(line, 10, 64)
 		if err != nil || n < 0 || strconv.FormatInt(n, 10) != line {
-			return nil, -1, &httpError{resp.StatusCode, "malformed size " + strconv.Quote(truncate(string(rb)))}
+			return nil, -1, &httpError{status, "malformed size " + strconv.Quote(truncate(string(body)))}
 		}
-		return nil, n, &httpError{resp.StatusCode, "witness holds size " + line}
+		return nil, n, &httpError{status, "witness holds size " + line}
 	default:
-		return nil, -1, &httpError{resp.StatusCode, truncate(string(rb))}
+		return nil, -1, &httpError{status, truncate(string(body))}
 	}
 	// The response is signature lines: append them to the note and let
 	// note.Open, knowing only this witness's key, verify them.
-	n, err := note.Open(append(bytes.Clone(cp), rb...), note.VerifierList(s.verifier))
+	n, err := note.Open(append(bytes.Clone(cp), body...), note.VerifierList(v))
 	if err != nil {
 		return nil, -1, fmt.Errorf("witness returned no valid cosignature: %w", err)
 	}
