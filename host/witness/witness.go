@@ -29,6 +29,10 @@
 // A witness that is down or refuses simply falls behind; its lag in entries is
 // the gauge agentkeys_witness_lag_entries{witness} and part of [Status].
 //
+// [Witnesses.Checkpoint] serves the latest checkpoint with the cosignatures
+// gathered for exactly it: right after a mint, until the next Sync returns,
+// it carries only the log's signature.
+//
 // # Trust
 //
 // Witnesses are untrusted peers: every response is read with a bound and a

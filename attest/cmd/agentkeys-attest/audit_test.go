@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 
 	"filippo.io/torchwood"
@@ -161,4 +162,25 @@ func cosigned(l *tilestest.Log, w *torchwood.CosignatureSigner) func(context.Con
 func fakeJWT(jti string) string {
 	enc := base64.RawURLEncoding.EncodeToString
 	return enc([]byte(`{"alg":"ES256"}`)) + "." + enc([]byte(`{"jti":"`+jti+`"}`)) + "." + enc([]byte("sig"))
+}
+
+func TestProgressBar(t *testing.T) {
+	var b bytes.Buffer
+	if p := newProgressBar(&b); p.on {
+		t.Fatal("a bytes.Buffer is not a terminal")
+	}
+	p := &progressBar{w: &b, on: true}
+	p.update(1, 4)
+	p.update(4, 4)
+	p.done()
+	if got := b.String(); !strings.Contains(got, "\r[==========                              ] 1/4 tiles") || !strings.HasSuffix(got, "] 4/4 tiles\n") {
+		t.Errorf("progress output %q", got)
+	}
+	b.Reset()
+	off := &progressBar{w: &b}
+	off.update(1, 1)
+	off.done()
+	if b.Len() != 0 {
+		t.Errorf("drew %q when off", b.String())
+	}
 }
