@@ -37,6 +37,8 @@ const usage = `Usage:
     agentkeys-attest verify --document FILE --document-only [flags]
     agentkeys-attest watch --issuer URL --manifest-from URL|FILE [flags]
     agentkeys-attest pcrs FILE.eif
+    agentkeys-attest audit verify --log URL|DIR --key VKEY [flags]
+    agentkeys-attest audit export DIR --log URL
 
 verify checks an attestation document (COSE signature, chain to the AWS Nitro
 root or --root, age, nonce, PCRs, not debug mode), that its user_data is the
@@ -102,6 +104,11 @@ pcrs computes an Enclave Image File's PCR0, PCR1, PCR2 (and PCR8 when signed)
 from the file itself and prints them as nitro-cli describe-eif does; give the
 output to --measurements.
 
+audit verifies the audit log: checkpoint and witness cosignatures, every entry
+against the tree, consistency with a saved checkpoint, the inclusion of a JWT,
+or a saved tlog-proof; audit export saves the log for offline checks. Run
+agentkeys-attest audit -h for its flags.
+
 Exit status: 0 if every check passes (verify) or no alarm was raised (watch
 --once), 1 if one fails, 2 on a usage error.
 `
@@ -133,6 +140,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return watch(ctx, args, stdout, stderr)
 	case "pcrs":
 		return pcrs(args, stdout, stderr)
+	case "audit":
+		return audit(ctx, args, stdout, stderr)
 	default:
 		return fail(stderr, usagef("unknown command %q", cmd))
 	}

@@ -1,0 +1,46 @@
+package attest
+
+import (
+	"encoding/binary"
+	"testing"
+)
+
+// FuzzSplitBundle: entry bundles come from the untrusted host. splitBundle
+// must never panic, never return more entries than asked, and succeed only
+// on a bundle that is exactly that many length-prefixed entries.
+func FuzzSplitBundle(f *testing.F) {
+	f.Add([]byte{0, 1, 'a', 0, 0}, 2)
+	f.Add([]byte{0, 5, 'a'}, 1)
+	f.Add([]byte{}, 0)
+	f.Fuzz(func(t *testing.T, b []byte, max int) {
+		if max < 0 || max > 256 {
+			return
+		}
+		es, err := splitBundle(b, max)
+		if len(es) > max {
+			t.Fatalf("%d entries, max %d", len(es), max)
+		}
+		if err != nil {
+			return
+		}
+		var re []byte
+		for _, e := range es {
+			re = binary.BigEndian.AppendUint16(re, uint16(len(e)))
+			re = append(re, e...)
+		}
+		if len(es) != max || string(re) != string(b) {
+			t.Fatalf("accepted a bundle that is not %d entries", max)
+		}
+	})
+}
+
+// FuzzJWTIndex: the token is whatever the auditor was handed.
+func FuzzJWTIndex(f *testing.F) {
+	f.Add("eyJhbGciOiJFUzI1NiJ9.eyJqdGkiOiIyNTcifQ.c2ln")
+	f.Add("a.b.c")
+	f.Fuzz(func(t *testing.T, s string) {
+		if i, err := JWTIndex(s); err == nil && i < 0 {
+			t.Fatalf("negative index %d", i)
+		}
+	})
+}

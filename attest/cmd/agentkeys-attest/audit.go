@@ -1,0 +1,302 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/agentkeys/broker/attest"
+	"github.com/agentkeys/broker/shared/tlogproof"
+)
+
+const auditUsage = `Usage:
+    agentkeys-attest audit verify --log URL|DIR --key VKEY [--witness VKEY]... [--since FILE] [--jwt FILE] [--json]
+    agentkeys-attest audit verify --proof FILE --jwt FILE --key VKEY [--witness VKEY]... [--log URL|DIR]
+    agentkeys-attest audit export DIR --log URL
+
+verify reads the audit log (over HTTP from the issuer's /v1/audit/ tiles, or a
+directory written by export), checks the checkpoint's signature with --key and
+a cosignature from every --witness, recomputes the Merkle tree from every entry
+and compares its root with the checkpoint's, and checks that every hash tile
+the log serves is the one the entries give. It exits 1 naming the first entry
+that was altered, deleted or reordered.
+
+    --log URL|DIR      The log: https://broker.example.com (/v1/audit/ is
+                       appended to a bare origin) or an exported directory.
+    --key VKEY         The log's note verifier key: the manifest's
+                       checkpoint_verifier_key (GET /v1/audit/verifier-key
+                       serves it, but take it from a verified manifest).
+    --witness VKEY     A witness's cosignature/v1 verifier key; repeatable.
+                       Each must have cosigned the checkpoint.
+    --since FILE       A checkpoint saved by an earlier run: the log must be
+                       consistent with it (no fork, no rollback). On success
+                       the new checkpoint is written to FILE. A missing FILE
+                       is created (trust on first use).
+    --jwt FILE         A JWT the issuer minted: its jti (the log index) must be
+                       in the log, proven under the checkpoint.
+    --proof FILE       A saved tlog-proof (GET /v1/audit/proof/INDEX) for
+                       --jwt: checked offline; with --log, the entry it proves
+                       is read from the log and hashed.
+    --timeout D        Per-request timeout (default 30s).
+    --max-body N       Largest response read (default 16842240: a full bundle).
+    --json             Print one JSON object instead of the report.
+
+A progress bar is drawn on stderr when it is a terminal.
+
+export downloads the checkpoint, every entry bundle and every hash tile into
+DIR (paths as on the server) for verify --log DIR.
+`
+
+func audit(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		return fail(stderr, usagef("audit: missing command (verify or export)"))
+	}
+	switch cmd, args := args[0], args[1:]; cmd {
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, auditUsage)
+		return 0
+	case "verify":
+		return auditVerify(ctx, args, stdout, stderr)
+	case "export":
+		return auditExport(ctx, args, stdout, stderr)
+	default:
+		return fail(stderr, usagef("audit: unknown command %q (verify or export)", cmd))
+	}
+}
+
+type auditFlags struct {
+	log, key, since, jwt, proof string
+	witnesses                   []string
+	timeout                     time.Duration
+	maxBody                     int64
+	json                        bool
+}
+
+func (f *auditFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.log, "log", "", "")
+	fs.StringVar(&f.key, "key", "", "")
+	fs.Func("witness", "", func(s string) error { f.witnesses = append(f.witnesses, s); return nil })
+	fs.StringVar(&f.since, "since", "", "")
+	fs.StringVar(&f.jwt, "jwt", "", "")
+	fs.StringVar(&f.proof, "proof", "", "")
+	fs.DurationVar(&f.timeout, "timeout", 30*time.Second, "")
+	fs.Int64Var(&f.maxBody, "max-body", attest.DefaultAuditMaxBody, "")
+	fs.BoolVar(&f.json, "json", false, "")
+}
+
+func parseAuditFlags(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) ([]string, int, bool) {
+	fs.SetOutput(io.Discard)
+	// Flags may follow the positional DIR of export.
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				fmt.Fprint(stdout, auditUsage)
+				return nil, 0, false
+			}
+			return nil, fail(stderr, usageError{err.Error()}), false
+		}
+		if fs.NArg() == 0 {
+			return pos, 0, true
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+func (f *auditFlags) openLog() (attest.AuditLog, error) {
+	if f.timeout <= 0 || f.maxBody <= 0 {
+		return nil, usagef("--timeout and --max-body must be positive")
+	}
+	if strings.HasPrefix(f.log, "http://") || strings.HasPrefix(f.log, "https://") {
+		return attest.NewHTTPAuditLog(f.log, &http.Client{Timeout: f.timeout}, f.maxBody)
+	}
+	if st, err := os.Stat(f.log); err != nil || !st.IsDir() {
+		return nil, usagef("--log %q is neither an http(s) URL nor a directory", f.log)
+	}
+	return attest.NewDirAuditLog(f.log), nil
+}
+
+func auditVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var f auditFlags
+	fs := flag.NewFlagSet("audit verify", flag.ContinueOnError)
+	f.register(fs)
+	pos, code, ok := parseAuditFlags(fs, args, stdout, stderr)
+	if !ok {
+		return code
+	}
+	if len(pos) > 0 {
+		return fail(stderr, usagef("audit verify: unexpected argument %q", pos[0]))
+	}
+	if f.key == "" {
+		return fail(stderr, usagef("audit verify needs --key VKEY: the manifest's checkpoint_verifier_key"))
+	}
+	if f.proof == "" && f.log == "" {
+		return fail(stderr, usagef("audit verify needs --log URL|DIR (or --proof FILE --jwt FILE)"))
+	}
+	if f.proof != "" && f.jwt == "" {
+		return fail(stderr, usagef("--proof needs --jwt FILE: the token the proof is for"))
+	}
+	if f.proof != "" && f.since != "" {
+		return fail(stderr, usagef("--since checks a whole log: do not combine it with --proof"))
+	}
+	opts := attest.AuditOptions{Key: strings.TrimSpace(f.key), Witnesses: f.witnesses}
+	if f.jwt != "" {
+		b, err := readFile(f.jwt, 64<<10)
+		if err != nil {
+			return fail(stderr, err)
+		}
+		opts.JWT = strings.TrimSpace(string(b))
+	}
+	var log attest.AuditLog
+	if f.log != "" {
+		var err error
+		if log, err = f.openLog(); err != nil {
+			return fail(stderr, err)
+		}
+	}
+
+	var r attest.Report
+	if f.proof != "" {
+		proof, err := readFile(f.proof, tlogproof.MaxSize)
+		if err != nil {
+			return fail(stderr, err)
+		}
+		if log != nil {
+			r = attest.VerifyAuditProofFromLog(ctx, proof, log, opts)
+		} else {
+			r = attest.VerifyAuditProof(proof, nil, opts)
+		}
+	} else {
+		var saved []byte
+		if f.since != "" {
+			b, err := readFile(f.since, tlogproof.MaxSize)
+			switch {
+			case errors.Is(err, os.ErrNotExist):
+			case err != nil:
+				return fail(stderr, err)
+			default:
+				saved = b
+			}
+			opts.Since = saved
+		}
+		bar := newProgressBar(stderr)
+		opts.Progress = bar.update
+		res := attest.VerifyAuditLog(ctx, log, opts)
+		bar.done()
+		r = res.Report
+		if f.since != "" && res.OK() {
+			if saved == nil {
+				r.Checks = append(r.Checks, attest.Check{Name: "since", Status: attest.StatusWarn,
+					Detail: fmt.Sprintf("%s did not exist: nothing to be consistent with; saved this checkpoint (trust on first use)", f.since)})
+			}
+			if err := writeAtomic(f.since, res.Checkpoint); err != nil {
+				return fail(stderr, fmt.Errorf("failed to save the checkpoint to --since: %w", err))
+			}
+		}
+	}
+	if f.json {
+		out := struct {
+			OK           bool           `json:"ok"`
+			Checks       []attest.Check `json:"checks"`
+			FirstFailure *attest.Check  `json:"first_failure"`
+		}{r.OK(), r.Checks, r.FirstFailure()}
+		enc := json.NewEncoder(stdout)
+		enc.SetEscapeHTML(false)
+		enc.SetIndent("", "  ")
+		enc.Encode(out)
+	} else {
+		r.WriteText(stdout)
+	}
+	if !r.OK() {
+		return 1
+	}
+	return 0
+}
+
+func auditExport(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var f auditFlags
+	fs := flag.NewFlagSet("audit export", flag.ContinueOnError)
+	f.register(fs)
+	pos, code, ok := parseAuditFlags(fs, args, stdout, stderr)
+	if !ok {
+		return code
+	}
+	if len(pos) != 1 {
+		return fail(stderr, usagef("audit export: want exactly one directory"))
+	}
+	if !strings.HasPrefix(f.log, "http://") && !strings.HasPrefix(f.log, "https://") {
+		return fail(stderr, usagef("audit export needs --log URL: the issuer (https://broker.example.com)"))
+	}
+	log, err := f.openLog()
+	if err != nil {
+		return fail(stderr, err)
+	}
+	bar := newProgressBar(stderr)
+	tree, err := attest.ExportAuditLog(ctx, log, pos[0], bar.update)
+	bar.done()
+	if err != nil {
+		return fail(stderr, err)
+	}
+	fmt.Fprintf(stdout, "exported %d entries to %s; check them with: agentkeys-attest audit verify --log %s --key VKEY\n", tree.N, pos[0], pos[0])
+	return 0
+}
+
+// writeAtomic replaces path with b.
+func writeAtomic(path string, b []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".checkpoint-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// progressBar draws on stderr only when stderr is a terminal.
+type progressBar struct {
+	w    io.Writer
+	on   bool
+	last time.Time
+}
+
+func newProgressBar(stderr io.Writer) *progressBar {
+	f, ok := stderr.(*os.File)
+	on := false
+	if ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			on = true
+		}
+	}
+	return &progressBar{w: stderr, on: on}
+}
+
+func (p *progressBar) update(done, total int64) {
+	if !p.on || total == 0 || (done < total && time.Since(p.last) < 100*time.Millisecond) {
+		return
+	}
+	p.last = time.Now()
+	const width = 40
+	n := int(done * width / total)
+	fmt.Fprintf(p.w, "\r[%s%s] %d/%d tiles", strings.Repeat("=", n), strings.Repeat(" ", width-n), done, total)
+}
+
+func (p *progressBar) done() {
+	if p.on && !p.last.IsZero() {
+		fmt.Fprintln(p.w)
+	}
+}

@@ -1,0 +1,186 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"filippo.io/torchwood"
+	"github.com/rogpeppe/go-internal/testscript"
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/agentkeys/broker/host/tiles"
+	"github.com/agentkeys/broker/host/tiles/tilestest"
+)
+
+// TestAuditScript runs the scripts in testdata/audit. Each gets logs served
+// by host/tiles over in-memory stores: $LOG (300 entries, cosigned by
+// $WITNESS), $FORKLOG (another history of 400 entries, same key), $SHORTLOG
+// (the first 100 entries of $LOG); $KEY is the log key, $OTHERWITNESS a
+// witness that did not cosign; $WORK/jwt.txt has jti 257, $WORK/far-jwt.txt
+// jti 999; $WORK/proof.txt is the tlog-proof of entry 257.
+func TestAuditScript(t *testing.T) {
+	testscript.Run(t, testscript.Params{
+		Dir:                 "testdata/audit",
+		RequireExplicitExec: true,
+		Setup: func(env *testscript.Env) error {
+			tb, ok := env.T().(testing.TB)
+			if !ok {
+				return errors.New("testscript did not pass a testing.TB")
+			}
+			w := witnessSigner(tb, "w1.example")
+			serve := func(l *tilestest.Log, cosign bool) string {
+				opts := tiles.Options{VerifierKey: tilestest.VerifierKey()}
+				if cosign {
+					opts.Checkpoint = cosigned(l, w)
+				}
+				srv := httptest.NewServer(tiles.New(l, opts))
+				tb.Cleanup(srv.Close)
+				return srv.URL
+			}
+			l := tilestest.New(nil)
+			l.AppendN(300)
+			fork := tilestest.New(nil)
+			fork.Append([]byte("forged"))
+			fork.AppendN(399)
+			short := tilestest.New(nil)
+			short.AppendN(100)
+			logURL := serve(l, true)
+			env.Setenv("LOG", logURL)
+			env.Setenv("FORKLOG", serve(fork, false))
+			env.Setenv("SHORTLOG", serve(short, false))
+			env.Setenv("KEY", tilestest.VerifierKey())
+			env.Setenv("WITNESS", w.Verifier().String())
+			env.Setenv("OTHERWITNESS", witnessSigner(tb, "w2.example").Verifier().String())
+			write := func(name string, data []byte) error {
+				return os.WriteFile(filepath.Join(env.WorkDir, name), data, 0o644)
+			}
+			if err := write("jwt.txt", []byte(fakeJWT("257")+"\n")); err != nil {
+				return err
+			}
+			if err := write("far-jwt.txt", []byte(fakeJWT("999")+"\n")); err != nil {
+				return err
+			}
+			resp, err := http.Get(logURL + "/v1/audit/proof/257")
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			proof, err := io.ReadAll(resp.Body)
+			if err != nil {
+				return err
+			}
+			return write("proof.txt", proof)
+		},
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			"exitcode": cmdExitCode,
+			"tamper":   cmdTamper,
+		},
+	})
+}
+
+// tamper DIR INDEX replaces entry INDEX of an exported log with "forged".
+func cmdTamper(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: tamper DIR INDEX")
+	}
+	i, err := strconv.ParseInt(args[1], 10, 64)
+	ts.Check(err)
+	dir := ts.MkAbs(args[0])
+	paths, err := filepath.Glob(filepath.Join(dir, "tile", "entries", "*"))
+	ts.Check(err)
+	var path string
+	for _, p := range paths {
+		rel, _ := filepath.Rel(dir, p)
+		if t, err := tiles.ParsePath(filepath.ToSlash(rel)); err == nil && t.N == i/256 {
+			path = p
+		}
+		if st, err := os.Stat(p); err == nil && st.IsDir() { // a partial bundle: 001.p/W
+			sub, _ := filepath.Glob(filepath.Join(p, "*"))
+			for _, s := range sub {
+				rel, _ := filepath.Rel(dir, s)
+				if t, err := tiles.ParsePath(filepath.ToSlash(rel)); err == nil && t.N == i/256 {
+					path = s
+				}
+			}
+		}
+	}
+	if path == "" {
+		ts.Fatalf("no bundle holds entry %d", i)
+	}
+	b, err := os.ReadFile(path)
+	ts.Check(err)
+	var out []byte
+	for k := int64(0); len(b) > 0; k++ {
+		e, rest, err := torchwood.ReadTileEntry(b)
+		ts.Check(err)
+		if k == i%256 {
+			e = []byte("forged")
+		}
+		out = binary.BigEndian.AppendUint16(out, uint16(len(e)))
+		out = append(out, e...)
+		b = rest
+	}
+	ts.Check(os.WriteFile(path, out, 0o644))
+}
+
+func witnessSigner(t testing.TB, name string) *torchwood.CosignatureSigner {
+	seed := sha256.Sum256([]byte(name))
+	s, err := torchwood.NewCosignatureSigner(name, ed25519.NewKeyFromSeed(seed[:]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// cosigned serves l's checkpoint cosigned by w.
+func cosigned(l *tilestest.Log, w *torchwood.CosignatureSigner) func(context.Context) ([]byte, error) {
+	return func(ctx context.Context) ([]byte, error) {
+		cp, _ := l.Checkpoint(ctx)
+		text, _, _ := bytes.Cut(cp, []byte("\n\n"))
+		c, err := note.Sign(&note.Note{Text: string(text) + "\n"}, w)
+		if err != nil {
+			return nil, err
+		}
+		_, sig, _ := bytes.Cut(c, []byte("\n\n"))
+		return append(cp, sig...), nil
+	}
+}
+
+func fakeJWT(jti string) string {
+	enc := base64.RawURLEncoding.EncodeToString
+	return enc([]byte(`{"alg":"ES256"}`)) + "." + enc([]byte(`{"jti":"`+jti+`"}`)) + "." + enc([]byte("sig"))
+}
+
+func TestProgressBar(t *testing.T) {
+	var b bytes.Buffer
+	if p := newProgressBar(&b); p.on {
+		t.Fatal("a bytes.Buffer is not a terminal")
+	}
+	p := &progressBar{w: &b, on: true}
+	p.update(1, 4)
+	p.update(4, 4)
+	p.done()
+	if got := b.String(); !strings.Contains(got, "\r[==========                              ] 1/4 tiles") || !strings.HasSuffix(got, "] 4/4 tiles\n") {
+		t.Errorf("progress output %q", got)
+	}
+	b.Reset()
+	off := &progressBar{w: &b}
+	off.update(1, 1)
+	off.done()
+	if b.Len() != 0 {
+		t.Errorf("drew %q when off", b.String())
+	}
+}
