@@ -9,6 +9,7 @@ import (
 
 	"github.com/agentkeys/broker/host/audit"
 	"github.com/agentkeys/broker/host/awscreds"
+	"github.com/agentkeys/broker/shared/claims"
 	"github.com/agentkeys/broker/shared/httpapi"
 	"github.com/agentkeys/broker/shared/policy"
 	"github.com/agentkeys/broker/shared/protocol"
@@ -224,7 +225,7 @@ func (s verifiedSession) walletOr(unknown string) string {
 // session in the compatibility mode — which, as for JWTs, needs the enclave
 // policy's consent.
 func (a *API) sessionWallet(ctx context.Context, tok string) (verifiedSession, *httpError) {
-	if a.cfg.SessionBackend != nil && !looksLikeJWT(tok) {
+	if a.cfg.SessionBackend != nil && !claims.IsCompactJWS(tok) {
 		info, ok := a.cfg.Enclave.Info()
 		if !ok || !info.Policy.AllowHostAssertedWallet {
 			return verifiedSession{}, errorf(http.StatusUnauthorized, KindUnauthorized, "this enclave's policy does not allow host-asserted wallets")

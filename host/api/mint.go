@@ -6,6 +6,7 @@ import (
 	"net/http"
 
 	"github.com/agentkeys/broker/host/audit"
+	"github.com/agentkeys/broker/shared/claims"
 	"github.com/agentkeys/broker/shared/httpapi"
 	"github.com/agentkeys/broker/shared/protocol"
 )
@@ -26,7 +27,7 @@ func (a *API) mintJWT(ctx context.Context, tok, audience string, ttl int64, rec 
 	if req.TTLSeconds == 0 {
 		req.TTLSeconds = a.cfg.DefaultTTLSeconds
 	}
-	if a.cfg.SessionBackend != nil && !looksLikeJWT(tok) {
+	if a.cfg.SessionBackend != nil && !claims.IsCompactJWS(tok) {
 		wallet, e := a.cfg.SessionBackend.Validate(ctx, tok)
 		if e != nil {
 			return resp, e

@@ -41,25 +41,3 @@ func decodeBody(body []byte, v any, optional bool) *httpError {
 	}
 	return nil
 }
-
-// looksLikeJWT tells enclave session tokens from opaque backend bearers by
-// shape alone, three base64url segments. It decodes nothing: what an
-// unverified token says is never read, only what the enclave verified.
-func looksLikeJWT(token string) bool {
-	parts := strings.Split(token, ".")
-	if len(parts) != 3 {
-		return false
-	}
-	for _, p := range parts {
-		if p == "" {
-			return false
-		}
-		for i := 0; i < len(p); i++ {
-			c := p[i]
-			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-				return false
-			}
-		}
-	}
-	return true
-}

@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"strings"
 	"time"
 
+	"github.com/agentkeys/broker/shared/claims"
 	"github.com/agentkeys/broker/shared/httpapi"
 	"github.com/agentkeys/broker/shared/siwe"
 )
@@ -31,33 +31,11 @@ func (c *Client) MintJWT(ctx context.Context, token string, audience string, ttl
 	if err := c.do(ctx, http.MethodPost, httpapi.PathMintJWT, token, body, &v); err != nil {
 		return nil, err
 	}
-	if !isCompactJWS(v.JWT) {
+	if !claims.IsCompactJWS(v.JWT) {
 		return nil, errors.New("the broker's answer holds no well-formed JWT")
 	}
 	if siwe.ValidateAddress(v.Wallet) != nil {
 		return nil, errors.New("the broker's answer holds no well-formed wallet")
 	}
 	return &JWT{Token: v.JWT, Wallet: v.Wallet, Expiration: time.Unix(v.Expiration, 0)}, nil
-}
-
-// isCompactJWS reports whether s looks like a JWS in compact form: three
-// non-empty base64url segments. The CLI prints the JWT, so nothing else (no
-// terminal escape, no newline) may come through.
-func isCompactJWS(s string) bool {
-	parts := strings.Split(s, ".")
-	if len(parts) != 3 {
-		return false
-	}
-	for _, p := range parts {
-		if p == "" {
-			return false
-		}
-		for i := 0; i < len(p); i++ {
-			c := p[i]
-			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
-				return false
-			}
-		}
-	}
-	return true
 }

@@ -1,5 +1,7 @@
 package claims
 
+import "strings"
+
 // Claim names and values of a minted JWT. A struct tag cannot name a
 // constant, so the tags of [OIDC] repeat these strings; the golden test keeps
 // them in step.
@@ -48,4 +50,26 @@ func WalletTags(wallet string) Tags {
 		PrincipalTags:     map[string][]string{WalletTag: {wallet}},
 		TransitiveTagKeys: []string{WalletTag},
 	}
+}
+
+// IsCompactJWS reports whether s has the shape of a compact JWS: three
+// non-empty base64url segments and nothing else (no padding, no whitespace, no
+// control characters). It decodes nothing; it says only what s looks like.
+func IsCompactJWS(s string) bool {
+	parts := strings.Split(s, ".")
+	if len(parts) != 3 {
+		return false
+	}
+	for _, p := range parts {
+		if p == "" {
+			return false
+		}
+		for i := 0; i < len(p); i++ {
+			c := p[i]
+			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
 }

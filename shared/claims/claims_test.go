@@ -94,3 +94,23 @@ func TestNames(t *testing.T) {
 		t.Fatalf("tags = %v", tags)
 	}
 }
+
+func TestIsCompactJWS(t *testing.T) {
+	for s, want := range map[string]bool{
+		"a.b.c":                true,
+		"eyJh-_.eyJz.c2ln":     true,
+		"":                     false,
+		"a.b":                  false,
+		"a.b.c.d":              false,
+		"a..c":                 false,
+		"a.b.c=":               false,
+		"a.b.c\n":              false,
+		"a.b.\x1b[31m":         false,
+		"a b.c.d":              false,
+		"opaque-backend-token": false,
+	} {
+		if got := IsCompactJWS(s); got != want {
+			t.Errorf("IsCompactJWS(%q) = %v", s, got)
+		}
+	}
+}
