@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -203,23 +202,7 @@ func auditVerify(ctx context.Context, args []string, stdout, stderr io.Writer) i
 			}
 		}
 	}
-	if f.json {
-		out := struct {
-			OK           bool           `json:"ok"`
-			Checks       []attest.Check `json:"checks"`
-			FirstFailure *attest.Check  `json:"first_failure"`
-		}{r.OK(), r.Checks, r.FirstFailure()}
-		enc := json.NewEncoder(stdout)
-		enc.SetEscapeHTML(false)
-		enc.SetIndent("", "  ")
-		enc.Encode(out)
-	} else {
-		r.WriteText(stdout)
-	}
-	if !r.OK() {
-		return 1
-	}
-	return 0
+	return report(stdout, r, f.json)
 }
 
 func auditExport(ctx context.Context, args []string, stdout, stderr io.Writer) int {

@@ -254,23 +254,7 @@ func verify(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, err)
 	}
-	if f.json {
-		out := struct {
-			OK           bool           `json:"ok"`
-			Checks       []attest.Check `json:"checks"`
-			FirstFailure *attest.Check  `json:"first_failure"`
-		}{r.OK(), r.Checks, r.FirstFailure()}
-		enc := json.NewEncoder(stdout)
-		enc.SetEscapeHTML(false)
-		enc.SetIndent("", "  ")
-		enc.Encode(out)
-	} else {
-		r.WriteText(stdout)
-	}
-	if !r.OK() {
-		return 1
-	}
-	return 0
+	return report(stdout, r, f.json)
 }
 
 // run checks the flags, reads the files and verifies. A usage or file error is
@@ -390,4 +374,26 @@ func readFile(path string, max int64) ([]byte, error) {
 		return nil, fmt.Errorf("%s is larger than %d bytes", path, max)
 	}
 	return b, nil
+}
+
+// report prints r, as text or (asJSON) one JSON object, and returns the exit
+// status: 0 only if every check passed.
+func report(stdout io.Writer, r attest.Report, asJSON bool) int {
+	if asJSON {
+		out := struct {
+			OK           bool           `json:"ok"`
+			Checks       []attest.Check `json:"checks"`
+			FirstFailure *attest.Check  `json:"first_failure"`
+		}{r.OK(), r.Checks, r.FirstFailure()}
+		enc := json.NewEncoder(stdout)
+		enc.SetEscapeHTML(false)
+		enc.SetIndent("", "  ")
+		enc.Encode(out)
+	} else {
+		r.WriteText(stdout)
+	}
+	if !r.OK() {
+		return 1
+	}
+	return 0
 }
