@@ -68,11 +68,11 @@ const (
 type Misbehaviour int
 
 const (
-	Behave           Misbehaviour = iota
-	AnswerInClear                 // set Plaintext in the answer, as KMS does when it ignores the Recipient
-	WrongEnvelope                 // a CiphertextForRecipient that is not a well-formed envelope
-	ForAnotherKey                 // a well-formed envelope, encrypted to another RSA key
-	IgnoreRecipient               // answer with Plaintext and no CiphertextForRecipient
+	Behave          Misbehaviour = iota
+	AnswerInClear                // set Plaintext in the answer, as KMS does when it ignores the Recipient
+	WrongEnvelope                // a CiphertextForRecipient that is not a well-formed envelope
+	ForAnotherKey                // a well-formed envelope, encrypted to another RSA key
+	IgnoreRecipient              // answer with Plaintext and no CiphertextForRecipient
 	maxMisbehaviour
 )
 
