@@ -16,6 +16,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -127,11 +128,13 @@ type sealConfig struct {
 	timeout                         time.Duration
 }
 
-// Seams for the nitro-mode test, which has no /dev/nsm and no vsock: it
-// replaces the NSM with a fake one and the vsock routes with direct TCP.
+// Seams for the nitro-mode test, which has no /dev/nsm, no vsock and no AWS:
+// it replaces the NSM with a fake one, the vsock routes with TCP to a stand-in
+// KMS, and the embedded roots with the stand-in's CA.
 var (
 	openNSM     = attester.OpenNSM
 	nitroEgress = func(r egress.Routes) egress.Dialer { return r }
+	kmsRoots    *x509.CertPool // nil: the roots embedded in the binary
 )
 
 func serve(log *slog.Logger, simulated bool, stateDir, listen, policyFile string, limits connLimits, sealing sealConfig) error {
@@ -255,7 +258,7 @@ func sealedSeed(log *slog.Logger, simulated bool, pol policy.Policy, policyBytes
 		dialer = nitroEgress(routes)
 	}
 	k, err := seed.NewKMS(seed.KMSConfig{KeyID: sealing.keyID, Region: sealing.region, Endpoint: sealing.endpoint,
-		AllowHTTP: simulated, Dialer: dialer, Attester: att, Timeout: sealing.timeout})
+		AllowHTTP: simulated, Dialer: dialer, RootCAs: kmsRoots, Attester: att, Timeout: sealing.timeout})
 	if err != nil {
 		att.Close()
 		return nil, nil, err
