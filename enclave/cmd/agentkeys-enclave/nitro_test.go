@@ -230,3 +230,65 @@ func waitInfo(t *testing.T, c *enclaveclient.Client, prev *protocol.InfoResponse
 	t.Fatalf("the host did not unseal the enclave:\n%s", stderr.String())
 	return nil
 }
+
+// TestSimulatedKMS: --simulated --kms-endpoint runs the same sealing against a
+// KMS-compatible endpoint over plain HTTP, with simulated attestation.
+func TestSimulatedKMS(t *testing.T) {
+	w, flags, def := stdlog.Writer(), stdlog.Flags(), slog.Default()
+	t.Cleanup(func() { slog.SetDefault(def); stdlog.SetOutput(w); stdlog.SetFlags(flags) })
+	dir := t.TempDir()
+	stateDir := filepath.Join(dir, "state")
+	policyJSON := []byte(`{"issuer":"http://127.0.0.1:8091"}`)
+	pol := filepath.Join(dir, "policy.json")
+	os.WriteFile(pol, policyJSON, 0o600)
+	// The enclave will load this root and measure this executable and policy.
+	sim, err := attester.NewSimulated(attester.SimulatedOptions{StateDir: stateDir, AppData: policyJSON})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := sim.PCRs()
+	srv := kmstest.Start(t, kmstest.Options{Roots: sim.RootPool(), PCRs: map[int][]byte{0: p[0], 1: p[1], 2: p[2]}})
+	sim.Close()
+
+	sock := filepath.Join(dir, "e.sock")
+	var stderr lockedbuf.Buffer
+	stop := startEnclave(t, []string{"--simulated", "--state-dir", stateDir, "--policy", pol, "--listen", "unix:" + sock,
+		"--kms-key-id", kmstest.KeyID, "--kms-region", kmstest.Region, "--kms-endpoint", srv.URL}, &stderr)
+	defer func() {
+		if code := stop(); code != 0 {
+			t.Errorf("exit %d:\n%s", code, stderr.String())
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var conn net.Conn
+	for conn == nil {
+		if conn, err = protocol.Dial(ctx, "unix:"+sock); err != nil {
+			if ctx.Err() != nil {
+				t.Fatalf("enclave did not listen: %v\n%s", err, stderr.String())
+			}
+			conn = nil
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	c := protocol.NewClient(conn)
+	defer c.Close()
+	creds := protocol.AWSCredentials{AccessKeyID: "AKIATEST", SecretAccessKey: "s"}
+	var first, second protocol.UnsealResponse
+	if err := c.Call(ctx, protocol.OpUnseal, protocol.UnsealRequest{Credentials: creds}, &first); err != nil {
+		t.Fatalf("unseal: %v\n%s", err, stderr.String())
+	}
+	if err := c.Call(ctx, protocol.OpUnseal, protocol.UnsealRequest{CiphertextBlob: first.CiphertextBlob, Credentials: creds}, &second); err != nil {
+		t.Fatalf("unseal with the blob: %v", err)
+	}
+	var info protocol.InfoResponse
+	if err := c.Call(ctx, protocol.OpInfo, protocol.InfoRequest{}, &info); err != nil {
+		t.Fatal(err)
+	}
+	if !first.Created || info.Mode != attester.ModeSimulated || info.Seed != "" || info.SigningKid == "" {
+		t.Fatalf("created %v, info mode %q seed %q kid %q", first.Created, info.Mode, info.Seed, info.SigningKid)
+	}
+	if _, err := os.Stat(filepath.Join(stateDir, "seed")); !os.IsNotExist(err) {
+		t.Fatal("a KMS-sealed simulated enclave wrote a seed file")
+	}
+}
