@@ -97,6 +97,10 @@ func (g *Gate) Handle(ctx context.Context, op protocol.Op, body []byte) (any, er
 
 func (g *Gate) unseal(ctx context.Context, req protocol.UnsealRequest) (protocol.UnsealResponse, error) {
 	g.mu.Lock()
+	if g.inner != nil { // another unseal finished since Handle looked
+		g.mu.Unlock()
+		return protocol.UnsealResponse{}, protocol.Errorf(protocol.CodeBadRequest, "the seed is already unsealed")
+	}
 	if g.unsealing {
 		g.mu.Unlock()
 		return protocol.UnsealResponse{}, protocol.Errorf(protocol.CodeUnavailable, "an unseal is already under way; retry")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/agentkeys/broker/enclave/attester"
@@ -150,5 +151,49 @@ func TestGateRefuses(t *testing.T) {
 	}
 	if _, err := g.Handle(context.Background(), protocol.OpUnseal, []byte{0xff}); !errors.Is(err, protocol.ErrBadRequest) {
 		t.Fatalf("malformed unseal body: %v", err)
+	}
+}
+
+// TestGateConcurrentUnseal: however unseals race, the keys are derived once
+// and exactly one unseal succeeds.
+func TestGateConcurrentUnseal(t *testing.T) {
+	sim := newSimulated(t, t.TempDir())
+	srv := kmstest.Start(t, kmstest.Options{Roots: sim.RootPool(), PCRs: pinned(sim)})
+	k := newKMS(t, srv.URL, sim)
+	_, blob, err := k.Generate(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol := policy.Default("https://broker.example.com")
+	var opens atomic.Int32
+	g, err := NewGate(GateConfig{KMS: k, Open: func(s []byte) (protocol.Handler, error) {
+		opens.Add(1)
+		return service.New(service.Config{Policy: pol, Seed: s, Attester: sim})
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := protocol.Marshal(protocol.UnsealRequest{CiphertextBlob: blob, Credentials: testCreds})
+	const n = 4
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			_, err := g.Handle(context.Background(), protocol.OpUnseal, body)
+			errs <- err
+		}()
+	}
+	ok := 0
+	for range n {
+		err := <-errs
+		switch {
+		case err == nil:
+			ok++
+		case errors.Is(err, protocol.ErrBadRequest), errors.Is(err, protocol.ErrUnavailable):
+		default:
+			t.Errorf("unseal: %v", err)
+		}
+	}
+	if ok != 1 || opens.Load() != 1 {
+		t.Fatalf("%d unseals succeeded, Open ran %d times; want 1 and 1", ok, opens.Load())
 	}
 }

@@ -23,6 +23,12 @@
 // roots embedded in the binary ([DefaultRoots]). The host lends it short-lived
 // AWS credentials; they sign the requests and are never logged.
 //
+// Randomness: the attester (the NSM in nitro mode) is the TLS client's Rand
+// and is passed to the recipient key generation; since Go 1.26 RSA key
+// generation ignores that reader and uses crypto/rand, which inside an enclave
+// is the kernel's generator, seeded by the NSM. The SDK's request ids and
+// retry jitter use crypto/rand too; none of them is a secret.
+//
 // [Gate] is the enclave's protocol handler until the seed is open: it answers
 // info (seed: needs_unseal), provide_credentials and unseal, and everything
 // else with unavailable; then it hands over to the handler Open returns.
