@@ -32,7 +32,7 @@ var testCreds = protocol.AWSCredentials{AccessKeyID: "AKIATESTTESTTESTTEST", Sec
 
 // newSimulated is a simulated attester on stateDir measuring a small fake
 // executable, so its PCRs are stable for the test.
-func newSimulated(t *testing.T, stateDir string) *attester.Simulated {
+func newSimulated(t testing.TB, stateDir string) *attester.Simulated {
 	t.Helper()
 	exe := filepath.Join(t.TempDir(), "enclave")
 	if err := os.WriteFile(exe, []byte("enclave binary v1"), 0o755); err != nil {
