@@ -218,14 +218,33 @@ func (k *Keeper) credentials(ctx context.Context) (aws.Credentials, protocol.AWS
 
 // DefaultCredentials are the host's default AWS credential chain (environment,
 // shared config, instance role), cached and renewed refreshBefore ahead of
-// their expiry. Nothing is fetched until the enclave needs them.
-func DefaultCredentials(ctx context.Context, region string, refreshBefore time.Duration) (aws.CredentialsProvider, error) {
-	cfg, err := config.LoadDefaultConfig(ctx, config.WithRegion(region),
-		config.WithCredentialsCacheOptions(func(o *aws.CredentialsCacheOptions) { o.ExpiryWindow = refreshBefore }))
-	if err != nil {
-		return nil, fmt.Errorf("failed to load the host's AWS configuration: %w", err)
+// their expiry. Nothing is loaded until the enclave needs them, so a host
+// whose enclave has a file seed never reads its AWS configuration.
+func DefaultCredentials(region string, refreshBefore time.Duration) aws.CredentialsProvider {
+	return &defaultChain{region: region, window: refreshBefore}
+}
+
+type defaultChain struct {
+	region string
+	window time.Duration
+	mu     sync.Mutex
+	p      aws.CredentialsProvider // nil until loaded
+}
+
+func (d *defaultChain) Retrieve(ctx context.Context) (aws.Credentials, error) {
+	d.mu.Lock()
+	if d.p == nil {
+		cfg, err := config.LoadDefaultConfig(ctx, config.WithRegion(d.region),
+			config.WithCredentialsCacheOptions(func(o *aws.CredentialsCacheOptions) { o.ExpiryWindow = d.window }))
+		if err != nil {
+			d.mu.Unlock()
+			return aws.Credentials{}, fmt.Errorf("failed to load the host's AWS configuration: %w", err)
+		}
+		d.p = cfg.Credentials
 	}
-	return cfg.Credentials, nil
+	p := d.p
+	d.mu.Unlock()
+	return p.Retrieve(ctx)
 }
 
 // readBlob returns the stored blob, or nil if there is none. A blob others

@@ -176,3 +176,18 @@ func TestRefreshSchedule(t *testing.T) {
 		})
 	}
 }
+
+// TestDefaultCredentials: the default chain is read when first needed, here
+// from the environment.
+func TestDefaultCredentials(t *testing.T) {
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	p := DefaultCredentials("eu-west-2", time.Minute)
+	t.Setenv("AWS_ACCESS_KEY_ID", "AKIAENV")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "env-secret")
+	c, err := p.Retrieve(context.Background())
+	if err != nil || c.AccessKeyID != "AKIAENV" || c.SecretAccessKey != "env-secret" {
+		t.Fatalf("Retrieve = %+v, %v", c.AccessKeyID, err)
+	}
+}

@@ -138,11 +138,8 @@ func openDeps(ctx context.Context, cfg *config, log *slog.Logger) (_ *deps, err 
 	}
 	// A sealed enclave (nitro mode) is unsealed on connect with the blob in
 	// --sealed-seed and the host's default AWS credential chain.
-	creds, err := sealedseed.DefaultCredentials(ctx, cfg.AWSRegion, 5*time.Minute)
-	if err != nil {
-		return nil, err
-	}
-	keeper, err := sealedseed.New(sealedseed.Config{BlobPath: cfg.SealedSeed, Credentials: creds, Logger: log})
+	keeper, err := sealedseed.New(sealedseed.Config{BlobPath: cfg.SealedSeed, Logger: log,
+		Credentials: sealedseed.DefaultCredentials(cfg.AWSRegion, 5*time.Minute)})
 	if err != nil {
 		return nil, err
 	}
