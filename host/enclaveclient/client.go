@@ -25,11 +25,20 @@
 // warning, and one info line when it comes back within, not one per
 // measurement. The enclave never takes time from the host: this only compares,
 // so that an operator sees a drifting clock before tokens' iat and exp do.
+//
+// # A sealed enclave
+//
+// An enclave whose seed is sealed by KMS answers info with seed =
+// needs_unseal and refuses everything else until the host unseals it. On such
+// a connection the client calls [Config.Unseal] (host/sealedseed provides
+// one), then reads the Info again; until that succeeds the enclave counts as
+// unreachable.
 package enclaveclient
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"sync"
@@ -54,8 +63,17 @@ type Config struct {
 	// ClockOffsetWarn is how far the enclave's clock may be from the host's
 	// before the client logs a warning (default 2s; see ClockOffset).
 	ClockOffsetWarn time.Duration
-	Logger          *slog.Logger
+	// Unseal, if set, is called on a new connection whose Info says the
+	// enclave's seed is sealed (protocol.SeedNeedsUnseal), with that
+	// connection's Call, within UnsealTimeout (default 2m). The Info is read
+	// again once it returns. Without it such an enclave counts as unreachable.
+	Unseal        func(ctx context.Context, call CallFunc) error
+	UnsealTimeout time.Duration
+	Logger        *slog.Logger
 }
+
+// CallFunc performs one enclave operation, like [Client.Call].
+type CallFunc func(ctx context.Context, op protocol.Op, req, resp any) error
 
 // Client is a reconnecting enclave client. It is safe for concurrent use.
 type Client struct {
@@ -90,6 +108,9 @@ func New(cfg Config) *Client {
 	}
 	if cfg.ClockOffsetWarn <= 0 {
 		cfg.ClockOffsetWarn = 2 * time.Second
+	}
+	if cfg.UnsealTimeout <= 0 {
+		cfg.UnsealTimeout = 2 * time.Minute
 	}
 	c := &Client{cfg: cfg, log: cfg.Logger, ready: make(chan struct{}), done: make(chan struct{})}
 	if c.log == nil {
@@ -196,7 +217,34 @@ func (c *Client) connect() (*protocol.Client, protocol.InfoResponse, error) {
 		return nil, protocol.InfoResponse{}, protocol.Errorf(protocol.CodeUnsupportedVersion, "enclave speaks protocol version %d, host %d", info.ProtocolVersion, protocol.Version)
 	}
 	c.measureClock(info, sent, received)
+	if info.Seed == protocol.SeedNeedsUnseal {
+		if err := c.unseal(pc, &info); err != nil {
+			pc.Close()
+			return nil, protocol.InfoResponse{}, err
+		}
+	}
 	return pc, info, nil
+}
+
+// unseal runs the Unseal hook on a sealed enclave's connection and reads its
+// Info again.
+func (c *Client) unseal(pc *protocol.Client, info *protocol.InfoResponse) error {
+	if c.cfg.Unseal == nil {
+		return errors.New("the enclave's seed is sealed (nitro mode) and this host is not configured to unseal it")
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.UnsealTimeout)
+	defer cancel()
+	if err := c.cfg.Unseal(ctx, pc.Call); err != nil {
+		return fmt.Errorf("failed to unseal the enclave's seed: %w", err)
+	}
+	*info = protocol.InfoResponse{} // decoding leaves absent fields as they were
+	if err := pc.Call(ctx, protocol.OpInfo, protocol.InfoRequest{}, info); err != nil {
+		return err
+	}
+	if info.Seed != "" {
+		return fmt.Errorf("the enclave still reports seed %q after unseal", info.Seed)
+	}
+	return nil
 }
 
 // clockState is the last clock comparison, guarded by Client.mu.

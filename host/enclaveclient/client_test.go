@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -154,5 +155,58 @@ func TestKeepAliveOutlivesIdleTimeout(t *testing.T) {
 			t.Fatalf("keep-alive %v: %d dials", tc.keepAlive, dials.Load())
 		}
 		c.Close()
+	}
+}
+
+// sealedEnclave answers info with seed: needs_unseal until unseal is called.
+type sealedEnclave struct{ unsealed atomic.Bool }
+
+func (f *sealedEnclave) Handle(ctx context.Context, op protocol.Op, body []byte) (any, error) {
+	switch op {
+	case protocol.OpInfo:
+		if !f.unsealed.Load() {
+			return protocol.InfoResponse{ProtocolVersion: protocol.Version, Mode: "nitro", Seed: protocol.SeedNeedsUnseal}, nil
+		}
+		return protocol.InfoResponse{ProtocolVersion: protocol.Version, Mode: "nitro", SigningKid: "kid"}, nil
+	case protocol.OpUnseal:
+		f.unsealed.Store(true)
+		return protocol.UnsealResponse{}, nil
+	}
+	return nil, protocol.Errorf(protocol.CodeUnavailable, "sealed")
+}
+
+// TestUnsealHook: a sealed enclave is unreachable to a host without the hook,
+// and is unsealed on connect by one with it, whose Info then has the keys.
+func TestUnsealHook(t *testing.T) {
+	addr := "unix:" + filepath.Join(t.TempDir(), "e.sock")
+	l, err := protocol.Listen(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc := &sealedEnclave{}
+	srv := &protocol.Server{Handler: enc}
+	go srv.Serve(l)
+	defer srv.Shutdown(context.Background())
+	dial, _ := protocol.Dialer(addr)
+
+	plain := New(Config{Dial: dial, FailFast: 50 * time.Millisecond, MinBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond})
+	err = plain.Call(context.Background(), protocol.OpSessionNonce, protocol.SessionNonceRequest{}, nil)
+	plain.Close()
+	if !errors.Is(err, protocol.ErrUnavailable) || !strings.Contains(err.Error(), "not configured to unseal") {
+		t.Fatalf("call through a host without the hook: %v", err)
+	}
+
+	var calls atomic.Int32
+	c := New(Config{Dial: dial, MinBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond,
+		Unseal: func(ctx context.Context, call CallFunc) error {
+			calls.Add(1)
+			var resp protocol.UnsealResponse
+			return call(ctx, protocol.OpUnseal, protocol.UnsealRequest{}, &resp)
+		}})
+	defer c.Close()
+	waitFor(t, "connection", c.Connected)
+	info, _ := c.Info()
+	if info.Seed != "" || info.SigningKid != "kid" || calls.Load() != 1 {
+		t.Fatalf("info after unseal: %+v, hook called %d times", info, calls.Load())
 	}
 }

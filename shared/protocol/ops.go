@@ -1,6 +1,9 @@
 package protocol
 
 import (
+	"fmt"
+	"log/slog"
+
 	"github.com/agentkeys/broker/shared/jwk"
 	"github.com/agentkeys/broker/shared/policy"
 )
@@ -16,7 +19,22 @@ const (
 	OpCreateSession Op = "create_session"
 	OpVerifySession Op = "verify_session"
 	OpMintOIDC      Op = "mint_oidc"
+
+	// OpUnseal and OpProvideCredentials exist in nitro mode (and simulated
+	// mode with a KMS endpoint): the host hands the enclave its sealed seed and
+	// the AWS credentials it calls KMS with. Until the seed is unsealed, every
+	// other op but info answers unavailable.
+	OpUnseal             Op = "unseal"
+	OpProvideCredentials Op = "provide_credentials"
 )
+
+// SeedNeedsUnseal is InfoResponse.Seed while the enclave waits for the host to
+// call unseal. Once the keys are derived the field is empty.
+const SeedNeedsUnseal = "needs_unseal"
+
+// MaxCiphertextBlob bounds a sealed seed: KMS ciphertext blobs are at most
+// 6144 bytes.
+const MaxCiphertextBlob = 6144
 
 // Bounds on request fields, enforced by the enclave.
 const (
@@ -32,10 +50,14 @@ type InfoRequest struct{}
 
 // InfoResponse describes the enclave: everything in it is public.
 type InfoResponse struct {
-	ProtocolVersion uint          `cbor:"protocol_version" json:"protocol_version"`
-	Mode            string        `cbor:"mode" json:"mode"` // "nitro" or "simulated"
-	Policy          policy.Policy `cbor:"policy" json:"policy"`
-	PolicyDigest    string        `cbor:"policy_digest" json:"policy_digest"`
+	ProtocolVersion uint   `cbor:"protocol_version" json:"protocol_version"`
+	Mode            string `cbor:"mode" json:"mode"` // "nitro" or "simulated"
+	// Seed is SeedNeedsUnseal while the enclave waits for its sealed seed;
+	// then the fields from IssuerKeys to Manifest are empty. Empty once the
+	// keys are derived.
+	Seed         string        `cbor:"seed,omitempty" json:"seed,omitempty"`
+	Policy       policy.Policy `cbor:"policy" json:"policy"`
+	PolicyDigest string        `cbor:"policy_digest" json:"policy_digest"`
 	// IssuerKeys are the JWKs to publish, in policy order; SigningKid names the one that signs.
 	IssuerKeys []jwk.Key `cbor:"issuer_keys" json:"issuer_keys"`
 	SigningKid string    `cbor:"signing_kid" json:"signing_kid"`
@@ -139,4 +161,58 @@ type MintOIDCResponse struct {
 	SessionExpiresAt int64 `cbor:"session_expires_at,omitempty" json:"session_expires_at,omitempty"`
 	// ChainID is the chain id of the sign-in behind the session, for the audit.
 	ChainID uint64 `cbor:"chain_id,omitempty" json:"chain_id,omitempty"`
+}
+
+// AWSCredentials are short-lived AWS credentials the host lends the enclave
+// for its KMS calls. The enclave never logs or stores them; their String and
+// LogValue show only the access key id.
+type AWSCredentials struct {
+	AccessKeyID     string `cbor:"access_key_id" json:"access_key_id"`
+	SecretAccessKey string `cbor:"secret_access_key" json:"-"`
+	SessionToken    string `cbor:"session_token,omitempty" json:"-"`
+	Expiration      int64  `cbor:"expiration,omitempty" json:"expiration,omitempty"` // unix seconds; 0 = does not expire
+}
+
+// String shows the access key id only.
+func (c AWSCredentials) String() string {
+	return fmt.Sprintf("AWSCredentials{access_key_id: %s, expiration: %d, secret: redacted}", c.AccessKeyID, c.Expiration)
+}
+
+// GoString shows the access key id only, for %#v.
+func (c AWSCredentials) GoString() string { return c.String() }
+
+// LogValue shows the access key id only, for log/slog.
+func (c AWSCredentials) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("access_key_id", c.AccessKeyID), slog.Int64("expiration", c.Expiration))
+}
+
+// ProvideCredentialsRequest replaces the credentials the enclave calls KMS
+// with. The host sends new ones before the old ones expire.
+type ProvideCredentialsRequest struct {
+	Credentials AWSCredentials `cbor:"credentials" json:"credentials"`
+}
+
+// ProvideCredentialsResponse has no fields.
+type ProvideCredentialsResponse struct{}
+
+// UnsealRequest opens the enclave's seed. With CiphertextBlob the enclave
+// calls KMS Decrypt with a Recipient (its attestation document) and derives its
+// keys. Without one (first start) it calls GenerateDataKey with a Recipient,
+// and returns the new blob *without* using it: the host stores the blob, then
+// calls unseal again with it, so no key is ever used whose seed is not safely
+// stored and proven to decrypt.
+type UnsealRequest struct {
+	CiphertextBlob []byte         `cbor:"ciphertext_blob,omitempty" json:"ciphertext_blob,omitempty"`
+	Credentials    AWSCredentials `cbor:"credentials" json:"credentials"`
+}
+
+// UnsealResponse says what happened. Created: a new seed was generated and
+// CiphertextBlob is its sealed form, to store (0600) and send back. Otherwise
+// the seed is open and the enclave serves every op.
+type UnsealResponse struct {
+	Created        bool   `cbor:"created" json:"created"`
+	CiphertextBlob []byte `cbor:"ciphertext_blob,omitempty" json:"ciphertext_blob,omitempty"`
+	// KeyID is the KMS key the enclave is configured with (its measured
+	// command line), which sealed the blob.
+	KeyID string `cbor:"key_id" json:"key_id"`
 }

@@ -6,14 +6,15 @@
 //
 // Usage:
 //
+//	agentkeys-enclave --policy FILE --kms-key-id ARN --kms-region REGION --egress kms.REGION.amazonaws.com:443=8000
 //	agentkeys-enclave --simulated --state-dir DIR --policy FILE --listen unix:PATH
+//	agentkeys-enclave --simulated --state-dir DIR --policy FILE --kms-key-id ARN --kms-region REGION --kms-endpoint URL
 //
 // Run it with -h for every flag.
 package main
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"flag"
 	"fmt"
@@ -33,11 +34,15 @@ import (
 	"github.com/agentkeys/broker/shared/protocol"
 )
 
-const usage = `usage: agentkeys-enclave --simulated --policy FILE [--state-dir DIR] [--listen ADDR]
+const usage = `usage: agentkeys-enclave --policy FILE --kms-key-id ARN --kms-region REGION --egress ROUTES [--listen vsock:PORT]
+       agentkeys-enclave --simulated --policy FILE [--state-dir DIR] [--listen ADDR] [--kms-key-id ARN --kms-region REGION --kms-endpoint URL]
 
-The AgentKeys enclave. In simulated mode (laptops, CI) the seed is a 0600 file in
-the state directory and attestation documents chain to a local simulated root;
-nitro mode (inside an AWS Nitro Enclave, seed sealed by KMS) is not available yet.
+The AgentKeys enclave. In nitro mode (inside an AWS Nitro Enclave) attestation
+comes from /dev/nsm and the seed is sealed by AWS KMS, released only to this
+attested image: the enclave waits for the host to call unseal. In simulated mode
+(laptops, CI) attestation documents chain to a local simulated root and the seed
+is a 0600 file in the state directory, or, with --kms-endpoint, sealed by a
+KMS-compatible endpoint exactly as in nitro mode.
 
 Flags:
 `
@@ -57,7 +62,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		policyF   = fs.String("policy", "", "policy file (JSON; see docs/protocol.md); required")
 		logLevel  = fs.String("log-level", "info", "log level: debug, info, warn or error")
 		limits    connLimits
+		sealing   sealConfig
 	)
+	fs.StringVar(&sealing.keyID, "kms-key-id", "", "KMS key (ARN) that seals the seed; required in nitro mode")
+	fs.StringVar(&sealing.region, "kms-region", "", "AWS region of the KMS key; required with --kms-key-id")
+	fs.StringVar(&sealing.endpoint, "kms-endpoint", "", "KMS URL (default https://kms.REGION.amazonaws.com); with --simulated, a KMS-compatible endpoint (http allowed) seals the seed instead of a file")
+	fs.StringVar(&sealing.egress, "egress", "", "nitro mode: where the enclave may connect, as host:port=vsockport,... (the host's vsock-proxy ports on CID 3), e.g. kms.REGION.amazonaws.com:443=8000")
+	fs.DurationVar(&sealing.timeout, "kms-timeout", 30*time.Second, "bound on one KMS call, retries included")
 	fs.IntVar(&limits.maxConns, "max-conns", protocol.DefaultMaxConns, "connections served at once; more are closed at once")
 	fs.DurationVar(&limits.frameTimeout, "frame-timeout", protocol.DefaultFrameTimeout, "time a frame may take to arrive (or be written) whole once started")
 	fs.DurationVar(&limits.idleTimeout, "idle-timeout", protocol.DefaultIdleTimeout, "close a connection with no request in flight after this long")
@@ -84,7 +95,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return usageError(fmt.Sprintf("--log-level: invalid value %q: want debug, info, warn or error", *logLevel))
 	}
 	log := newLogger(stderr, level)
-	if err := serve(log, *simulated, *stateDir, *listen, *policyF, limits); err != nil {
+	if sealing.timeout <= 0 {
+		return usageError("--kms-timeout must be positive")
+	}
+	if err := serve(log, *simulated, *stateDir, *listen, *policyF, limits, sealing); err != nil {
 		log.Error("exiting on an error", "err", err.Error())
 		return 1
 	}
@@ -105,7 +119,7 @@ func newLogger(w io.Writer, level slog.Level) *slog.Logger {
 	return log
 }
 
-func serve(log *slog.Logger, simulated bool, stateDir, listen, policyFile string, limits connLimits) error {
+func serve(log *slog.Logger, simulated bool, stateDir, listen, policyFile string, limits connLimits, sealing sealConfig) error {
 	if policyFile == "" {
 		return errors.New("--policy is required\n\thint: a minimal policy is {\"issuer\": \"https://broker.example.com\"}")
 	}
@@ -113,41 +127,36 @@ func serve(log *slog.Logger, simulated bool, stateDir, listen, policyFile string
 	if err != nil {
 		return err
 	}
-	if !simulated {
-		return errors.New("nitro mode needs a KMS-sealed seed, which this build does not have yet\n\thint: run with --simulated on a laptop or in CI")
+	var (
+		handler protocol.Handler
+		att     attester.Attester
+	)
+	if simulated && sealing.endpoint == "" {
+		handler, att, err = fileSeed(log, pol, policyBytes, stateDir)
+	} else {
+		handler, att, err = sealedSeed(log, simulated, pol, policyBytes, stateDir, sealing)
 	}
-
-	log.Warn("WARNING: SIMULATED ENCLAVE. The seed is a file on this machine and attestation documents chain to a local root, never to AWS. Not for production.", "state_dir", stateDir)
-
-	s, created, err := seed.LoadOrCreate(stateDir, rand.Reader)
 	if err != nil {
-		return err
-	}
-	if created {
-		log.Info("created a new seed", "path", filepath.Join(stateDir, seed.FileName))
-	}
-	att, err := attester.NewSimulated(attester.SimulatedOptions{StateDir: stateDir, AppData: policyBytes})
-	if err != nil {
-		seed.Wipe(s)
 		return err
 	}
 	defer att.Close()
-	svc, err := service.New(service.Config{Policy: pol, Seed: s, Attester: att, Logger: log})
-	seed.Wipe(s)
-	if err != nil {
-		return err
-	}
-	info := svc.Info()
 
 	l, err := protocol.Listen(listen)
 	if err != nil {
 		return fmt.Errorf("failed to listen on %s: %w", listen, err)
 	}
-	srv := &protocol.Server{Handler: svc, Logger: log,
+	srv := &protocol.Server{Handler: handler, Logger: log,
 		MaxConns: limits.maxConns, FrameTimeout: limits.frameTimeout, IdleTimeout: limits.idleTimeout}
-	log.Info("enclave ready", "listen", listen, "mode", info.Mode, "issuer", pol.Issuer,
-		"signing_kid", info.SigningKid, "policy_digest", info.PolicyDigest,
-		"simulated_root", filepath.Join(stateDir, attester.SimulatedRootCertFile))
+	switch h := handler.(type) {
+	case *seed.Gate:
+		log.Info("enclave waiting for the host to unseal its seed", "listen", listen, "mode", att.Mode(), "issuer", pol.Issuer,
+			"policy_digest", pol.Digest(), "kms_key_id", sealing.keyID)
+	case *service.Service:
+		info := h.Info()
+		log.Info("enclave ready", "listen", listen, "mode", info.Mode, "issuer", pol.Issuer,
+			"signing_kid", info.SigningKid, "policy_digest", info.PolicyDigest,
+			"simulated_root", filepath.Join(stateDir, attester.SimulatedRootCertFile))
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()

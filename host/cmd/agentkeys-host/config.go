@@ -16,6 +16,7 @@ import (
 
 	"github.com/agentkeys/broker/host/awscreds"
 	"github.com/agentkeys/broker/host/ratelimit"
+	"github.com/agentkeys/broker/host/sealedseed"
 	"github.com/agentkeys/broker/shared/cliflag"
 	"github.com/agentkeys/broker/shared/policy"
 )
@@ -63,6 +64,7 @@ type config struct {
 	MetricsListen   string        // "" = no metrics listener of its own
 	MetricsPublic   bool          // keep /metrics on a public (TLS or proxied) API listener
 	MetricsOnAPI    bool          // derived: /metrics is served on the API listener
+	SealedSeed      string        // the enclave's KMS-sealed seed (nitro mode); default STATE_DIR/sealed-seed
 	DaemonKeyID     string        // legacy static pair, environment only: never a flag
 	DaemonSecret    string
 }
@@ -83,6 +85,7 @@ func parseConfig(args []string, getenv func(string) string, stdout io.Writer) (*
 		{"enclave", "BROKER_ENCLAVE", "vsock:16:5005", "enclave address: vsock:CID:PORT, unix:PATH or tcp:127.0.0.1:PORT", &c.Enclave},
 		{"state-dir", "BROKER_STATE_DIR", "/var/lib/agentkeys-host", "directory for the audit log, revocations and ACME certificates", &c.StateDir},
 		{"audit-db", "BROKER_AUDIT_DB_PATH", "", "SQLite audit log path (default STATE_DIR/audit.db)", &c.AuditDB},
+		{"sealed-seed", "BROKER_SEALED_SEED", "", "file keeping the enclave's KMS-sealed seed, written 0600 on first start (default STATE_DIR/sealed-seed); back it up: losing it means new keys", &c.SealedSeed},
 		{"jwt-ttl", "BROKER_OIDC_JWT_TTL_SECONDS", "0", "JWT TTL in seconds when a caller gives none (0: the enclave policy's default)", &ttl},
 		{"shutdown-grace", "BROKER_SHUTDOWN_GRACE_SECONDS", "10", "seconds to drain in-flight requests on shutdown", &grace},
 		{"tls-domain", "BROKER_TLS_DOMAIN", "", "serve HTTPS for this DNS name with an ACME certificate (ports 443 and 80)", &c.TLSDomain},
@@ -187,6 +190,9 @@ func parseConfig(args []string, getenv func(string) string, stdout io.Writer) (*
 	}
 	if c.AuditDB == "" {
 		c.AuditDB = filepath.Join(c.StateDir, "audit.db")
+	}
+	if c.SealedSeed == "" {
+		c.SealedSeed = filepath.Join(c.StateDir, sealedseed.FileName)
 	}
 	if c.Issuer == "" {
 		c.Issuer = fmt.Sprintf("http://127.0.0.1:%d", c.Port)

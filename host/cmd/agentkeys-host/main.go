@@ -30,6 +30,7 @@ import (
 	"github.com/agentkeys/broker/host/metrics"
 	"github.com/agentkeys/broker/host/ratelimit"
 	"github.com/agentkeys/broker/host/revocation"
+	"github.com/agentkeys/broker/host/sealedseed"
 	"github.com/agentkeys/broker/host/server"
 	"github.com/agentkeys/broker/host/tlsacme"
 	"github.com/agentkeys/broker/shared/protocol"
@@ -135,8 +136,18 @@ func openDeps(ctx context.Context, cfg *config, log *slog.Logger) (_ *deps, err 
 	if err != nil {
 		return nil, err
 	}
-	d.enc = enclaveclient.New(enclaveclient.Config{Dial: dial, Logger: log})
+	// A sealed enclave (nitro mode) is unsealed on connect with the blob in
+	// --sealed-seed and the host's default AWS credential chain.
+	keeper, err := sealedseed.New(sealedseed.Config{BlobPath: cfg.SealedSeed, Logger: log,
+		Credentials: sealedseed.DefaultCredentials(cfg.AWSRegion, 5*time.Minute)})
+	if err != nil {
+		return nil, err
+	}
+	d.enc = enclaveclient.New(enclaveclient.Config{Dial: dial, Logger: log, Unseal: keeper.Unseal})
 	d.closers = append(d.closers, d.enc.Close)
+	rctx, stopRefresh := context.WithCancel(ctx)
+	go keeper.Refresh(rctx, d.enc.Call)
+	d.closers = append(d.closers, func() error { stopRefresh(); return nil })
 	d.metrics = metrics.New(d.enc)
 
 	if cfg.RoleARN == "" {
