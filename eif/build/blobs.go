@@ -145,7 +145,7 @@ func LoadBlobs(dir string, arch Arch, pins Pins, pinFile string, maxSize int64) 
 	for i, name := range arch.BlobNames() {
 		want, ok := pins[name]
 		if !ok {
-			return nil, fmt.Errorf("blob %s has no SHA-384 pin in %s\n\thint: add the line `sha384sum %s` prints in the blobs directory, once you have checked that file came from the nitro-cli release you mean to use (see docs/eif.md, \"Building the image\")", name, pinFile, name)
+			return nil, fmt.Errorf("blob %s has no SHA-384 pin in %s\n\thint: check the file is the release's (%s's comments give its git blob id: compare with `git hash-object %s`), then add the line `sha384sum %s` prints in the blobs directory (docs/eif.md, \"Building the image\")", name, pinFile, pinFile, name, name)
 		}
 		data, err := ReadFileMax(filepath.Join(dir, name), maxSize)
 		if err != nil {

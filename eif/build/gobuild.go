@@ -5,6 +5,7 @@ import (
 	"context"
 	"debug/buildinfo"
 	"debug/elf"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -110,17 +111,30 @@ func (g GoBuild) Run(ctx context.Context, out string) error {
 	return CheckBinary(abs, g.Arch)
 }
 
-// CheckBinary reads the Go build information of the binary at path and refuses it unless it is
-// the enclave, built as GoBuild builds it: for linux on arch, CGO_ENABLED=0, -trimpath, with
-// ldflags exactly -buildid= and no VCS stamp. It catches a binary made by a plain `go build`
-// (paths and VCS state inside, a different image for every checkout).
+// CheckBinary reads the binary at path and checks it with CheckBinaryBytes.
 func CheckBinary(path string, arch Arch) error {
-	bi, err := buildinfo.ReadFile(path)
+	b, err := ReadFileMax(path, DefaultMaxInputSize)
 	if err != nil {
-		return fmt.Errorf("%s is not a Go binary with build information: %w", path, err)
+		return err
+	}
+	if err := CheckBinaryBytes(b, arch); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+// CheckBinaryBytes reads the Go build information of a binary and refuses it unless it is the
+// enclave, built as GoBuild builds it: for linux on arch (GOAMD64=v1 or GOARM64=v8.0),
+// CGO_ENABLED=0, -trimpath, no VCS stamp, no Go build ID. It catches a binary made by a plain
+// `go build` (paths and VCS state inside: a different image for every checkout).
+func CheckBinaryBytes(b []byte, arch Arch) error {
+	const hint = "\n\thint: build it with `agentkeys-eif binary` (or `make eif`)"
+	bi, err := buildinfo.Read(bytes.NewReader(b))
+	if err != nil {
+		return fmt.Errorf("not a Go binary with build information: %w", err)
 	}
 	if bi.Path != EnclaveMainPath {
-		return fmt.Errorf("%s is %q, not the enclave (%s)", path, bi.Path, EnclaveMainPath)
+		return fmt.Errorf("the binary is %q, not the enclave (%s)", bi.Path, EnclaveMainPath)
 	}
 	want := map[string]string{"CGO_ENABLED": "0", "GOOS": "linux", "GOARCH": arch.GOARCH(), "-trimpath": "true"}
 	if arch == X86_64 {
@@ -132,31 +146,31 @@ func CheckBinary(path string, arch Arch) error {
 	for _, s := range bi.Settings {
 		got[s.Key] = s.Value
 		if strings.HasPrefix(s.Key, "vcs") {
-			return fmt.Errorf("%s carries VCS information (%s): it was not built with -buildvcs=false\n\thint: build it with `agentkeys-eif binary` (or `make eif`)", path, s.Key)
+			return fmt.Errorf("the binary carries VCS information (%s): it was not built with -buildvcs=false"+hint, s.Key)
 		}
 	}
 	for _, k := range []string{"GOOS", "GOARCH", "GOAMD64", "GOARM64", "CGO_ENABLED", "-trimpath"} {
 		if v, ok := want[k]; ok && got[k] != v {
-			return fmt.Errorf("%s was built with %s=%q, want %q\n\thint: build it with `agentkeys-eif binary` (or `make eif`)", path, k, got[k], v)
+			return fmt.Errorf("the binary was built with %s=%q, want %q"+hint, k, got[k], v)
 		}
 	}
 	// With -trimpath the build information leaves out -ldflags: read the build ID note itself.
-	id, err := goBuildID(path)
+	id, err := goBuildID(b)
 	if err != nil {
 		return err
 	}
 	if id != "" {
-		return fmt.Errorf("%s has the Go build ID %q: it was not linked with -ldflags=-buildid=\n\thint: build it with `agentkeys-eif binary` (or `make eif`)", path, id)
+		return fmt.Errorf("the binary has the Go build ID %q: it was not linked with -ldflags=-buildid="+hint, id)
 	}
 	return nil
 }
 
 // goBuildID returns the Go build ID in an ELF binary's .note.go.buildid note ("" when linked
 // with -buildid=).
-func goBuildID(path string) (string, error) {
-	f, err := elf.Open(path)
+func goBuildID(bin []byte) (string, error) {
+	f, err := elf.NewFile(bytes.NewReader(bin))
 	if err != nil {
-		return "", fmt.Errorf("%s is not an ELF binary: %w", path, err)
+		return "", fmt.Errorf("not an ELF binary: %w", err)
 	}
 	defer f.Close()
 	s := f.Section(".note.go.buildid")
@@ -165,15 +179,15 @@ func goBuildID(path string) (string, error) {
 	}
 	b, err := s.Data()
 	if err != nil {
-		return "", fmt.Errorf("%s: failed to read the build ID note: %w", path, err)
+		return "", fmt.Errorf("failed to read the build ID note: %w", err)
 	}
 	// namesz, descsz, type (4 bytes each, the file's byte order), "Go\x00\x00", desc.
 	if len(b) < 16 || string(b[12:16]) != "Go\x00\x00" {
-		return "", fmt.Errorf("%s: malformed Go build ID note", path)
+		return "", errors.New("malformed Go build ID note")
 	}
 	n := f.ByteOrder.Uint32(b[4:8])
 	if uint64(n) > uint64(len(b)-16) {
-		return "", fmt.Errorf("%s: malformed Go build ID note", path)
+		return "", errors.New("malformed Go build ID note")
 	}
 	return string(b[16 : 16+n]), nil
 }

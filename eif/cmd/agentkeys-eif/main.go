@@ -178,12 +178,12 @@ func buildImage(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := build.CheckBinary(*binFile, a); err != nil {
-		return err
-	}
 	bin, err := build.ReadFileMax(*binFile, *maxSize)
 	if err != nil {
 		return fmt.Errorf("failed to read the enclave binary: %w", err)
+	}
+	if err := build.CheckBinaryBytes(bin, a); err != nil {
+		return fmt.Errorf("%s: %w", *binFile, err)
 	}
 	pol, err := build.ReadFileMax(*policyFile, 1<<20)
 	if err != nil {
