@@ -27,7 +27,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"path"
 	"strings"
 )
@@ -58,14 +57,15 @@ type Entry struct {
 	Data []byte // a regular file's contents; nil for a directory
 }
 
-// Dir is a directory entry.
-func Dir(name string, perm fs.FileMode) Entry {
-	return Entry{Name: name, Mode: TypeDir | uint32(perm.Perm())}
+// Dir is a directory entry; perm is the st_mode permission bits (0o755; at most 0o7777, with
+// setuid, setgid and sticky).
+func Dir(name string, perm uint32) Entry {
+	return Entry{Name: name, Mode: TypeDir | perm}
 }
 
-// File is a regular file entry.
-func File(name string, perm fs.FileMode, data []byte) Entry {
-	return Entry{Name: name, Mode: TypeReg | uint32(perm.Perm()), Data: data}
+// File is a regular file entry; perm as for Dir.
+func File(name string, perm uint32, data []byte) Entry {
+	return Entry{Name: name, Mode: TypeReg | perm, Data: data}
 }
 
 // Header is a decoded newc header (Parse fills every field as found).

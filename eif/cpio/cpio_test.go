@@ -85,7 +85,7 @@ func TestRoundTrip(t *testing.T) {
 		if e.Mode&TypeMask == TypeDir {
 			wantNlink = 2
 		}
-		if r.Name != e.Name || r.Mode != e.Mode || !bytes.Equal(r.Data, e.Data) || r.Ino != uint32(i+1) ||
+		if r.Name != e.Name || r.Mode != e.Mode || (e.Name == "a/b/c" && r.Mode != 0o104755) || !bytes.Equal(r.Data, e.Data) || r.Ino != uint32(i+1) ||
 			r.UID != 0 || r.GID != 0 || r.Mtime != 0 || r.Nlink != wantNlink || r.Check != 0 ||
 			r.DevMajor|r.DevMinor|r.RdevMajor|r.RdevMinor != 0 || r.NameSize != uint32(len(e.Name)+1) {
 			t.Errorf("record %d = %+v (data %d bytes), want %q mode %o", i, r.Header, len(r.Data), e.Name, e.Mode)
@@ -128,6 +128,7 @@ func TestCheck(t *testing.T) {
 		{"parent is a file", []Entry{File("etc", 0o644, nil), File("etc/x", 0o644, nil)}, "before its directory"},
 		{"symlink", []Entry{{Name: "l", Mode: 0o120777}}, "only directories and regular files"},
 		{"stray bits", []Entry{{Name: "f", Mode: TypeReg | 0o200000}}, "outside"},
+		{"perm too wide", []Entry{File("f", 0o10755, nil)}, "only directories and regular files"},
 		{"dir with data", []Entry{{Name: "d", Mode: TypeDir | 0o755, Data: []byte{1}}}, "has data"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
