@@ -12,7 +12,7 @@
 //	json.Marshal(m)                     // the "Measurements" object nitro-cli prints
 //
 // To compare with nitro-cli's output, read it with ParseMeasurementsJSON. To make an image (tests,
-// the reproducible build), use Write.
+// the reproducible build), use Write; the enclave's own image is made by package eif/build.
 //
 // # Reference
 //

@@ -1,0 +1,3 @@
+module standininit
+
+go 1.26
