@@ -42,10 +42,11 @@ dev: build
 EIF_ARCH   ?= x86_64
 BLOBS_PINS ?= $(if $(filter aarch64 arm64,$(EIF_ARCH)),eif/blobs-aarch64.sha384,eif/blobs.sha384)
 eif:
-	@test -n "$(BLOBS)" -a -n "$(POLICY)" || { echo "usage: make eif BLOBS=/usr/share/nitro_enclaves/blobs POLICY=policy.json [BLOBS_PINS=$(BLOBS_PINS)] [EIF_ARCH=x86_64|aarch64]"; exit 2; }
+	@test -n "$(BLOBS)" -a -n "$(POLICY)" || { echo "usage: make eif BLOBS=/usr/share/nitro_enclaves/blobs POLICY=policy.json [BLOBS_PINS=$(BLOBS_PINS)] [EIF_ARCH=x86_64|aarch64] [ENCLAVE_ARGS='--kms-key-id=ARN --kms-region=R --egress=…']"; exit 2; }
 	$(GO) run ./eif/cmd/agentkeys-eif binary --arch $(EIF_ARCH) --out $(BIN)/eif/agentkeys-enclave
 	$(GO) run ./eif/cmd/agentkeys-eif build --arch $(EIF_ARCH) --blobs $(BLOBS) --blobs-pins $(BLOBS_PINS) \
-		--policy $(POLICY) --enclave-binary $(BIN)/eif/agentkeys-enclave --out $(BIN)/agentkeys.eif
+		--policy $(POLICY) --enclave-binary $(BIN)/eif/agentkeys-enclave --out $(BIN)/agentkeys.eif \
+		$(foreach a,$(ENCLAVE_ARGS),--enclave-arg=$(a))
 	$(GO) run ./attest/cmd/agentkeys-attest pcrs $(BIN)/agentkeys.eif
 
 clean:

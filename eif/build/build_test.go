@@ -182,6 +182,7 @@ func TestPCRsFollowInputs(t *testing.T) {
 		{"binary", func(in *Inputs) { in.EnclaveBinary = []byte("bin2") }, true, false, true},
 		{"init", func(in *Inputs) { b := *in.Blobs; b.Init = []byte("other init"); in.Blobs = &b }, true, true, false},
 		{"image version", func(in *Inputs) { in.ImageVersion = "v2" }, false, false, false},
+		{"enclave args", func(in *Inputs) { in.EnclaveArgs = []string{"--kms-key-id=arn:aws:kms:us-east-1:1:key/k"} }, true, false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in := base
@@ -206,6 +207,9 @@ func TestBuildRefuses(t *testing.T) {
 		{"no binary", Inputs{Arch: X86_64, Blobs: blobs, Policy: []byte(policyA)}, "binary is empty"},
 		{"no blobs", Inputs{Arch: X86_64, EnclaveBinary: []byte("b"), Policy: []byte(policyA)}, "no blobs"},
 		{"arch", Inputs{Arch: "riscv", Blobs: blobs, EnclaveBinary: []byte("b"), Policy: []byte(policyA)}, "architecture"},
+		{"simulated arg", Inputs{Arch: X86_64, Blobs: blobs, EnclaveBinary: []byte("b"), Policy: []byte(policyA), EnclaveArgs: []string{"--simulated"}}, "never --simulated"},
+		{"policy arg", Inputs{Arch: X86_64, Blobs: blobs, EnclaveBinary: []byte("b"), Policy: []byte(policyA), EnclaveArgs: []string{"-policy=/tmp/p"}}, "sets --policy"},
+		{"newline arg", Inputs{Arch: X86_64, Blobs: blobs, EnclaveBinary: []byte("b"), Policy: []byte(policyA), EnclaveArgs: []string{"--egress=a\n--simulated"}}, "newline"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := Build(&bytes.Buffer{}, tc.in)

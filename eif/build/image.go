@@ -24,9 +24,29 @@ const (
 	Listen     = "vsock:5005"
 )
 
-// Command is the command line init runs (the /cmd file, one argument a line). Without
-// --simulated the enclave runs in nitro mode.
-func Command() []string { return []string{BinaryPath, "--policy", PolicyPath, "--listen", Listen} }
+// Command is the command line init runs (the /cmd file, one argument a line): the policy and
+// the listener, then extra, the deployment's own flags (in nitro mode --kms-key-id,
+// --kms-region and --egress), which are measured with the rest of the application ramdisk.
+// Without --simulated the enclave runs in nitro mode.
+func Command(extra ...string) []string {
+	return append([]string{BinaryPath, "--policy", PolicyPath, "--listen", Listen}, extra...)
+}
+
+// CheckEnclaveArgs refuses extra arguments that the image cannot carry or must not: an empty
+// one, a newline (the /cmd file has one argument a line), --simulated, and the flags the image
+// sets itself.
+func CheckEnclaveArgs(extra []string) error {
+	for _, a := range extra {
+		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		switch {
+		case a == "" || strings.ContainsAny(a, "\n\x00"):
+			return fmt.Errorf("enclave argument %q is empty or holds a newline or NUL", a)
+		case strings.HasPrefix(a, "-") && (name == "simulated" || name == "policy" || name == "listen"):
+			return fmt.Errorf("enclave argument %q: the image sets --policy and --listen itself, and never --simulated", a)
+		}
+	}
+	return nil
+}
 
 // Metadata values that nitro-cli takes from the build machine and the clock, fixed here so the
 // metadata section depends only on the inputs.
@@ -43,6 +63,8 @@ type Inputs struct {
 	Blobs         *Blobs
 	EnclaveBinary []byte // built by GoBuild (see CheckBinary)
 	Policy        []byte // the policy file, measured as given
+	// EnclaveArgs are extra arguments of the enclave's command line (see Command).
+	EnclaveArgs []string
 	// ImageVersion goes into the metadata only. Empty: the SHA-256 of the application ramdisk,
 	// as nitro-cli defaults to the Docker image ID, a SHA-256 of the image's content.
 	ImageVersion string
@@ -64,8 +86,11 @@ func BootstrapRamdisk(b *Blobs) ([]byte, error) {
 // and chroots into, with the directories init mounts on (dev, run, sys, var, proc, tmp), and
 // the files init reads before that, cmd and env (mode 0644, one entry a line). env is empty:
 // init then gives the command its default environment, PATH=/sbin:/usr/sbin:/bin:/usr/bin.
-func ApplicationRamdisk(binary, policyFile []byte) ([]byte, error) {
-	cmd := strings.Join(Command(), "\n") + "\n"
+func ApplicationRamdisk(binary, policyFile []byte, extra ...string) ([]byte, error) {
+	if err := CheckEnclaveArgs(extra); err != nil {
+		return nil, err
+	}
+	cmd := strings.Join(Command(extra...), "\n") + "\n"
 	return cpio.Archive([]cpio.Entry{
 		cpio.Dir("rootfs", 0o755),
 		cpio.File("rootfs"+BinaryPath, 0o755, binary),
@@ -138,7 +163,7 @@ func Metadata(in Inputs, appRamdisk []byte) ([]byte, error) {
 	}
 	bin, pol := sha512.Sum384(in.EnclaveBinary), sha512.Sum384(in.Policy)
 	custom, err := json.Marshal(customMetadata{
-		Cmd:                 Command(),
+		Cmd:                 Command(in.EnclaveArgs...),
 		EnclaveBinarySHA384: hex.EncodeToString(bin[:]),
 		PolicySHA384:        hex.EncodeToString(pol[:]),
 		BlobsSHA384:         blobs,
@@ -185,7 +210,7 @@ func Build(w io.Writer, in Inputs) error {
 	if err != nil {
 		return fmt.Errorf("build: bootstrap ramdisk: %w", err)
 	}
-	app, err := ApplicationRamdisk(in.EnclaveBinary, in.Policy)
+	app, err := ApplicationRamdisk(in.EnclaveBinary, in.Policy, in.EnclaveArgs...)
 	if err != nil {
 		return fmt.Errorf("build: application ramdisk: %w", err)
 	}

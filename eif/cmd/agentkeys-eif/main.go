@@ -158,7 +158,12 @@ func buildImage(args []string, stderr io.Writer) error {
 	arch := archFlag(fs)
 	version := fs.String("image-version", "", "metadata ImageVersion (not measured); default: the SHA-256 of the application ramdisk")
 	maxSize := fs.Int64("max-input-size", build.DefaultMaxInputSize, "largest blob or enclave binary read, in bytes")
-	if err := parse(fs, args, stderr, "build --blobs DIR --blobs-pins FILE --policy FILE --enclave-binary FILE --out FILE [--arch A]"); err != nil {
+	var enclaveArgs []string
+	fs.Func("enclave-arg", "an extra argument of the enclave's command line, measured in PCR0 and PCR2 (repeat it; e.g. --enclave-arg=--kms-key-id=ARN)", func(s string) error {
+		enclaveArgs = append(enclaveArgs, s)
+		return nil
+	})
+	if err := parse(fs, args, stderr, "build --blobs DIR --blobs-pins FILE --policy FILE --enclave-binary FILE --out FILE [--arch A] [--enclave-arg ARG]..."); err != nil {
 		return err
 	}
 	for name, v := range map[string]string{"--blobs": *blobs, "--blobs-pins": *pinFile, "--policy": *policyFile, "--enclave-binary": *binFile, "--out": *out} {
@@ -190,7 +195,7 @@ func buildImage(args []string, stderr io.Writer) error {
 		return fmt.Errorf("failed to read the policy: %w", err)
 	}
 	if err := writeAtomic(*out, func(w io.Writer) error {
-		return build.Build(w, build.Inputs{Arch: a, Blobs: bl, EnclaveBinary: bin, Policy: pol, ImageVersion: *version})
+		return build.Build(w, build.Inputs{Arch: a, Blobs: bl, EnclaveBinary: bin, Policy: pol, EnclaveArgs: enclaveArgs, ImageVersion: *version})
 	}); err != nil {
 		return err
 	}
