@@ -90,6 +90,56 @@ type Session struct {
 	ExpiresAt int64  `cbor:"expires_at" json:"expires_at"` // unix seconds
 	// ChainID is the EIP-155 chain id the sign-in message named.
 	ChainID uint64 `cbor:"chain_id,omitempty" json:"chain_id,omitempty"`
+}
+
+// CreateSessionResponse carries the session token and what it stands for.
+type CreateSessionResponse struct {
+	Token   string  `cbor:"token" json:"token"`
+	Session Session `cbor:"session" json:"session"`
+}
+
+// VerifySessionRequest asks the enclave to check a session token.
+type VerifySessionRequest struct {
+	Token string `cbor:"token" json:"token"`
+}
+
+// VerifySessionResponse is the verified session.
+type VerifySessionResponse struct {
+	Session Session `cbor:"session" json:"session"`
+}
+
+// MintOIDCRequest asks for an OIDC JWT for the holder of a session token.
+//
+// HostAssertedWallet replaces the token only when the policy allows it
+// (allow_host_asserted_wallet): the host vouches for the wallet through an
+// external session backend, and the JWT and audit record say so.
+type MintOIDCRequest struct {
+	Token              string `cbor:"token,omitempty" json:"token,omitempty"`
+	HostAssertedWallet string `cbor:"host_asserted_wallet,omitempty" json:"host_asserted_wallet,omitempty"`
+	Audience           string `cbor:"audience,omitempty" json:"audience,omitempty"`       // "" = the policy default
+	TTLSeconds         int64  `cbor:"ttl_seconds,omitempty" json:"ttl_seconds,omitempty"` // 0 = the policy default
+	// LogSize is how many audit log entries the host's store holds durably:
+	// the host's acknowledgement (see AuditAppendRequest.LogSize).
+	LogSize int64 `cbor:"log_size,omitempty" json:"log_size,omitempty"`
+}
+
+// MintOIDCResponse is a signed JWT and what it says.
+type MintOIDCResponse struct {
+	JWT                string `cbor:"jwt" json:"jwt"`
+	Wallet             string `cbor:"wallet" json:"wallet"`
+	SessionID          string `cbor:"session_id,omitempty" json:"session_id,omitempty"`
+	Kid                string `cbor:"kid" json:"kid"`
+	JTI                string `cbor:"jti" json:"jti"`
+	Audience           string `cbor:"audience" json:"audience"`
+	IssuedAt           int64  `cbor:"issued_at" json:"issued_at"`
+	ExpiresAt          int64  `cbor:"expires_at" json:"expires_at"`
+	HostAssertedWallet bool   `cbor:"host_asserted_wallet,omitempty" json:"host_asserted_wallet,omitempty"`
+	// SessionExpiresAt is when the session behind the JWT ends (unix seconds; 0
+	// for a host-asserted wallet): ExpiresAt never lies past it, and neither may
+	// AWS credentials obtained with the JWT.
+	SessionExpiresAt int64 `cbor:"session_expires_at,omitempty" json:"session_expires_at,omitempty"`
+	// ChainID is the chain id of the sign-in behind the session, for the audit.
+	ChainID uint64 `cbor:"chain_id,omitempty" json:"chain_id,omitempty"`
 	// Log is where the JWT's audit log entry landed: the JWT's jti is
 	// Log.Index in decimal.
 	Log AuditLogged `cbor:"log" json:"log"`
@@ -167,54 +217,4 @@ type AuditResumeResponse struct {
 	Size    int64        `cbor:"size" json:"size"`
 	Batches []AuditBatch `cbor:"batches,omitempty" json:"batches,omitempty"`
 	More    bool         `cbor:"more,omitempty" json:"more,omitempty"`
-}
-
-// CreateSessionResponse carries the session token and what it stands for.
-type CreateSessionResponse struct {
-	Token   string  `cbor:"token" json:"token"`
-	Session Session `cbor:"session" json:"session"`
-}
-
-// VerifySessionRequest asks the enclave to check a session token.
-type VerifySessionRequest struct {
-	Token string `cbor:"token" json:"token"`
-}
-
-// VerifySessionResponse is the verified session.
-type VerifySessionResponse struct {
-	Session Session `cbor:"session" json:"session"`
-}
-
-// MintOIDCRequest asks for an OIDC JWT for the holder of a session token.
-//
-// HostAssertedWallet replaces the token only when the policy allows it
-// (allow_host_asserted_wallet): the host vouches for the wallet through an
-// external session backend, and the JWT and audit record say so.
-type MintOIDCRequest struct {
-	Token              string `cbor:"token,omitempty" json:"token,omitempty"`
-	HostAssertedWallet string `cbor:"host_asserted_wallet,omitempty" json:"host_asserted_wallet,omitempty"`
-	Audience           string `cbor:"audience,omitempty" json:"audience,omitempty"`       // "" = the policy default
-	TTLSeconds         int64  `cbor:"ttl_seconds,omitempty" json:"ttl_seconds,omitempty"` // 0 = the policy default
-	// LogSize is how many audit log entries the host's store holds durably:
-	// the host's acknowledgement (see AuditAppendRequest.LogSize).
-	LogSize int64 `cbor:"log_size,omitempty" json:"log_size,omitempty"`
-}
-
-// MintOIDCResponse is a signed JWT and what it says.
-type MintOIDCResponse struct {
-	JWT                string `cbor:"jwt" json:"jwt"`
-	Wallet             string `cbor:"wallet" json:"wallet"`
-	SessionID          string `cbor:"session_id,omitempty" json:"session_id,omitempty"`
-	Kid                string `cbor:"kid" json:"kid"`
-	JTI                string `cbor:"jti" json:"jti"`
-	Audience           string `cbor:"audience" json:"audience"`
-	IssuedAt           int64  `cbor:"issued_at" json:"issued_at"`
-	ExpiresAt          int64  `cbor:"expires_at" json:"expires_at"`
-	HostAssertedWallet bool   `cbor:"host_asserted_wallet,omitempty" json:"host_asserted_wallet,omitempty"`
-	// SessionExpiresAt is when the session behind the JWT ends (unix seconds; 0
-	// for a host-asserted wallet): ExpiresAt never lies past it, and neither may
-	// AWS credentials obtained with the JWT.
-	SessionExpiresAt int64 `cbor:"session_expires_at,omitempty" json:"session_expires_at,omitempty"`
-	// ChainID is the chain id of the sign-in behind the session, for the audit.
-	ChainID uint64 `cbor:"chain_id,omitempty" json:"chain_id,omitempty"`
 }
