@@ -478,3 +478,23 @@ func BenchmarkAppendParallel(b *testing.B) {
 		}
 	})
 }
+
+// TestNewKey: the signer and verifier agree for many keys and names (a
+// verifier key's base64 often holds '+').
+func TestNewKey(t *testing.T) {
+	for i := range 64 {
+		name := fmt.Sprintf("127.0.0.1:%d/audit", 40000+i)
+		signer, verifier, vkey, err := NewKey(name, ed25519.NewKeyFromSeed(bytes.Repeat([]byte{byte(i)}, 32)))
+		if err != nil {
+			t.Fatalf("key %d: %v", i, err)
+		}
+		msg, err := note.Sign(&note.Note{Text: "hello\n"}, signer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, _ := note.NewVerifier(vkey)
+		if _, err := note.Open(msg, note.VerifierList(v)); err != nil || verifier.KeyHash() != v.KeyHash() {
+			t.Fatalf("key %d: %v", i, err)
+		}
+	}
+}

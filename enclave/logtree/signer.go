@@ -4,7 +4,6 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"fmt"
-	"strings"
 
 	"golang.org/x/mod/sumdb/note"
 )
@@ -22,7 +21,8 @@ func NewKey(name string, key ed25519.PrivateKey) (note.Signer, note.Verifier, st
 	}
 	// A note signer key is "PRIVATE+KEY+name+hash+base64(0x01 || seed)",
 	// the hash the same as the verifier key's.
-	hash := vkey[len(name)+1 : strings.LastIndexByte(vkey, '+')]
+	// vkey is name + "+" + 8 hex digits + "+" + base64 (which may hold '+').
+	hash := vkey[len(name)+1 : len(name)+9]
 	signer, err := note.NewSigner("PRIVATE+KEY+" + name + "+" + hash + "+" + base64.StdEncoding.EncodeToString(append([]byte{1}, key.Seed()...)))
 	if err != nil {
 		return nil, nil, "", fmt.Errorf("failed to make the checkpoint signer: %w", err)

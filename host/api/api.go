@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -98,6 +99,10 @@ type API struct {
 	allowed map[string]string
 
 	published atomic.Pointer[published]
+	// logBehind is set when the store may lack batches the enclave logged;
+	// resumeMu serialises catching up (see catchUp).
+	logBehind atomic.Bool
+	resumeMu  sync.Mutex
 }
 
 // published is what the host serves from memory, rebuilt on every enclave Info.
@@ -432,6 +437,7 @@ func (a *API) record(ctx context.Context, rec audit.Record) error {
 	if err != nil {
 		a.m.AuditWriteErrors.Inc()
 		a.log.Error("audit write failed; refusing the request", "kind", rec.Kind, "outcome", rec.Outcome, "err", err)
+		a.afterAuditError(rec, err)
 	}
 	return err
 }
@@ -463,10 +469,15 @@ func (a *API) refuse(w http.ResponseWriter, r *http.Request, rec audit.Record, e
 		}
 		counted = counted || preAuth(rec)
 	}
+	// A record carrying an enclave log batch (a JWT the enclave signed and
+	// the host then refused to release) is always recorded: the batch must
+	// reach the store.
+	counted = counted && rec.Batch == nil
 	var err error
 	if counted {
 		err = a.count(rec)
 	} else {
+		a.logRefusal(r.Context(), &rec)
 		err = a.record(r.Context(), rec)
 	}
 	if err != nil {

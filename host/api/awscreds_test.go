@@ -58,8 +58,8 @@ func TestMintAWSCredsWebIdentity(t *testing.T) {
 	if j["wallet"] != wallet || akid == "" || j["secret_access_key"] == "" || j["session_token"] == "" {
 		t.Fatalf("body: %s", r.body)
 	}
-	if len(j) != 5 {
-		t.Fatalf("want exactly the Rust broker's five fields: %s", r.body)
+	if len(j) != 6 || j["log_proof"] == nil {
+		t.Fatalf("want exactly the Rust broker's five fields and log_proof: %s", r.body)
 	}
 	// STS set the principal tag from the JWT's tags claim.
 	creds, ok := sts.Issued(akid)

@@ -32,6 +32,10 @@ type Config struct {
 	Logger                 *slog.Logger
 	// OnInfo, if set, is called with the enclave's Info after each (re)connection.
 	OnInfo func(protocol.InfoResponse)
+	// OnConnect, if set, runs on each new connection after info and before
+	// any other call may use it (the host resumes the audit log there:
+	// audit.Resume). If it fails, the connection is dropped and redialed.
+	OnConnect func(ctx context.Context, call func(ctx context.Context, op protocol.Op, req, resp any) error) error
 }
 
 // Client is a reconnecting enclave client. It is safe for concurrent use.
@@ -137,6 +141,12 @@ func (c *Client) connect() (*protocol.Client, protocol.InfoResponse, error) {
 	if info.ProtocolVersion != protocol.Version {
 		pc.Close()
 		return nil, protocol.InfoResponse{}, protocol.Errorf(protocol.CodeUnsupportedVersion, "enclave speaks protocol version %d, host %d", info.ProtocolVersion, protocol.Version)
+	}
+	if c.cfg.OnConnect != nil {
+		if err := c.cfg.OnConnect(ctx, pc.Call); err != nil {
+			pc.Close()
+			return nil, protocol.InfoResponse{}, err
+		}
 	}
 	return pc, info, nil
 }

@@ -91,6 +91,11 @@ func Start(t testing.TB, opts Options) *Broker {
 	b := &Broker{t: t, now: opts.Now, URL: issuer, pol: pol, addr: "unix:" + filepath.Join(t.TempDir(), "enclave.sock"), stateDir: t.TempDir()}
 	b.seed = make([]byte, 32)
 	rand.Read(b.seed)
+	b.Audit = opts.Audit
+	if b.Audit == nil {
+		b.Memory = audit.NewMemory()
+		b.Audit = b.Memory
+	}
 	b.StartEnclave()
 
 	dial, err := protocol.Dialer(b.addr)
@@ -108,12 +113,10 @@ func Start(t testing.TB, opts Options) *Broker {
 				apiRef.SetInfo(info)
 			}
 		},
+		OnConnect: func(ctx context.Context, call func(context.Context, protocol.Op, any, any) error) error {
+			return audit.Resume(ctx, b.Audit, call)
+		},
 	})
-	b.Audit = opts.Audit
-	if b.Audit == nil {
-		b.Memory = audit.NewMemory()
-		b.Audit = b.Memory
-	}
 	b.Revocations = revocation.NewMemory()
 	b.Metrics = metrics.New(b.Enclave.Connected)
 	cfg := api.Config{Issuer: issuer, Enclave: b.Enclave, Audit: b.Audit, Revocations: b.Revocations,

@@ -91,6 +91,8 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 				a.SetInfo(info)
 			}
 		}
+	}, OnConnect: func(ctx context.Context, call func(context.Context, protocol.Op, any, any) error) error {
+		return audit.Resume(ctx, store, call) // the enclave mints nothing until it has the log
 	}})
 	defer enc.Close()
 
