@@ -61,6 +61,16 @@ func TestMintAWSCredsWebIdentity(t *testing.T) {
 	if len(j) != 6 || j["log_proof"] == nil {
 		t.Fatalf("want exactly the Rust broker's five fields and log_proof: %s", r.body)
 	}
+	// The proof is of the credentials' own, host-asserted entry, which names
+	// the access key and, as jti, the log index of the JWT STS was given;
+	// STS's session carries that index as a tag, as CloudTrail would.
+	e := b.CheckProof(t, j["log_proof"].(string))
+	if e.Kind != "aws_creds" || !e.HostAsserted || e.AccessKeyID != akid || e.Wallet != wallet || e.JTI == "" {
+		t.Fatalf("the credentials' log entry: %+v", e)
+	}
+	if c, _ := sts.Issued(akid); c.PrincipalTags["agentkeys_log_index"] != e.JTI {
+		t.Fatalf("STS session tags %v, want agentkeys_log_index %s", c.PrincipalTags, e.JTI)
+	}
 	// STS set the principal tag from the JWT's tags claim.
 	creds, ok := sts.Issued(akid)
 	if !ok || creds.PrincipalTags["agentkeys_user_wallet"] != wallet || creds.Subject != "agentkeys:agent:"+wallet {
