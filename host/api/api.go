@@ -366,6 +366,8 @@ func auditProblem(err error) string {
 		return audit.ErrFileReplaced.Error()
 	case errors.Is(err, audit.ErrNotWritable):
 		return audit.ErrNotWritable.Error()
+	case errors.Is(err, audit.ErrLogGap):
+		return audit.ErrLogGap.Error()
 	case errors.Is(err, audit.ErrClosed):
 		return "closed"
 	}
