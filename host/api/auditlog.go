@@ -79,6 +79,8 @@ func (a *API) logRefusal(ctx context.Context, rec *audit.Record) {
 	switch {
 	case rec.Batch != nil, rec.Kind != audit.KindOIDCJWT && rec.Kind != audit.KindAWSCreds, unauthenticated(*rec):
 		return
+	case rec.Wallet == audit.WalletUnknown && !rec.HostAssertedWallet:
+		return // no wallet was verified: anyone could cause it
 	case rec.Outcome == audit.OutcomeEnclaveError, rec.Outcome == KindAuditError, rec.Outcome == outcomeUnavailable:
 		return
 	}

@@ -41,8 +41,9 @@ func (m *Memory) SetLogGapWait(d time.Duration) {
 // m.mu: the batch and what then stores are one step.
 func (m *Memory) withBatch(ctx context.Context, b protocol.AuditBatch, then func()) error {
 	m.mu.Lock()
-	deadline := time.Now().Add(m.log.gapWait)
+	wait := m.log.gapWait
 	m.mu.Unlock()
+	deadline := time.Now().Add(wait)
 	for {
 		m.mu.Lock()
 		if m.closed {
@@ -92,7 +93,7 @@ func (m *Memory) withBatch(ctx context.Context, b protocol.AuditBatch, then func
 			m.mu.Lock()
 			m.log.gap = true
 			m.mu.Unlock()
-			return fmt.Errorf("audit: %w: the batch from entry %d waited %s for the store (at %d) to hold the entries before it", ErrLogGap, b.Start, m.log.gapWait, size)
+			return fmt.Errorf("audit: %w: the batch from entry %d waited %s for the store (at %d) to hold the entries before it", ErrLogGap, b.Start, wait, size)
 		case <-ctx.Done():
 			t.Stop()
 			return ctx.Err()

@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"database/sql"
 	"database/sql/driver"
@@ -686,17 +687,13 @@ func (s *SQLite) writer() {
 func (s *SQLite) commit(batch []*appendRequest) (parked []*appendRequest) {
 	// Log batches in order of their start, so that one which fills a gap is
 	// stored before those behind it; records without one keep their order.
-	slices.SortStableFunc(batch, func(a, b *appendRequest) int {
-		switch {
-		case a.batch == nil || b.batch == nil:
-			return 0
-		case a.batch.Start < b.batch.Start:
-			return -1
-		case a.batch.Start > b.batch.Start:
-			return 1
+	start := func(r *appendRequest) int64 {
+		if r.batch == nil {
+			return -1 // records without a batch first, in their order
 		}
-		return 0
-	})
+		return r.batch.Start
+	}
+	slices.SortStableFunc(batch, func(a, b *appendRequest) int { return cmp.Compare(start(a), start(b)) })
 	err := s.checkFiles()
 	var res []appendResult
 	var tip logState
