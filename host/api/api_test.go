@@ -385,6 +385,8 @@ func TestAuditFailureReturnsNoJWT(t *testing.T) {
 	if r := mint(t, b, "Bearer "+tok, ""); r.status != 200 {
 		t.Fatalf("after recovery: %d", r.status)
 	}
+	// The JWTs the enclave signed while the store failed are in the log.
+	b.CheckLogWhole(t)
 }
 
 func TestEnclaveDownAndBack(t *testing.T) {

@@ -61,4 +61,5 @@ func TestRefusalsInTheLog(t *testing.T) {
 	if rec := lastRecord(t, b); rec.Logged != nil || b.Audit.LogSize() != size {
 		t.Fatalf("a forged bearer's refusal reached the log: %+v", rec)
 	}
+	b.CheckLogWhole(t)
 }

@@ -158,6 +158,11 @@ func TestMintAWSCredsSTSErrors(t *testing.T) {
 			if rec.Kind != "aws_creds" || rec.Outcome != "sts_error" || !strings.Contains(rec.Detail, tt.code) {
 				t.Fatalf("record: %+v", rec)
 			}
+			// The JWT STS refused is in the log, and so is the refusal.
+			if e := entryOf(t, b, rec.Logged.Index); !e.HostAsserted || e.Outcome != "sts_error" || e.Kind != "aws_creds" {
+				t.Fatalf("entry of the STS refusal: %+v", e)
+			}
+			b.CheckLogWhole(t)
 		})
 	}
 }

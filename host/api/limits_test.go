@@ -376,6 +376,7 @@ func TestWalletMintLimit(t *testing.T) {
 	if len(recs) != 2 || recs[0].Outcome != "rate_limited" || recs[0].Wallet != wallet || recs[0].Logged == nil || recs[1].Outcome != "ok" {
 		t.Fatalf("new records %+v, want the limited mint (with its log entry) and the other wallet's", recs)
 	}
+	b.CheckLogWhole(t)
 }
 
 // TestForgedBearerFlood: a flood of well-formed but unverifiable bearers from

@@ -117,6 +117,7 @@ func TestConcurrentMints(t *testing.T) {
 	if n := store.LogSize(); n != clients*each {
 		t.Fatalf("the log holds %d entries, want %d", n, clients*each)
 	}
+	b.CheckLogWhole(t)
 	t.Logf("%d mints, %d checkpoints, %d commits", len(jwts), len(seen), store.Stats().Commits)
 }
 
@@ -195,4 +196,5 @@ func TestStoreFailureKeepsLogWhole(t *testing.T) {
 			t.Fatalf("entry %d: %v %+v", i, err, e)
 		}
 	}
+	b.CheckLogWhole(t)
 }

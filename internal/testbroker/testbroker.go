@@ -335,3 +335,28 @@ type storeHashes struct{ r audit.LogReader }
 func (s storeHashes) ReadHashes(idx []int64) ([]tlog.Hash, error) {
 	return s.r.ReadHashes(context.Background(), idx)
 }
+
+// CheckLogWhole checks that the store holds the whole of the enclave's audit
+// log: the enclave, shown the store's tip (audit_resume), has nothing more,
+// and every entry up to it reads back.
+func (b *Broker) CheckLogWhole(t testing.TB) {
+	t.Helper()
+	ctx := context.Background()
+	req, err := b.Audit.ResumeRequest(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var resp protocol.AuditResumeResponse
+	if err := b.Enclave.Call(ctx, protocol.OpAuditResume, req, &resp); err != nil {
+		t.Fatalf("audit_resume with the store's tip: %v", err)
+	}
+	size := b.Audit.LogSize()
+	if resp.Size != size || len(resp.Batches) != 0 {
+		t.Fatalf("the enclave's log has %d entries (%d batches to hand back), the store %d", resp.Size, len(resp.Batches), size)
+	}
+	for start := int64(0); start < size; start += audit.MaxReadEntries {
+		if _, err := b.Audit.ReadEntries(ctx, start, min(size, start+audit.MaxReadEntries)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
