@@ -347,6 +347,10 @@ func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
 		status["audit"] = "failing"
 		failed = append(failed, "audit store ("+auditProblem(err)+")")
 		a.log.Warn("audit store not ready", "err", err)
+	} else if e := a.catchUp(ctx); e != nil {
+		// The store lacks batches the enclave logged and cannot fetch them.
+		status["audit"] = "behind"
+		failed = append(failed, "audit log (the store is missing entries the enclave logged)")
 	}
 	if len(failed) > 0 {
 		status["status"] = "unavailable"

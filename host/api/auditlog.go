@@ -116,7 +116,9 @@ func (a *API) catchUp(ctx context.Context) *httpError {
 	if !a.logBehind.Load() {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), enclaveLogWait)
+	// Storing batches is idempotent, so a caller that gives up may leave
+	// the catch-up half done: the next one goes on from there.
+	ctx, cancel := context.WithTimeout(ctx, enclaveLogWait)
 	defer cancel()
 	if err := audit.Resume(ctx, a.cfg.Audit, a.call); err != nil {
 		a.log.Error("the audit store is behind the enclave's log and could not catch up; refusing", "err", err)
