@@ -158,6 +158,8 @@ type SQLite struct {
 	commits       atomic.Int64
 	records       atomic.Int64
 	failedRecords atomic.Int64
+	logBatches    atomic.Int64
+	logEntries    atomic.Int64
 }
 
 var (
@@ -194,6 +196,8 @@ type Stats struct {
 	Commits       int64 // transactions committed, each one fsync
 	Records       int64 // records in those transactions
 	FailedRecords int64 // records whose transaction failed; their callers got an error
+	LogBatches    int64 // enclave log batches stored (each with one checkpoint)
+	LogEntries    int64 // log entries in them
 }
 
 // Option configures OpenSQLite.
@@ -697,8 +701,9 @@ func (s *SQLite) commit(batch []*appendRequest) (parked []*appendRequest) {
 	err := s.checkFiles()
 	var res []appendResult
 	var tip logState
+	var stored int
 	if err == nil {
-		if res, tip, err = s.insert(batch); err == nil {
+		if res, tip, stored, err = s.insert(batch); err == nil {
 			s.commits.Add(1)
 			err = s.checkFiles()
 		}
@@ -720,6 +725,8 @@ func (s *SQLite) commit(batch []*appendRequest) (parked []*appendRequest) {
 		return nil
 	}
 	if old := s.tip.Load(); tip.size > old.size {
+		s.logEntries.Add(tip.size - old.size)
+		s.logBatches.Add(int64(stored))
 		s.tip.Store(&tip)
 		s.gap.Store(false)
 	}
@@ -772,22 +779,22 @@ func (s *SQLite) checkFiles() error {
 // insert writes batch in one transaction. It returns each request's result
 // (parked: its log batch starts past the log, so nothing of it was written)
 // and the log's tip after the transaction.
-func (s *SQLite) insert(batch []*appendRequest) ([]appendResult, logState, error) {
+func (s *SQLite) insert(batch []*appendRequest) (res []appendResult, tip logState, stored int, err error) {
 	// Not a caller's context: one caller giving up must not fail the
 	// others' records. busy_timeout bounds the wait for the write lock.
 	ctx := context.Background()
-	tip := *s.tip.Load()
+	tip = *s.tip.Load()
 	tx, err := s.conn.BeginTx(ctx, nil)
 	if err != nil {
-		return nil, tip, fmt.Errorf("failed to begin transaction: %w", err)
+		return nil, tip, 0, fmt.Errorf("failed to begin transaction: %w", err)
 	}
 	defer tx.Rollback() // after Commit, a no-op
 	stmt, err := tx.PrepareContext(ctx, insertRecord)
 	if err != nil {
-		return nil, tip, fmt.Errorf("failed to prepare insert: %w", err)
+		return nil, tip, 0, fmt.Errorf("failed to prepare insert: %w", err)
 	}
 	defer stmt.Close()
-	res := make([]appendResult, len(batch))
+	res = make([]appendResult, len(batch))
 	probed := false
 	for i, req := range batch {
 		if req.probe {
@@ -796,8 +803,12 @@ func (s *SQLite) insert(batch []*appendRequest) ([]appendResult, logState, error
 		}
 		if req.batch != nil {
 			var fits error
+			before := tip.size
 			if tip, res[i].parked, fits, err = s.storeBatch(ctx, tx, tip, *req.batch); err != nil {
-				return nil, tip, err
+				return nil, tip, 0, err
+			}
+			if tip.size > before {
+				stored++
 			}
 			if res[i].parked {
 				continue
@@ -819,27 +830,27 @@ func (s *SQLite) insert(batch []*appendRequest) ([]appendResult, logState, error
 			r.BearerSHA256, r.Audience, r.TTLSeconds, r.Kid, r.JTI, r.Detail, boolInt(r.HostAssertedWallet),
 			r.Count, r.Client, treeIndex, leafHash)
 		if err != nil {
-			return nil, tip, fmt.Errorf("failed to insert: %w", err)
+			return nil, tip, 0, fmt.Errorf("failed to insert: %w", err)
 		}
 		if res[i].seq, err = out.LastInsertId(); err != nil {
-			return nil, tip, fmt.Errorf("failed to read assigned seq: %w", err)
+			return nil, tip, 0, fmt.Errorf("failed to read assigned seq: %w", err)
 		}
 	}
 	if probed {
 		// A Ping: write the heartbeat, and read the log's table so that a
 		// store whose table is gone is not reported ready.
 		if _, err := tx.ExecContext(ctx, upsertHeartbeat, time.Now().UnixMicro()); err != nil {
-			return nil, tip, fmt.Errorf("failed to write the heartbeat: %w", err)
+			return nil, tip, 0, fmt.Errorf("failed to write the heartbeat: %w", err)
 		}
 		var last int64
 		if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(seq), 0) FROM audit_records`).Scan(&last); err != nil {
-			return nil, tip, fmt.Errorf("failed to read audit_records: %w", err)
+			return nil, tip, 0, fmt.Errorf("failed to read audit_records: %w", err)
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		return nil, tip, fmt.Errorf("failed to commit: %w", err)
+		return nil, tip, 0, fmt.Errorf("failed to commit: %w", err)
 	}
-	return res, tip, nil
+	return res, tip, stored, nil
 }
 
 // storeBatch writes b in tx if it extends tip, and returns the new tip. A
@@ -1019,6 +1030,8 @@ func (s *SQLite) Stats() Stats {
 		Commits:       s.commits.Load(),
 		Records:       s.records.Load(),
 		FailedRecords: s.failedRecords.Load(),
+		LogBatches:    s.logBatches.Load(),
+		LogEntries:    s.logEntries.Load(),
 	}
 }
 
