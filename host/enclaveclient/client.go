@@ -8,6 +8,9 @@
 //
 // The client also caches the enclave's Info (public keys, policy), refreshed on
 // every new connection, so the JWKS and discovery routes are served from memory.
+// Config.OnConnect runs on every new connection before anything else may use
+// it: the host presents its audit log there (audit.Resume), since the
+// enclave mints nothing until it has.
 package enclaveclient
 
 import (
