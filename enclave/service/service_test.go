@@ -781,6 +781,12 @@ func FuzzHandle(f *testing.F) {
 	f.Add(uint8(3), body)
 	body, _ = protocol.Marshal(protocol.MintOIDCRequest{Token: "a.b.c", TTLSeconds: 60})
 	f.Add(uint8(5), body)
+	body, _ = protocol.Marshal(protocol.AuditAppendRequest{Entry: protocol.AuditHostEntry{Kind: "aws_creds", Outcome: "ok", Wallet: "unknown", JTI: "3"}, LogSize: 1})
+	f.Add(uint8(6), body)
+	body, _ = protocol.Marshal(protocol.AuditResumeRequest{
+		Checkpoint: []byte("broker.example.com/audit\n1\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n\n— broker.example.com/audit AAAA\n"),
+		Hashes:     make([]byte, 32)})
+	f.Add(uint8(7), body)
 	f.Fuzz(func(t *testing.T, op uint8, body []byte) {
 		out, err := svc.Handle(context.Background(), ops[int(op)%len(ops)], body)
 		if err == nil && ops[int(op)%len(ops)] == protocol.OpMintOIDC {
