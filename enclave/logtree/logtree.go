@@ -370,6 +370,10 @@ func (l *Log) keptFrom(n int64) int {
 	return -1
 }
 
+// maxResumeBatches bounds the batches of one audit_resume answer, well
+// under the protocol's limit on array elements.
+const maxResumeBatches = 256
+
 // maxEdge bounds the right edge a host may present: one hash per bit of a
 // 63-bit size.
 const maxEdge = 63
@@ -438,11 +442,13 @@ func (l *Log) Resume(req protocol.AuditResumeRequest) (protocol.AuditResumeRespo
 		resp := protocol.AuditResumeResponse{Size: l.size}
 		sent := 0
 		for _, k := range l.kept[l.keptFrom(tree.N):] {
-			n := 0
+			// Everything the batch adds to the answer, with room for the
+			// encoding, so that the answer stays well within a frame.
+			n := len(k.batch.Hashes) + len(k.batch.Checkpoint) + 64
 			for _, e := range k.batch.Entries {
-				n += len(e)
+				n += len(e) + 8
 			}
-			if sent+n > protocol.MaxResumeBytes && len(resp.Batches) > 0 {
+			if (sent+n > protocol.MaxResumeBytes || len(resp.Batches) == maxResumeBatches) && len(resp.Batches) > 0 {
 				resp.More = true
 				break
 			}

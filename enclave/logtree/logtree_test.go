@@ -498,3 +498,45 @@ func TestNewKey(t *testing.T) {
 		}
 	}
 }
+
+// TestResumePages: a host that lost many batches gets them back in answers
+// that fit a frame, and asking again from where it got to gets the rest.
+func TestResumePages(t *testing.T) {
+	l := newLog(t, 1, func(c *Config) { c.MaxBatch = 1 })
+	l.Resume(protocol.AuditResumeRequest{})
+	s := newStore()
+	big := bytes.Repeat([]byte("e"), 3000)
+	for range 300 {
+		res, err := l.Append(func(int64) ([]byte, error) { return big, nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.apply(t, res.Batch)
+	}
+	host := newStore()
+	rounds := 0
+	for int64(len(host.entries)) < 300 {
+		host.hashes = s.hashes // the right edge of whatever size it is at
+		req := host.resumeRequest(int64(len(host.entries)))
+		if len(host.entries) > 0 {
+			req.Checkpoint = s.checkpoints[int64(len(host.entries))]
+		}
+		resp, err := l.Resume(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := protocol.Marshal(resp)
+		if err != nil || len(b) > protocol.MaxFrameSize-1024 {
+			t.Fatalf("answer of %d bytes (%v)", len(b), err)
+		}
+		for _, bt := range resp.Batches {
+			host.apply(t, bt)
+		}
+		if rounds++; rounds > 20 || len(resp.Batches) == 0 {
+			t.Fatalf("round %d: %d batches, more %v", rounds, len(resp.Batches), resp.More)
+		}
+	}
+	if rounds < 2 {
+		t.Fatal("everything came in one answer: the test does not page")
+	}
+}

@@ -27,8 +27,9 @@ const (
 	MaxSessionToken  = 4 << 10
 	MaxSignInMessage = 8 << 10
 	MaxAudience      = 256
-	// MaxResumeBytes bounds the entries one audit_resume answer carries; the
-	// host asks again from where it got to.
+	// MaxResumeBytes bounds what the batches of one audit_resume answer
+	// carry (entries, hashes, checkpoints); the host asks again from where it
+	// got to.
 	MaxResumeBytes = 128 << 10
 )
 
@@ -211,8 +212,8 @@ type AuditResumeRequest struct {
 }
 
 // AuditResumeResponse is the enclave's log size, and the batches past the
-// host's checkpoint that the host must store (at most MaxResumeBytes of
-// entries; More says to ask again once they are stored).
+// host's checkpoint that the host must store (at most MaxResumeBytes, and 256
+// batches; More says to ask again once they are stored).
 type AuditResumeResponse struct {
 	Size    int64        `cbor:"size" json:"size"`
 	Batches []AuditBatch `cbor:"batches,omitempty" json:"batches,omitempty"`
