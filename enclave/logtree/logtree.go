@@ -66,9 +66,14 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultMaxBatch   = 64
+	DefaultMaxBatch   = 32
 	DefaultMaxUnacked = 4096
 )
+
+// maxMaxBatch bounds MaxBatch so that a batch of the largest entries
+// (auditlog.MaxEntrySize each) and its hashes fill at most half of a frame:
+// every answer that appended carries its whole batch.
+const maxMaxBatch = protocol.MaxFrameSize / 2 / auditlog.MaxEntrySize
 
 // Config configures a Log.
 type Config struct {
@@ -77,8 +82,8 @@ type Config struct {
 	Signer   note.Signer
 	Verifier note.Verifier
 	// MaxBatch bounds the entries of one batch (default DefaultMaxBatch,
-	// at most 256). Every caller's answer carries its whole batch, so the
-	// bytes sent grow with its square.
+	// at most 32 so that a batch fits half a protocol frame). Every caller's
+	// answer carries its whole batch, so the bytes sent grow with its square.
 	MaxBatch int
 	// MaxUnacked bounds the entries past the host's acknowledged size
 	// (default DefaultMaxUnacked); past it Append refuses.
@@ -145,8 +150,8 @@ func New(cfg Config) (*Log, error) {
 	if cfg.MaxBatch == 0 {
 		cfg.MaxBatch = DefaultMaxBatch
 	}
-	if cfg.MaxBatch < 1 || cfg.MaxBatch > 256 {
-		return nil, fmt.Errorf("logtree: MaxBatch %d is outside [1, 256]", cfg.MaxBatch)
+	if cfg.MaxBatch < 1 || cfg.MaxBatch > maxMaxBatch {
+		return nil, fmt.Errorf("logtree: MaxBatch %d is outside [1, %d]", cfg.MaxBatch, maxMaxBatch)
 	}
 	if cfg.MaxUnacked == 0 {
 		cfg.MaxUnacked = DefaultMaxUnacked

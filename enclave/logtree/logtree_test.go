@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -538,5 +539,42 @@ func TestResumePages(t *testing.T) {
 	}
 	if rounds < 2 {
 		t.Fatal("everything came in one answer: the test does not page")
+	}
+}
+
+// TestBatchFitsFrame: the largest batch of the largest entries, as every
+// appending answer carries it, fits a protocol frame; a larger MaxBatch is
+// refused.
+func TestBatchFitsFrame(t *testing.T) {
+	signer, verifier, _, _ := NewKey(origin, ed25519.NewKeyFromSeed(make([]byte, 32)))
+	if _, err := New(Config{Origin: origin, Signer: signer, Verifier: verifier, MaxBatch: maxMaxBatch + 1}); err == nil {
+		t.Fatalf("MaxBatch %d accepted", maxMaxBatch+1)
+	}
+	l := newLog(t, 1, func(c *Config) { c.MaxBatch, c.Linger = maxMaxBatch, 50*time.Millisecond })
+	l.Resume(protocol.AuditResumeRequest{})
+	big := bytes.Repeat([]byte("e"), auditlog.MaxEntrySize)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var largest int
+	for range maxMaxBatch {
+		wg.Go(func() {
+			res, err := l.Append(func(int64) ([]byte, error) { return big, nil })
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			b, err := protocol.Marshal(protocol.MintOIDCResponse{JWT: strings.Repeat("j", 2048), Log: res})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			largest = max(largest, len(b))
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if largest > protocol.MaxFrameSize {
+		t.Fatalf("an answer of %d bytes, more than a frame", largest)
 	}
 }
