@@ -24,7 +24,13 @@
 //     expiry, alg pinned to ES256), applies the [policy.Policy] (audience
 //     allowlist, TTL bounds), cuts the JWT's exp to the session's (refusing a
 //     session with less than the policy's minimum JWT TTL left) and signs the
-//     claims of [claims.OIDC] with oidc/issuer/v1.
+//     claims of [claims.OIDC] with oidc/issuer/v1. The JWT is signed inside
+//     the audit log's append (enclave/logtree): its jti, and its
+//     agentkeys_log_index tag, are the index of the entry that names its
+//     SHA-256, and the answer carries the batch and the inclusion proof.
+//   - AuditAppend logs an entry the host asserts (marked host_asserted), and
+//     AuditResume takes the host's log at start: until then nothing is
+//     minted. The checkpoints are signed with audit/checkpoint/v1.
 //   - Attest returns an attestation document whose user_data is the SHA-256 of a
 //     manifest of the published keys, so a host cannot present a document that
 //     binds keys the enclave does not hold.

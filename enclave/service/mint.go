@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agentkeys/broker/shared/auditlog"
 	"github.com/agentkeys/broker/shared/claims"
 	"github.com/agentkeys/broker/shared/protocol"
 	"github.com/agentkeys/broker/shared/siwe"
@@ -73,10 +74,6 @@ func (s *Service) MintOIDC(req protocol.MintOIDCRequest) (protocol.MintOIDCRespo
 		}
 		exp = sessionExp
 	}
-	jti, err := s.randomID()
-	if err != nil {
-		return zero, err
-	}
 	c := claims.OIDC{
 		Issuer:             s.policy.Issuer,
 		Subject:            claims.SubjectPrefix + wallet,
@@ -84,20 +81,35 @@ func (s *Service) MintOIDC(req protocol.MintOIDCRequest) (protocol.MintOIDCRespo
 		IssuedAt:           iat,
 		NotBefore:          now.Add(-NotBeforeSkew).Unix(),
 		ExpiresAt:          exp,
-		ID:                 jti,
 		Wallet:             wallet,
-		Tags:               claims.WalletTags(wallet),
 		HostAssertedWallet: hostAsserted,
 	}
-	signed, err := signES256(s.issuerKey, s.issuerKid, c)
+	// The JWT's jti is its audit log index: the log hands out the index,
+	// the JWT is signed with it, and the entry naming the JWT's hash takes
+	// the index, all before the batch's checkpoint is signed.
+	s.audit.Ack(req.LogSize)
+	var signed string
+	logged, err := s.audit.Append(func(index int64) ([]byte, error) {
+		jti := auditlog.IndexString(index)
+		c.ID, c.Tags = jti, claims.MintTags(wallet, jti)
+		var err error
+		if signed, err = signES256(s.issuerKey, s.issuerKid, c); err != nil {
+			return nil, fmt.Errorf("failed to sign JWT: %w", err)
+		}
+		return auditlog.Entry{
+			Version: auditlog.Version, Time: iat, Kind: auditlog.KindOIDCJWT, Outcome: auditlog.OutcomeOK, Wallet: wallet,
+			SessionID: sid, Audience: aud, ExpiresAt: exp, Kid: s.issuerKid, JTI: jti, JWTSHA256: auditlog.JWTHash(signed),
+			ChainID: chain, HostAssertedWallet: hostAsserted,
+		}.Marshal()
+	})
 	if err != nil {
-		return zero, fmt.Errorf("failed to sign JWT: %w", err)
+		return zero, err
 	}
 	s.log.Info("jwt minted", "wallet", wallet, "session_id", sid, "chain_id", chain, "aud", aud, "ttl_seconds", exp-iat,
-		"session_expires_at", sessionExp, "jti", jti, "kid", s.issuerKid, "host_asserted_wallet", hostAsserted)
+		"session_expires_at", sessionExp, "jti", c.ID, "kid", s.issuerKid, "host_asserted_wallet", hostAsserted)
 	return protocol.MintOIDCResponse{
-		JWT: signed, Wallet: wallet, SessionID: sid, Kid: s.issuerKid, JTI: jti, Audience: aud,
+		JWT: signed, Wallet: wallet, SessionID: sid, Kid: s.issuerKid, JTI: c.ID, Audience: aud,
 		IssuedAt: c.IssuedAt, ExpiresAt: c.ExpiresAt, HostAssertedWallet: hostAsserted,
-		SessionExpiresAt: sessionExp, ChainID: chain,
+		SessionExpiresAt: sessionExp, ChainID: chain, Log: logged,
 	}, nil
 }

@@ -3,7 +3,6 @@ package service
 import (
 	"context"
 	"crypto/ecdsa"
-	"crypto/ed25519"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -14,10 +13,9 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/mod/sumdb/note"
-
 	"github.com/agentkeys/broker/enclave/attester"
 	"github.com/agentkeys/broker/enclave/keys"
+	"github.com/agentkeys/broker/enclave/logtree"
 	"github.com/agentkeys/broker/shared/jwk"
 	"github.com/agentkeys/broker/shared/manifest"
 	"github.com/agentkeys/broker/shared/policy"
@@ -35,6 +33,10 @@ type Config struct {
 	// (manifest.OriginHost or manifest.OriginEnclave; default host). It is
 	// recorded in the attested manifest.
 	IssuerOrigin string
+	// Audit tunes the audit log's batching and bounds (enclave/logtree);
+	// zero fields take its defaults. Origin, Signer and Verifier are set by
+	// New from the checkpoint key.
+	Audit logtree.Config
 }
 
 // Validate checks the configuration.
@@ -63,8 +65,8 @@ type Service struct {
 	issuerJWKs []jwk.Key // every published issuer key, in policy order
 	sessionKey *ecdsa.PrivateKey
 	sessionKid string
-	checkpoint ed25519.PrivateKey
-	vkey       string // C2SP note verifier key for checkpoints
+	vkey       string       // C2SP note verifier key for checkpoints
+	audit      *logtree.Log // the audit log, signed with audit/checkpoint/v1
 
 	issuer       *url.URL // the parsed policy issuer; sign-in messages must name its host[:port]
 	policyDigest string   // policy.Digest(), fixed for the enclave's life
@@ -97,7 +99,6 @@ func New(cfg Config) (*Service, error) {
 		log:        cfg.Logger,
 		now:        cfg.Now,
 		sessionKey: set.Session,
-		checkpoint: set.Checkpoint,
 
 		clockSourceFile: clockSourceFile,
 	}
@@ -133,9 +134,17 @@ func New(cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("enclave: issuer: %w", err)
 	}
 	s.issuer, s.policyDigest = u, cfg.Policy.Digest()
-	s.vkey, err = note.NewEd25519VerifierKey(checkpointKeyName(u), set.Checkpoint.Public().(ed25519.PublicKey))
+	lcfg := cfg.Audit
+	lcfg.Origin = checkpointKeyName(u)
+	lcfg.Signer, lcfg.Verifier, s.vkey, err = logtree.NewKey(lcfg.Origin, set.Checkpoint)
 	if err != nil {
 		return nil, fmt.Errorf("enclave: checkpoint key: %w", err)
+	}
+	if lcfg.Now == nil {
+		lcfg.Now = s.now
+	}
+	if s.audit, err = logtree.New(lcfg); err != nil {
+		return nil, fmt.Errorf("enclave: %w", err)
 	}
 	origin := cfg.IssuerOrigin
 	if origin == "" {
@@ -210,6 +219,18 @@ func (s *Service) Handle(ctx context.Context, op protocol.Op, body []byte) (any,
 			return nil, err
 		}
 		return s.MintOIDC(req)
+	case protocol.OpAuditAppend:
+		var req protocol.AuditAppendRequest
+		if err := decode(body, &req); err != nil {
+			return nil, err
+		}
+		return s.AuditAppend(req)
+	case protocol.OpAuditResume:
+		var req protocol.AuditResumeRequest
+		if err := decode(body, &req); err != nil {
+			return nil, err
+		}
+		return s.AuditResume(req)
 	}
 	return nil, protocol.Errorf(protocol.CodeUnknownOp, "unknown operation %q", truncate(string(op), 64))
 }

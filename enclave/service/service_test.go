@@ -75,6 +75,9 @@ func newEnv(t *testing.T, mod func(*policy.Policy)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, err := svc.AuditResume(protocol.AuditResumeRequest{}); err != nil {
+		t.Fatal(err)
+	}
 	// Every test goes through the real protocol over a unix socket.
 	addr := "unix:" + filepath.Join(t.TempDir(), "enclave.sock")
 	l, err := protocol.Listen(addr)
@@ -205,7 +208,7 @@ func TestSignInAndMint(t *testing.T) {
 	want, _ := json.Marshal(claims.OIDC{
 		Issuer: testIssuer, Subject: claims.SubjectPrefix + lower, Audience: "sts.amazonaws.com",
 		IssuedAt: now, NotBefore: now - 60, ExpiresAt: now + 300, ID: m.JTI,
-		Wallet: lower, Tags: claims.WalletTags(lower),
+		Wallet: lower, Tags: claims.MintTags(lower, m.JTI),
 	})
 	if !bytes.Equal(payload, want) {
 		t.Fatalf("claims = %s\nwant     %s", payload, want)
@@ -769,7 +772,8 @@ func FuzzHandle(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	ops := []protocol.Op{protocol.OpInfo, protocol.OpAttest, protocol.OpSessionNonce, protocol.OpCreateSession, protocol.OpVerifySession, protocol.OpMintOIDC}
+	ops := []protocol.Op{protocol.OpInfo, protocol.OpAttest, protocol.OpSessionNonce, protocol.OpCreateSession, protocol.OpVerifySession, protocol.OpMintOIDC,
+		protocol.OpAuditAppend, protocol.OpAuditResume}
 	for i := range ops {
 		f.Add(uint8(i), []byte{0xa0})
 	}
@@ -777,6 +781,12 @@ func FuzzHandle(f *testing.F) {
 	f.Add(uint8(3), body)
 	body, _ = protocol.Marshal(protocol.MintOIDCRequest{Token: "a.b.c", TTLSeconds: 60})
 	f.Add(uint8(5), body)
+	body, _ = protocol.Marshal(protocol.AuditAppendRequest{Entry: protocol.AuditHostEntry{Kind: "aws_creds", Outcome: "ok", Wallet: "unknown", JTI: "3"}, LogSize: 1})
+	f.Add(uint8(6), body)
+	body, _ = protocol.Marshal(protocol.AuditResumeRequest{
+		Checkpoint: []byte("broker.example.com/audit\n1\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n\n— broker.example.com/audit AAAA\n"),
+		Hashes:     make([]byte, 32)})
+	f.Add(uint8(7), body)
 	f.Fuzz(func(t *testing.T, op uint8, body []byte) {
 		out, err := svc.Handle(context.Background(), ops[int(op)%len(ops)], body)
 		if err == nil && ops[int(op)%len(ops)] == protocol.OpMintOIDC {
@@ -865,10 +875,15 @@ func BenchmarkMintOIDC(b *testing.B) {
 		b.Fatal(err)
 	}
 	svc.policy.AllowHostAssertedWallet = true // skip the session check: this measures signing
+	if _, err := svc.AuditResume(protocol.AuditResumeRequest{}); err != nil {
+		b.Fatal(err)
+	}
 	b.ResetTimer()
 	for b.Loop() {
-		if _, err := svc.MintOIDC(protocol.MintOIDCRequest{HostAssertedWallet: "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed"}); err != nil {
+		m, err := svc.MintOIDC(protocol.MintOIDCRequest{HostAssertedWallet: "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed"})
+		if err != nil {
 			b.Fatal(err)
 		}
+		svc.audit.Ack(m.Log.Index + 1) // as the host's store would
 	}
 }

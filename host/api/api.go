@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -108,6 +109,10 @@ type API struct {
 	allowed map[string]string
 
 	published publishedCache
+	// logBehind is set when the store may lack batches the enclave logged;
+	// resumeMu serialises catching up (see catchUp).
+	logBehind atomic.Bool
+	resumeMu  sync.Mutex
 }
 
 // published is what the host serves from memory, derived from one snapshot of
@@ -384,6 +389,10 @@ func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
 		status["audit"] = "failing"
 		failed = append(failed, "audit store ("+auditProblem(err)+")")
 		a.log.Warn("audit store not ready", "err", err)
+	} else if e := a.catchUp(ctx); e != nil {
+		// The store lacks batches the enclave logged and cannot fetch them.
+		status["audit"] = "behind"
+		failed = append(failed, "audit log (the store is missing entries the enclave logged)")
 	}
 	if len(failed) > 0 {
 		status["status"] = "unavailable"
@@ -403,6 +412,8 @@ func auditProblem(err error) string {
 		return audit.ErrFileReplaced.Error()
 	case errors.Is(err, audit.ErrNotWritable):
 		return audit.ErrNotWritable.Error()
+	case errors.Is(err, audit.ErrLogGap):
+		return audit.ErrLogGap.Error()
 	case errors.Is(err, audit.ErrClosed):
 		return "closed"
 	}
@@ -474,6 +485,7 @@ func (a *API) record(ctx context.Context, rec audit.Record) error {
 	if err != nil {
 		a.m.AuditWriteErrors.Inc()
 		a.log.Error("audit write failed; refusing the request", "kind", rec.Kind, "outcome", rec.Outcome, "err", err)
+		a.afterAuditError(rec, err)
 	}
 	return err
 }
@@ -505,10 +517,15 @@ func (a *API) refuse(w http.ResponseWriter, r *http.Request, rec audit.Record, e
 		}
 		counted = counted || preAuth(rec)
 	}
+	// A record carrying an enclave log batch (a JWT the enclave signed and
+	// the host then refused to release) is always recorded: the batch must
+	// reach the store.
+	counted = counted && rec.Batch == nil
 	var err error
 	if counted {
 		err = a.count(rec)
 	} else {
+		a.logRefusal(r.Context(), &rec)
 		err = a.record(r.Context(), rec)
 	}
 	if err != nil {

@@ -378,13 +378,24 @@ func TestAuditFailureReturnsNoJWT(t *testing.T) {
 	if r.status != 503 || r.json(t)["audit"] != "failing" {
 		t.Fatalf("readyz with a failing audit store: %d %s", r.status, r.body)
 	}
+	// The store works again but lacks the JWT the enclave logged: /readyz
+	// names the audit log while the enclave cannot hand it back.
+	b.StopEnclave()
+	b.WaitDisconnected()
 	b.Memory.SetFailure(nil)
+	if r := do(t, "GET", b.URL+"/readyz", nil, nil); r.status != 503 || r.json(t)["audit"] != "behind" || !strings.Contains(r.json(t)["message"].(string), "audit log") {
+		t.Fatalf("readyz with the store behind the enclave: %d %s", r.status, r.body)
+	}
+	b.StartEnclave()
+	b.WaitConnected()
 	if n := len(records(t, b)); n != before {
 		t.Fatalf("the failing store gained %d records", n-before)
 	}
 	if r := mint(t, b, "Bearer "+tok, ""); r.status != 200 {
 		t.Fatalf("after recovery: %d", r.status)
 	}
+	// The JWTs the enclave signed while the store failed are in the log.
+	b.CheckLogWhole(t)
 }
 
 func TestEnclaveDownAndBack(t *testing.T) {

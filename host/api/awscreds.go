@@ -114,6 +114,25 @@ func (a *API) mintAWSCreds(w http.ResponseWriter, r *http.Request) {
 	}
 	rec.Outcome = audit.OutcomeOK
 	rec.Detail = "access_key_id " + creds.AccessKeyID
+	// The credentials' own entry in the log: host-asserted (only the host
+	// saw STS answer), naming the access key and the JWT's log index.
+	logged, err := a.appendHostEntry(r.Context(), hostEntry(rec, creds.AccessKeyID, creds.Expiration.Unix()))
+	if err != nil {
+		a.log.Error("AWS credentials not in the audit log; withholding them", "access_key_id", creds.AccessKeyID, "err", err)
+		e := fromEnclave(err)
+		if e.kind != KindAuditError {
+			e = errAudit
+		}
+		a.refuse(w, r, rec, e)
+		return
+	}
+	attach(&rec, logged)
+	proof, err := logProof(logged)
+	if err != nil {
+		a.log.Error("withholding AWS credentials whose proof of logging is malformed", "err", err)
+		a.refuse(w, r, rec, errProof)
+		return
+	}
 	if err := a.record(r.Context(), rec); err != nil {
 		a.m.Mints.WithLabelValues(rec.Kind, "audit_error").Inc()
 		writeError(w, errAudit)
@@ -126,6 +145,7 @@ func (a *API) mintAWSCreds(w http.ResponseWriter, r *http.Request) {
 		SessionToken:    creds.SessionToken,
 		Expiration:      creds.Expiration.Unix(),
 		Wallet:          rec.Wallet,
+		LogProof:        proof,
 	})
 }
 

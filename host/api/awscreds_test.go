@@ -58,8 +58,18 @@ func TestMintAWSCredsWebIdentity(t *testing.T) {
 	if j["wallet"] != wallet || akid == "" || j["secret_access_key"] == "" || j["session_token"] == "" {
 		t.Fatalf("body: %s", r.body)
 	}
-	if len(j) != 5 {
-		t.Fatalf("want exactly the Rust broker's five fields: %s", r.body)
+	if len(j) != 6 || j["log_proof"] == nil {
+		t.Fatalf("want exactly the Rust broker's five fields and log_proof: %s", r.body)
+	}
+	// The proof is of the credentials' own, host-asserted entry, which names
+	// the access key and, as jti, the log index of the JWT STS was given;
+	// STS's session carries that index as a tag, as CloudTrail would.
+	e := b.CheckProof(t, j["log_proof"].(string))
+	if e.Kind != "aws_creds" || !e.HostAsserted || e.AccessKeyID != akid || e.Wallet != wallet || e.JTI == "" {
+		t.Fatalf("the credentials' log entry: %+v", e)
+	}
+	if c, _ := sts.Issued(akid); c.PrincipalTags["agentkeys_log_index"] != e.JTI {
+		t.Fatalf("STS session tags %v, want agentkeys_log_index %s", c.PrincipalTags, e.JTI)
 	}
 	// STS set the principal tag from the JWT's tags claim.
 	creds, ok := sts.Issued(akid)
@@ -148,6 +158,11 @@ func TestMintAWSCredsSTSErrors(t *testing.T) {
 			if rec.Kind != "aws_creds" || rec.Outcome != "sts_error" || !strings.Contains(rec.Detail, tt.code) {
 				t.Fatalf("record: %+v", rec)
 			}
+			// The JWT STS refused is in the log, and so is the refusal.
+			if e := entryOf(t, b, rec.Logged.Index); !e.HostAsserted || e.Outcome != "sts_error" || e.Kind != "aws_creds" {
+				t.Fatalf("entry of the STS refusal: %+v", e)
+			}
+			b.CheckLogWhole(t)
 		})
 	}
 }

@@ -14,6 +14,21 @@
 // cannot write, the caller gets 500 audit_error and no credential. A refusal
 // whose own record cannot be written still refuses (the status says audit_error).
 //
+// # The audit log and its proofs
+//
+// The enclave logs every JWT it signs (its jti is the entry's index) and
+// answers with the batch the entry landed in; from then on every outcome of
+// the request, success or refusal, is recorded with that batch, so the store
+// holds the whole log. AWS credentials get an entry of their own, asserted by
+// the host through audit_append (access key id, and the JWT's index), and so
+// do refusals of a verified wallet (best effort). Each credential's answer
+// carries log_proof, the C2SP tlog-proof of its entry. Enclave calls that
+// append are detached from the client's cancellation (bounded by
+// enclaveLogWait), so a client that hangs up does not leave a batch
+// unstored. If a record with a batch fails anyway, the next mint first has
+// the store fetch what it lacks from the enclave (audit.Resume) and mints
+// nothing until it has.
+//
 // # Requests and tokens
 //
 // Every body is a shared/httpapi type, the one definition the client reads

@@ -78,6 +78,10 @@ func fromEnclave(err error) *httpError {
 		return e
 	case protocol.CodeUnavailable:
 		return errorf(http.StatusServiceUnavailable, KindEnclaveUnavailable, "the enclave is unreachable; try again shortly")
+	case protocol.CodeAuditLog:
+		e := errorf(http.StatusServiceUnavailable, KindAuditError, "the audit log cannot take entries now, so nothing was issued: "+pe.Message)
+		e.outcome = KindAuditError
+		return e
 	case protocol.CodeInternal:
 		return errorf(http.StatusInternalServerError, KindInternal, "the enclave failed; see its log")
 	}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 
 	"github.com/agentkeys/broker/host/audit"
+	"github.com/agentkeys/broker/shared/auditlog"
 	"github.com/agentkeys/broker/shared/claims"
 	"github.com/agentkeys/broker/shared/httpapi"
 	"github.com/agentkeys/broker/shared/protocol"
@@ -37,15 +38,26 @@ func (a *API) mintJWT(ctx context.Context, tok, audience string, ttl int64, rec 
 	} else {
 		req.Token = tok
 	}
-	if err := a.call(ctx, protocol.OpMintOIDC, req, &resp); err != nil {
+	if e := a.catchUp(ctx); e != nil {
+		return resp, e
+	}
+	req.LogSize = a.cfg.Audit.LogSize()
+	if err := a.logCall(ctx, protocol.OpMintOIDC, req, &resp); err != nil {
 		var pe *protocol.Error
 		if errors.As(err, &pe) && pe.Wallet != "" {
 			rec.Wallet = pe.Wallet // the enclave verified the session before refusing
 		}
 		return resp, fromEnclave(err)
 	}
+	// The enclave has logged the JWT: from here on every outcome is recorded
+	// with the batch, so that the store holds the whole log.
+	attach(rec, resp.Log)
 	rec.Wallet, rec.HostAssertedWallet = resp.Wallet, resp.HostAssertedWallet
 	rec.Kid, rec.JTI, rec.Audience, rec.TTLSeconds = resp.Kid, resp.JTI, resp.Audience, resp.ExpiresAt-resp.IssuedAt
+	if resp.JTI != auditlog.IndexString(resp.Log.Index) {
+		a.log.Error("the enclave minted a JWT whose jti is not its log index; refusing", "jti", resp.JTI, "log_index", resp.Log.Index)
+		return resp, errorf(http.StatusInternalServerError, KindInternal, "the enclave's answer is inconsistent; see the host log")
+	}
 	if req.Token != "" {
 		if resp.SessionID == "" {
 			a.log.Error("the enclave minted for a session without naming it; refusing")
@@ -104,6 +116,12 @@ func (a *API) mintOIDCJWT(w http.ResponseWriter, r *http.Request) {
 		a.refuse(w, r, rec, e)
 		return
 	}
+	proof, err := logProof(resp.Log)
+	if err != nil {
+		a.log.Error("refusing a JWT whose proof of logging is malformed", "err", err)
+		a.refuse(w, r, rec, errProof)
+		return
+	}
 	rec.Outcome = audit.OutcomeOK
 	if err := a.record(r.Context(), rec); err != nil {
 		a.m.Mints.WithLabelValues(rec.Kind, "audit_error").Inc()
@@ -111,5 +129,5 @@ func (a *API) mintOIDCJWT(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.m.Mints.WithLabelValues(rec.Kind, audit.OutcomeOK).Inc()
-	writeJSON(w, http.StatusOK, httpapi.MintJWTResponse{JWT: resp.JWT, Wallet: resp.Wallet, Expiration: resp.ExpiresAt})
+	writeJSON(w, http.StatusOK, httpapi.MintJWTResponse{JWT: resp.JWT, Wallet: resp.Wallet, Expiration: resp.ExpiresAt, LogProof: proof})
 }

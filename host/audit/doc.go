@@ -54,7 +54,7 @@
 // Seq numbers records from 1 in the order they were committed. It is never
 // reused, even if rows are removed, so a gap shows that rows were deleted.
 // That is evidence, not proof: whoever can write the database file can also
-// renumber it. Proof is what the Merkle tree below is for.
+// renumber it. Proof is what the Merkle log below is for.
 //
 // # Durability
 //
@@ -138,20 +138,63 @@
 // record in it. [Memory] implements the contract in memory for tests, and
 // [Memory.SetFailure] makes it fail like a broken database.
 //
-// # Merkle tree columns
+// # The Merkle log
 //
-// The log is to become tamper-evident: each entry a leaf of an RFC 6962
-// Merkle tree (golang.org/x/mod/sumdb/tlog) whose right edge the enclave
-// keeps and whose checkpoints it signs. The audit_records table already has
-// the two columns this needs, NULL until then:
+// Besides the records (the operator's queryable view), the store holds the
+// tamper-evident view: the audit log whose right edge the enclave keeps
+// (enclave/logtree), an RFC 6962 Merkle tree (golang.org/x/mod/sumdb/tlog) of
+// entries in the format of shared/auditlog, with checkpoints the enclave
+// signs (C2SP tlog-checkpoint). The enclave is its only writer: it builds
+// each mint's entry, gives the JWT its index as jti, and answers with the
+// batch the entry landed in (protocol.AuditBatch: entries, the stored hashes
+// they add, the signed checkpoint). The host asserts what only it saw (STS
+// outcomes, refusals of verified wallets) through audit_append, and those
+// entries say host_asserted.
 //
-//   - leaf_hash BLOB: the entry's 32-byte RFC 6962 leaf hash,
-//     SHA-256(0x00 || entry), over the entry's encoding in shared/.
-//   - tree_index INTEGER UNIQUE: the entry's index in the tree, assigned by
-//     the enclave (for a minted JWT it is the JWT's log index). It is not
-//     seq: seq is the host's own numbering, and refusals the enclave never
-//     saw may have none.
+// A record that carries a batch (Record.Batch, with Record.Logged naming its
+// entry) is stored with it in one transaction, and the batch is stored
+// exactly once and in order: a batch already stored is compared with the
+// stored checkpoint and not written again; one that starts past the stored
+// size waits, within the same writer, until the batches before it arrive
+// (bounded: [DefaultLogGapWait], see [WithLogGapWait]; past it the Append
+// fails with [ErrLogGap]). Before storing a batch the store checks that its
+// hashes are those of its entries on top of the stored right edge and that
+// its checkpoint names the tree they make ([ErrLogMismatch] otherwise), so
+// the stored tree always agrees with its latest checkpoint. The tables are
+// log_entries (index, entry bytes), log_hashes (tlog stored-hash index,
+// hash), log_checkpoints (tree size, signed note); audit_records.tree_index
+// and leaf_hash say where a record's entry is. [LogReader] reads them, for
+// tiles and proofs. Opening a store checks that the log's tables agree with
+// each other; a version 2 file gains them.
 //
-// Adding them to [Record] and filling them in the writer's transaction will
-// need no change to the table.
+// # When a batch is not stored
+//
+// The enclave logs an entry before the host can store it, so a store that
+// fails (or a caller that loses the enclave's answer) leaves the enclave's
+// log ahead of the store. The rule is: no credential, and the enclave cannot
+// run ahead silently.
+//
+//   - The credential whose record failed is not returned (audit_error).
+//   - Every request that appends tells the enclave how many entries the
+//     store holds durably ([Log.LogSize], the log_size field). The enclave
+//     keeps every batch past that size in memory, and refuses to log (so to
+//     mint) once 4096 entries are unacknowledged.
+//   - The host, once a record with a batch failed (or a batch waited in
+//     vain), fetches what the store lacks from the enclave ([Resume], the
+//     audit_resume operation: the store's latest checkpoint and right edge,
+//     answered with the missing batches) before it mints again; until that
+//     succeeds it mints nothing. [Store.Ping] fails with ErrLogGap while a
+//     batch waited in vain, so /readyz names the audit log.
+//
+// Why this way: the log must hold every entry the enclave logged, including
+// those of credentials the host never released, and it must never fork. The
+// enclave is the one place that knows the batches, so the host asks it for
+// them again rather than inventing anything; storing a batch is idempotent,
+// so asking twice is harmless. The acknowledgement bound keeps the enclave's
+// memory bounded and turns a store that stops storing into an enclave that
+// stops minting.
+//
+// On every new enclave connection the host runs Resume first: a restarted
+// enclave continues the log from the store's checkpoint (which it checks
+// against its own key and the right edge), and refuses to mint until then.
 package audit

@@ -17,16 +17,20 @@ type Memory struct {
 	agg *aggregator
 
 	mu      sync.Mutex
+	log     memLog
 	records []Record
 	failure error
 	closed  bool
 }
 
-var _ Store = (*Memory)(nil)
+var (
+	_ Store = (*Memory)(nil)
+	_ Log   = (*Memory)(nil)
+)
 
 // NewMemory returns an empty in-memory Store.
 func NewMemory() *Memory {
-	return &Memory{agg: newAggregator(DefaultAggregateClients)}
+	return &Memory{agg: newAggregator(DefaultAggregateClients), log: newMemLog()}
 }
 
 // Count implements Store.
@@ -66,6 +70,18 @@ func (m *Memory) Append(ctx context.Context, r Record) (Record, error) {
 	r, err := prepare(r, time.Now())
 	if err != nil {
 		return Record{}, err
+	}
+	if r.Batch != nil {
+		b := r.Batch
+		r.Batch = nil
+		err := m.withBatch(ctx, *b, func() {
+			r.Seq = int64(len(m.records)) + 1
+			m.records = append(m.records, r)
+		})
+		if err != nil {
+			return Record{}, err
+		}
+		return r, nil
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -117,6 +133,9 @@ func (m *Memory) Ping(ctx context.Context) error {
 	}
 	if m.failure != nil {
 		return fmt.Errorf("audit store unavailable: %w", m.failure)
+	}
+	if m.log.gap {
+		return fmt.Errorf("audit: %w", ErrLogGap)
 	}
 	return nil
 }

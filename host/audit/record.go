@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/agentkeys/broker/shared/protocol"
 )
 
 // Kinds of audited operation. Kind is open-ended (any snake_case name is
@@ -101,6 +103,16 @@ type Record struct {
 	// except an aggregate of refusals (see Store.Count), which stands for
 	// Count refusals of one client. Append turns 0 into 1.
 	Count int64
+	// Batch, when set, is the enclave's audit log batch that holds this
+	// record's entry, as the enclave returned it; Logged.Index must then
+	// name the entry. Append stores the batch (once, in order: see Log) in
+	// the same transaction as the record, and only then reports the record
+	// durable. It is not kept in the record: List returns it nil.
+	Batch *protocol.AuditBatch
+	// Logged is where the record's entry is in the Merkle log (nil for a
+	// record without one). Append fills in LeafHash from Batch; List
+	// returns it from the tree_index and leaf_hash columns.
+	Logged *Logged
 }
 
 // HashBearer returns the value for Record.BearerSHA256: the lowercase hex
@@ -182,6 +194,16 @@ func prepare(r Record, now time.Time) (Record, error) {
 	r.Client = cleanText(r.Client, MaxClientLen)
 	if r.Count == 0 {
 		r.Count = 1
+	}
+	switch {
+	case r.Batch != nil:
+		l, err := logged(r)
+		if err != nil {
+			return Record{}, err
+		}
+		r.Logged = &l
+	case r.Logged != nil:
+		return Record{}, fmt.Errorf("%w: Logged is set without the Batch that holds the entry", ErrInvalidRecord)
 	}
 	if err := r.Validate(); err != nil {
 		return Record{}, err

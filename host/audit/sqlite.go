@@ -1,6 +1,8 @@
 package audit
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"database/sql"
 	"database/sql/driver"
@@ -11,13 +13,17 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/mod/sumdb/tlog"
 	"modernc.org/sqlite"
+
+	"github.com/agentkeys/broker/shared/protocol"
 )
 
 // DefaultMaxBatch is the most records the SQLite writer commits in one
@@ -27,7 +33,7 @@ const DefaultMaxBatch = 256
 const (
 	maxMaxBatch   = 4096
 	maxOpenConns  = 8 // one writer plus readers (List, Ping)
-	schemaVersion = 2
+	schemaVersion = 3
 )
 
 // sqlitePragmas are set by the DSN on every connection the pool opens, and
@@ -44,10 +50,12 @@ var sqlitePragmas = []string{
 // The schema. Times are unix microseconds (UTC), booleans 0 or 1. STRICT
 // makes SQLite refuse a value of the wrong type instead of storing it.
 //
-// leaf_hash and tree_index are for the Merkle tree (see the package doc) and
-// stay NULL until that is built: leaf_hash is the RFC 6962 leaf hash of the
-// entry (32 bytes), tree_index the entry's index in the tree as assigned by
-// the enclave, which is why it is unique but not the same column as seq.
+// leaf_hash and tree_index say where a record's entry is in the Merkle log
+// (see the package doc), NULL for a record without one: leaf_hash is the
+// RFC 6962 leaf hash of the entry (32 bytes), tree_index the entry's index in
+// the tree as assigned by the enclave, which is why it is unique but not the
+// same column as seq. log_entries, log_hashes and log_checkpoints are the
+// log itself (schema version 3).
 var schema = []string{
 	`CREATE TABLE IF NOT EXISTS schema_version (
 		id      INTEGER PRIMARY KEY CHECK (id = 1),
@@ -71,6 +79,18 @@ var schema = []string{
 		count                INTEGER NOT NULL DEFAULT 1 CHECK (count >= 1),
 		client               TEXT    NOT NULL DEFAULT ''
 	) STRICT`, MaxDetailLen),
+	`CREATE TABLE IF NOT EXISTS log_entries (
+		idx   INTEGER PRIMARY KEY CHECK (idx >= 0),
+		entry BLOB    NOT NULL
+	) STRICT`,
+	`CREATE TABLE IF NOT EXISTS log_hashes (
+		idx  INTEGER PRIMARY KEY CHECK (idx >= 0),
+		hash BLOB    NOT NULL CHECK (length(hash) = 32)
+	) STRICT`,
+	`CREATE TABLE IF NOT EXISTS log_checkpoints (
+		size INTEGER PRIMARY KEY CHECK (size >= 1),
+		note BLOB    NOT NULL
+	) STRICT`,
 	// One row, rewritten by every Ping: proof that the writer can commit,
 	// kept apart from the log so that probing adds nothing to it.
 	`CREATE TABLE IF NOT EXISTS heartbeat (
@@ -89,10 +109,13 @@ var migrations = []struct{ column, stmt string }{
 
 const (
 	recordColumns = `time_unix_micro, kind, outcome, wallet, bearer_sha256, audience,
-		ttl_seconds, kid, jti, detail, host_asserted_wallet, count, client`
+		ttl_seconds, kid, jti, detail, host_asserted_wallet, count, client, tree_index, leaf_hash`
 	insertRecord = `INSERT INTO audit_records (` + recordColumns + `)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
-	upsertHeartbeat = `INSERT INTO heartbeat (id, time_unix_micro) VALUES (1, ?)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	insertEntry      = `INSERT INTO log_entries (idx, entry) VALUES (?, ?)`
+	insertHash       = `INSERT INTO log_hashes (idx, hash) VALUES (?, ?)`
+	insertCheckpoint = `INSERT INTO log_checkpoints (size, note) VALUES (?, ?)`
+	upsertHeartbeat  = `INSERT INTO heartbeat (id, time_unix_micro) VALUES (1, ?)
 		ON CONFLICT (id) DO UPDATE SET time_unix_micro = excluded.time_unix_micro`
 	selectRecords = `SELECT seq, ` + recordColumns + ` FROM audit_records
 		WHERE seq > ? ORDER BY seq LIMIT ?`
@@ -121,6 +144,11 @@ type SQLite struct {
 	writerDone chan struct{}
 	maxBatch   int
 	stall      func() // testing only, see testingOnlyStallWriter
+	gapWait    time.Duration
+	// tip is the stored log's size, right edge and latest checkpoint. Only
+	// the writer replaces it, after a commit.
+	tip atomic.Pointer[logState]
+	gap atomic.Bool // a batch waited in vain; cleared when the log grows
 
 	// mu guards closed. Append holds it for reading while it sends on reqs,
 	// so Close (which holds it for writing) never closes reqs under a sender.
@@ -130,9 +158,14 @@ type SQLite struct {
 	commits       atomic.Int64
 	records       atomic.Int64
 	failedRecords atomic.Int64
+	logBatches    atomic.Int64
+	logEntries    atomic.Int64
 }
 
-var _ Store = (*SQLite)(nil)
+var (
+	_ Store = (*SQLite)(nil)
+	_ Log   = (*SQLite)(nil)
+)
 
 type watchedFile struct {
 	path string
@@ -144,12 +177,18 @@ type watchedFile struct {
 type appendRequest struct {
 	probe bool
 	rec   Record
-	done  chan appendResult // buffered: the writer never blocks on a caller that gave up
+	// batch is the log batch to store with rec (rec.Batch), or alone when
+	// batchOnly; deadline bounds its wait for the batches before it.
+	batch     *protocol.AuditBatch
+	batchOnly bool
+	deadline  time.Time
+	done      chan appendResult // buffered: the writer never blocks on a caller that gave up
 }
 
 type appendResult struct {
-	seq int64
-	err error
+	seq    int64
+	err    error
+	parked bool // for commit: the log batch must wait
 }
 
 // Stats counts what the SQLite writer has done since OpenSQLite.
@@ -157,6 +196,8 @@ type Stats struct {
 	Commits       int64 // transactions committed, each one fsync
 	Records       int64 // records in those transactions
 	FailedRecords int64 // records whose transaction failed; their callers got an error
+	LogBatches    int64 // enclave log batches stored (each with one checkpoint)
+	LogEntries    int64 // log entries in them
 }
 
 // Option configures OpenSQLite.
@@ -168,6 +209,14 @@ type sqliteConfig struct {
 	pragmas    []string
 	aggEvery   time.Duration
 	aggClients int
+	gapWait    time.Duration
+}
+
+// WithLogGapWait sets how long a log batch that arrives before the batch
+// ahead of it waits for that one, between a millisecond and a minute
+// (default DefaultLogGapWait). Past it the Append fails with ErrLogGap.
+func WithLogGapWait(d time.Duration) Option {
+	return func(c *sqliteConfig) { c.gapWait = d }
 }
 
 // WithAggregateInterval sets how often the aggregates of Count are written,
@@ -211,7 +260,7 @@ func testingOnlyPragmas(p ...string) Option {
 // code. Close the returned store to stop its writer.
 func OpenSQLite(path string, opts ...Option) (*SQLite, error) {
 	cfg := sqliteConfig{maxBatch: DefaultMaxBatch, pragmas: sqlitePragmas,
-		aggEvery: DefaultAggregateInterval, aggClients: DefaultAggregateClients}
+		aggEvery: DefaultAggregateInterval, aggClients: DefaultAggregateClients, gapWait: DefaultLogGapWait}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -223,6 +272,9 @@ func OpenSQLite(path string, opts ...Option) (*SQLite, error) {
 	}
 	if cfg.aggClients < 1 || cfg.aggClients > 1_000_000 {
 		return nil, fmt.Errorf("audit: aggregate clients is %d, must be between 1 and 1000000", cfg.aggClients)
+	}
+	if cfg.gapWait < time.Millisecond || cfg.gapWait > time.Minute {
+		return nil, fmt.Errorf("audit: log gap wait is %s, must be between 1ms and 1m", cfg.gapWait)
 	}
 	if path == "" {
 		return nil, errors.New("audit: database path is empty")
@@ -249,6 +301,12 @@ func OpenSQLite(path string, opts ...Option) (*SQLite, error) {
 		db.Close()
 		return nil, err
 	}
+	tip, err := loadTip(conn)
+	if err != nil {
+		conn.Close()
+		db.Close()
+		return nil, err
+	}
 
 	// The queue holds at least a default batch even when batches are small,
 	// so callers rarely block handing a record over.
@@ -264,7 +322,9 @@ func OpenSQLite(path string, opts ...Option) (*SQLite, error) {
 		writerDone: make(chan struct{}),
 		maxBatch:   cfg.maxBatch,
 		stall:      cfg.stall,
+		gapWait:    cfg.gapWait,
 	}
+	s.tip.Store(&tip)
 	go s.writer()
 	go s.flusher()
 	return s, nil
@@ -514,6 +574,10 @@ func (s *SQLite) Append(ctx context.Context, r Record) (Record, error) {
 		return Record{}, err
 	}
 	req := &appendRequest{rec: r, done: make(chan appendResult, 1)}
+	if r.Batch != nil {
+		req.batch, req.deadline = r.Batch, time.Now().Add(s.gapWait)
+		req.rec.Batch, r.Batch = nil, nil
+	}
 	if err := s.enqueue(ctx, req); err != nil {
 		return Record{}, err
 	}
@@ -548,24 +612,58 @@ func (s *SQLite) enqueue(ctx context.Context, req *appendRequest) error {
 	}
 }
 
-// writer is the only goroutine that writes audit_records. It takes one
+// writer is the only goroutine that writes the database. It takes one
 // request, then everything else already queued (up to maxBatch), commits
 // them in one transaction, answers each, and repeats until reqs is closed
 // and drained.
+//
+// A request whose log batch starts past the stored log is parked: it joins
+// every later transaction until the batches before it are stored with it,
+// or its deadline passes (ErrLogGap).
 func (s *SQLite) writer() {
 	defer close(s.writerDone)
 	batch := make([]*appendRequest, 0, s.maxBatch)
+	var parked []*appendRequest
 	for {
-		req, ok := <-s.reqs
+		var wake <-chan time.Time
+		var timer *time.Timer
+		if len(parked) > 0 {
+			first := parked[0].deadline
+			for _, p := range parked {
+				if p.deadline.Before(first) {
+					first = p.deadline
+				}
+			}
+			timer = time.NewTimer(time.Until(first))
+			wake = timer.C
+		}
+		var req *appendRequest
+		ok := true
+		select {
+		case req, ok = <-s.reqs:
+		case <-wake:
+		}
+		if timer != nil {
+			timer.Stop()
+		}
 		if !ok {
+			// Closed: answer what is parked, then return.
+			for _, p := range parked {
+				p.done <- appendResult{err: ErrClosed}
+			}
 			return
 		}
-		batch = append(batch[:0], req)
-		if s.stall != nil {
-			s.stall()
+		batch = append(batch[:0], parked...)
+		parked = parked[:0]
+		limit := len(batch) + s.maxBatch
+		if req != nil {
+			batch = append(batch, req)
+			if s.stall != nil {
+				s.stall()
+			}
 		}
 	gather:
-		for len(batch) < s.maxBatch {
+		for len(batch) < limit {
 			select {
 			case req, ok := <-s.reqs:
 				if !ok {
@@ -576,34 +674,47 @@ func (s *SQLite) writer() {
 				break gather
 			}
 		}
-		s.commit(batch)
+		parked = append(parked, s.commit(batch)...)
 		clear(batch)
 	}
 }
 
-// commit stores batch in one transaction and answers every request in it.
-// Either all of them are committed or every one gets the error.
+// commit stores batch in one transaction and answers every request in it
+// but those it returns: requests whose log batch must wait for earlier ones.
+// Either all the others are committed or every one gets the error, except
+// that a request whose log batch does not fit gets its own error alone.
 //
 // The files are checked before the transaction, so that nothing is written
 // to a file already unlinked, and again after it, so that a file removed
 // while the transaction ran fails the records it holds: they are in a file
 // that will vanish, and the callers must not hand out credentials for them.
-func (s *SQLite) commit(batch []*appendRequest) {
-	n := 0
-	for _, req := range batch {
-		if !req.probe {
-			n++
+func (s *SQLite) commit(batch []*appendRequest) (parked []*appendRequest) {
+	// Log batches in order of their start, so that one which fills a gap is
+	// stored before those behind it; records without one keep their order.
+	start := func(r *appendRequest) int64 {
+		if r.batch == nil {
+			return -1 // records without a batch first, in their order
 		}
+		return r.batch.Start
 	}
+	slices.SortStableFunc(batch, func(a, b *appendRequest) int { return cmp.Compare(start(a), start(b)) })
 	err := s.checkFiles()
-	var seqs []int64
+	var res []appendResult
+	var tip logState
+	var stored int
 	if err == nil {
-		if seqs, err = s.insert(batch); err == nil {
+		if res, tip, stored, err = s.insert(batch); err == nil {
 			s.commits.Add(1)
 			err = s.checkFiles()
 		}
 	}
 	if err != nil {
+		n := 0
+		for _, req := range batch {
+			if !req.probe && !req.batchOnly {
+				n++
+			}
+		}
 		s.failedRecords.Add(int64(n))
 		if !errors.Is(err, ErrFileReplaced) {
 			err = fmt.Errorf("audit: failed to store record (batch of %d not committed): %w", n, err)
@@ -611,12 +722,31 @@ func (s *SQLite) commit(batch []*appendRequest) {
 		for _, req := range batch {
 			req.done <- appendResult{err: err}
 		}
-		return
+		return nil
 	}
-	s.records.Add(int64(n))
+	if old := s.tip.Load(); tip.size > old.size {
+		s.logEntries.Add(tip.size - old.size)
+		s.logBatches.Add(int64(stored))
+		s.tip.Store(&tip)
+		s.gap.Store(false)
+	}
+	now := time.Now()
 	for i, req := range batch {
-		req.done <- appendResult{seq: seqs[i]}
+		switch {
+		case res[i].parked && now.Before(req.deadline):
+			parked = append(parked, req)
+			continue
+		case res[i].parked:
+			s.gap.Store(true)
+			res[i] = appendResult{err: fmt.Errorf("audit: %w: the batch from entry %d waited %s for the store (at %d) to hold the entries before it",
+				ErrLogGap, req.batch.Start, s.gapWait, tip.size)}
+		}
+		if res[i].err == nil && !req.probe && !req.batchOnly {
+			s.records.Add(1)
+		}
+		req.done <- res[i]
 	}
+	return parked
 }
 
 // checkFiles reports an error wrapping ErrFileReplaced if the database or
@@ -646,53 +776,121 @@ func (s *SQLite) checkFiles() error {
 	return nil
 }
 
-func (s *SQLite) insert(batch []*appendRequest) ([]int64, error) {
+// insert writes batch in one transaction. It returns each request's result
+// (parked: its log batch starts past the log, so nothing of it was written)
+// and the log's tip after the transaction.
+func (s *SQLite) insert(batch []*appendRequest) (res []appendResult, tip logState, stored int, err error) {
 	// Not a caller's context: one caller giving up must not fail the
 	// others' records. busy_timeout bounds the wait for the write lock.
 	ctx := context.Background()
+	tip = *s.tip.Load()
 	tx, err := s.conn.BeginTx(ctx, nil)
 	if err != nil {
-		return nil, fmt.Errorf("failed to begin transaction: %w", err)
+		return nil, tip, 0, fmt.Errorf("failed to begin transaction: %w", err)
 	}
 	defer tx.Rollback() // after Commit, a no-op
 	stmt, err := tx.PrepareContext(ctx, insertRecord)
 	if err != nil {
-		return nil, fmt.Errorf("failed to prepare insert: %w", err)
+		return nil, tip, 0, fmt.Errorf("failed to prepare insert: %w", err)
 	}
 	defer stmt.Close()
-	seqs := make([]int64, len(batch))
+	res = make([]appendResult, len(batch))
 	probed := false
 	for i, req := range batch {
 		if req.probe {
 			probed = true
 			continue
 		}
-		r := req.rec
-		res, err := stmt.ExecContext(ctx, r.Time.UnixMicro(), r.Kind, r.Outcome, r.Wallet,
-			r.BearerSHA256, r.Audience, r.TTLSeconds, r.Kid, r.JTI, r.Detail, boolInt(r.HostAssertedWallet),
-			r.Count, r.Client)
-		if err != nil {
-			return nil, fmt.Errorf("failed to insert: %w", err)
+		if req.batch != nil {
+			var fits error
+			before := tip.size
+			if tip, res[i].parked, fits, err = s.storeBatch(ctx, tx, tip, *req.batch); err != nil {
+				return nil, tip, 0, err
+			}
+			if tip.size > before {
+				stored++
+			}
+			if res[i].parked {
+				continue
+			}
+			if fits != nil {
+				res[i].err = fits
+				continue
+			}
 		}
-		if seqs[i], err = res.LastInsertId(); err != nil {
-			return nil, fmt.Errorf("failed to read assigned seq: %w", err)
+		if req.batchOnly {
+			continue
+		}
+		r := req.rec
+		var treeIndex, leafHash any
+		if r.Logged != nil {
+			treeIndex, leafHash = r.Logged.Index, r.Logged.LeafHash[:]
+		}
+		out, err := stmt.ExecContext(ctx, r.Time.UnixMicro(), r.Kind, r.Outcome, r.Wallet,
+			r.BearerSHA256, r.Audience, r.TTLSeconds, r.Kid, r.JTI, r.Detail, boolInt(r.HostAssertedWallet),
+			r.Count, r.Client, treeIndex, leafHash)
+		if err != nil {
+			return nil, tip, 0, fmt.Errorf("failed to insert: %w", err)
+		}
+		if res[i].seq, err = out.LastInsertId(); err != nil {
+			return nil, tip, 0, fmt.Errorf("failed to read assigned seq: %w", err)
 		}
 	}
 	if probed {
 		// A Ping: write the heartbeat, and read the log's table so that a
 		// store whose table is gone is not reported ready.
 		if _, err := tx.ExecContext(ctx, upsertHeartbeat, time.Now().UnixMicro()); err != nil {
-			return nil, fmt.Errorf("failed to write the heartbeat: %w", err)
+			return nil, tip, 0, fmt.Errorf("failed to write the heartbeat: %w", err)
 		}
 		var last int64
 		if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(seq), 0) FROM audit_records`).Scan(&last); err != nil {
-			return nil, fmt.Errorf("failed to read audit_records: %w", err)
+			return nil, tip, 0, fmt.Errorf("failed to read audit_records: %w", err)
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		return nil, fmt.Errorf("failed to commit: %w", err)
+		return nil, tip, 0, fmt.Errorf("failed to commit: %w", err)
 	}
-	return seqs, nil
+	return res, tip, stored, nil
+}
+
+// storeBatch writes b in tx if it extends tip, and returns the new tip. A
+// batch already stored is checked against the stored checkpoint and written
+// again never; one past tip is parked; one that does not fit gets fits, an
+// error of its own. err is a database error, failing the transaction.
+func (s *SQLite) storeBatch(ctx context.Context, tx *sql.Tx, tip logState, b protocol.AuditBatch) (next logState, parked bool, fits, err error) {
+	end := b.Start + int64(len(b.Entries))
+	switch {
+	case b.Start > tip.size:
+		return tip, true, nil, nil
+	case b.Start < tip.size:
+		var note []byte
+		err := tx.QueryRowContext(ctx, `SELECT note FROM log_checkpoints WHERE size = ?`, end).Scan(&note)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return tip, false, nil, fmt.Errorf("failed to read a checkpoint: %w", err)
+		}
+		if end > tip.size || !bytes.Equal(note, b.Checkpoint) {
+			return tip, false, fmt.Errorf("audit: %w: batch [%d, %d) differs from what is stored", ErrLogMismatch, b.Start, end), nil
+		}
+		return tip, false, nil, nil
+	}
+	t, ferr := tip.extend(b)
+	if ferr != nil {
+		return tip, false, fmt.Errorf("audit: %w", ferr), nil
+	}
+	for i, e := range b.Entries {
+		if _, err := tx.ExecContext(ctx, insertEntry, b.Start+int64(i), e); err != nil {
+			return tip, false, nil, fmt.Errorf("failed to insert a log entry: %w", err)
+		}
+	}
+	for k, h := range t.hashes {
+		if _, err := tx.ExecContext(ctx, insertHash, k, h[:]); err != nil {
+			return tip, false, nil, fmt.Errorf("failed to insert a log hash: %w", err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, insertCheckpoint, end, b.Checkpoint); err != nil {
+		return tip, false, nil, fmt.Errorf("failed to insert a checkpoint: %w", err)
+	}
+	return t.next, false, nil, nil
 }
 
 func boolInt(b bool) int64 {
@@ -722,9 +920,15 @@ func (s *SQLite) List(ctx context.Context, afterSeq int64, limit int) ([]Record,
 	for rows.Next() {
 		var r Record
 		var micros, hostAsserted int64
+		var treeIndex sql.NullInt64
+		var leafHash []byte
 		if err := rows.Scan(&r.Seq, &micros, &r.Kind, &r.Outcome, &r.Wallet, &r.BearerSHA256,
-			&r.Audience, &r.TTLSeconds, &r.Kid, &r.JTI, &r.Detail, &hostAsserted, &r.Count, &r.Client); err != nil {
+			&r.Audience, &r.TTLSeconds, &r.Kid, &r.JTI, &r.Detail, &hostAsserted, &r.Count, &r.Client,
+			&treeIndex, &leafHash); err != nil {
 			return nil, fmt.Errorf("audit: failed to read record: %w", err)
+		}
+		if treeIndex.Valid && len(leafHash) == tlog.HashSize {
+			r.Logged = &Logged{Index: treeIndex.Int64, LeafHash: tlog.Hash(leafHash)}
 		}
 		r.Time = time.UnixMicro(micros).UTC()
 		r.HostAssertedWallet = hostAsserted != 0
@@ -746,6 +950,9 @@ func (s *SQLite) List(ctx context.Context, afterSeq int64, limit int) ([]Record,
 func (s *SQLite) Ping(ctx context.Context) error {
 	if lost := s.lost.Load(); lost != nil {
 		return *lost
+	}
+	if s.gap.Load() {
+		return fmt.Errorf("audit: %w", ErrLogGap)
 	}
 	req := &appendRequest{probe: true, done: make(chan appendResult, 1)}
 	if err := s.enqueue(ctx, req); err != nil {
@@ -823,6 +1030,8 @@ func (s *SQLite) Stats() Stats {
 		Commits:       s.commits.Load(),
 		Records:       s.records.Load(),
 		FailedRecords: s.failedRecords.Load(),
+		LogBatches:    s.logBatches.Load(),
+		LogEntries:    s.logEntries.Load(),
 	}
 }
 

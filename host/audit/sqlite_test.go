@@ -270,14 +270,14 @@ func TestSQLiteSchemaVersion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.db.Exec(`UPDATE schema_version SET version = 3`); err != nil {
+	if _, err := s.db.Exec(`UPDATE schema_version SET version = ?`, schemaVersion+1); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
 	if s, err := OpenSQLite(path); err == nil {
 		s.Close()
 		t.Fatal("OpenSQLite accepted a database with a newer schema")
-	} else if !strings.Contains(err.Error(), "schema version is 3") {
+	} else if !strings.Contains(err.Error(), fmt.Sprintf("schema version is %d", schemaVersion+1)) {
 		t.Errorf("OpenSQLite = %v, want an error naming the schema version", err)
 	}
 }

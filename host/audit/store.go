@@ -62,6 +62,10 @@ type Store interface {
 	// wrapping ErrFileReplaced or ErrNotWritable says why not.
 	Ping(ctx context.Context) error
 
+	// Log is the Merkle log: the enclave's batches, which Append stores with
+	// the records that carry them.
+	Log
+
 	// Close waits for pending Appends to finish, then releases the store.
 	// After Close every method returns ErrClosed.
 	Close() error

@@ -8,6 +8,7 @@ import (
 
 	"github.com/agentkeys/broker/shared/httpapi"
 	"github.com/agentkeys/broker/shared/siwe"
+	"github.com/agentkeys/broker/shared/tlogproof"
 )
 
 // AWSCredentials are temporary AWS credentials minted for a session's wallet.
@@ -15,6 +16,9 @@ type AWSCredentials struct {
 	AccessKeyID, SecretAccessKey, SessionToken string
 	Expiration                                 time.Time
 	Wallet                                     string
+	// LogProof is the broker's proof that the credentials are in its audit
+	// log (a C2SP tlog-proof), "" from a broker that gives none.
+	LogProof string
 }
 
 // MintAWSCreds asks the broker for AWS credentials (POST /v1/mint-aws-creds)
@@ -39,8 +43,23 @@ func (c *Client) MintAWSCreds(ctx context.Context, token string, durationSeconds
 	if siwe.ValidateAddress(v.Wallet) != nil {
 		return nil, errors.New("the broker's answer holds no well-formed wallet")
 	}
+	if err := checkLogProof(v.LogProof); err != nil {
+		return nil, err
+	}
 	return &AWSCredentials{AccessKeyID: v.AccessKeyID, SecretAccessKey: v.SecretAccessKey, SessionToken: v.SessionToken,
-		Expiration: time.Unix(v.Expiration, 0), Wallet: v.Wallet}, nil
+		Expiration: time.Unix(v.Expiration, 0), Wallet: v.Wallet, LogProof: v.LogProof}, nil
+}
+
+// checkLogProof refuses a log_proof that is not a tlog-proof: the CLI writes
+// it to a file for auditors. An empty one (an older broker) is allowed.
+func checkLogProof(p string) error {
+	if p == "" {
+		return nil
+	}
+	if _, err := tlogproof.Parse([]byte(p)); err != nil {
+		return errors.New("the broker's answer holds a malformed log_proof")
+	}
+	return nil
 }
 
 // printable reports visible ASCII only: credentials end up in shell export

@@ -16,6 +16,10 @@ type JWT struct {
 	Token      string
 	Wallet     string
 	Expiration time.Time
+	// LogProof is the broker's proof that the JWT is in its audit log (a
+	// C2SP tlog-proof of the entry at the JWT's jti), "" from a broker that
+	// gives none.
+	LogProof string
 }
 
 // MintJWT asks the broker for an OIDC JWT (POST /v1/mint-oidc-jwt) with the
@@ -37,5 +41,8 @@ func (c *Client) MintJWT(ctx context.Context, token string, audience string, ttl
 	if siwe.ValidateAddress(v.Wallet) != nil {
 		return nil, errors.New("the broker's answer holds no well-formed wallet")
 	}
-	return &JWT{Token: v.JWT, Wallet: v.Wallet, Expiration: time.Unix(v.Expiration, 0)}, nil
+	if err := checkLogProof(v.LogProof); err != nil {
+		return nil, err
+	}
+	return &JWT{Token: v.JWT, Wallet: v.Wallet, Expiration: time.Unix(v.Expiration, 0), LogProof: v.LogProof}, nil
 }

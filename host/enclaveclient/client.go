@@ -33,6 +33,12 @@
 // a connection the client calls [Config.Unseal] (host/sealedseed provides
 // one), then reads the Info again; until that succeeds the enclave counts as
 // unreachable.
+//
+// # The audit log on connect
+//
+// Config.OnConnect runs on every new connection (after the unseal, if any)
+// before anything else may use it: the host presents its audit log there
+// (audit.Resume), since the enclave mints nothing until it has.
 package enclaveclient
 
 import (
@@ -69,7 +75,12 @@ type Config struct {
 	// again once it returns. Without it such an enclave counts as unreachable.
 	Unseal        func(ctx context.Context, call CallFunc) error
 	UnsealTimeout time.Duration
-	Logger        *slog.Logger
+	// OnConnect, if set, runs on each new connection after info (and unseal)
+	// and before any other call may use it (the host resumes the audit log
+	// there: audit.Resume). If it fails, the connection is dropped and
+	// redialed.
+	OnConnect func(ctx context.Context, call CallFunc) error
+	Logger    *slog.Logger
 }
 
 // CallFunc performs one enclave operation, like [Client.Call].
@@ -219,6 +230,12 @@ func (c *Client) connect() (*protocol.Client, protocol.InfoResponse, error) {
 	c.measureClock(info, sent, received)
 	if info.Seed == protocol.SeedNeedsUnseal {
 		if err := c.unseal(pc, &info); err != nil {
+			pc.Close()
+			return nil, protocol.InfoResponse{}, err
+		}
+	}
+	if c.cfg.OnConnect != nil {
+		if err := c.cfg.OnConnect(ctx, pc.Call); err != nil {
 			pc.Close()
 			return nil, protocol.InfoResponse{}, err
 		}

@@ -210,3 +210,45 @@ func TestUnsealHook(t *testing.T) {
 		t.Fatalf("info after unseal: %+v, hook called %d times", info, calls.Load())
 	}
 }
+
+// TestOnConnect: the hook runs on each new connection before any call may
+// use it, with a working call; while it fails, the client stays unconnected
+// and retries, and calls fail as unavailable.
+func TestOnConnect(t *testing.T) {
+	addr := "unix:" + filepath.Join(t.TempDir(), "e.sock")
+	dial, err := protocol.Dialer(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := serve(t, addr, "a")
+	defer srv.Shutdown(context.Background())
+	var fail atomic.Bool
+	fail.Store(true)
+	var runs atomic.Int32
+	c := New(Config{Dial: dial, FailFast: 50 * time.Millisecond, MinBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond,
+		OnConnect: func(ctx context.Context, call CallFunc) error {
+			runs.Add(1)
+			var r protocol.SessionNonceResponse
+			if err := call(ctx, protocol.OpSessionNonce, protocol.SessionNonceRequest{}, &r); err != nil || r.Nonce != "n-a" {
+				t.Errorf("the hook's call: %v %+v", err, r)
+			}
+			if fail.Load() {
+				return errors.New("the store refused")
+			}
+			return nil
+		}})
+	defer c.Close()
+	waitFor(t, "two failed hooks", func() bool { return runs.Load() >= 2 })
+	if c.Connected() {
+		t.Fatal("connected although the hook failed")
+	}
+	var r protocol.SessionNonceResponse
+	if err := c.Call(context.Background(), protocol.OpSessionNonce, protocol.SessionNonceRequest{}, &r); !errors.Is(err, protocol.ErrUnavailable) {
+		t.Fatalf("a call while the hook fails: %v", err)
+	}
+	fail.Store(false)
+	waitFor(t, "connected", c.Connected)
+	if err := c.Call(context.Background(), protocol.OpSessionNonce, protocol.SessionNonceRequest{}, &r); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -222,7 +222,8 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("claims: %v", claims)
 	}
 	tags, _ := json.Marshal(claims["https://aws.amazon.com/tags"])
-	if string(tags) != fmt.Sprintf(`{"principal_tags":{"agentkeys_user_wallet":[%q]},"transitive_tag_keys":["agentkeys_user_wallet"]}`, sess.Wallet) {
+	jti, _ := claims["jti"].(string)
+	if string(tags) != fmt.Sprintf(`{"principal_tags":{"agentkeys_log_index":[%q],"agentkeys_user_wallet":[%q]},"transitive_tag_keys":["agentkeys_user_wallet","agentkeys_log_index"]}`, jti, sess.Wallet) {
 		t.Fatalf("tags claim: %s", tags)
 	}
 	// The kid is the RFC 7638 thumbprint of the published key.

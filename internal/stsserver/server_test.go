@@ -95,7 +95,7 @@ func (iss *testIssuer) claims() jwt.MapClaims {
 	b, err := json.Marshal(claims.OIDC{
 		Issuer: iss.url, Subject: claims.SubjectPrefix + wallet, Audience: "sts.amazonaws.com",
 		IssuedAt: now.Unix(), NotBefore: now.Unix(), ExpiresAt: now.Add(5 * time.Minute).Unix(), ID: "42",
-		Wallet: wallet, Tags: claims.WalletTags(wallet),
+		Wallet: wallet, Tags: claims.MintTags(wallet, "42"),
 	})
 	if err != nil {
 		panic(err)
@@ -265,7 +265,10 @@ func TestAssumeRoleWithWebIdentity(t *testing.T) {
 	if !ok {
 		t.Fatal("the issued credentials are unknown to Issued")
 	}
-	if issued.PrincipalTags[walletTag] != wallet || len(issued.TransitiveTagKeys) != 1 || issued.TransitiveTagKeys[0] != walletTag {
+	// Both tags of a minted JWT, the wallet and the log index, are session
+	// tags, and both are transitive.
+	if issued.PrincipalTags[walletTag] != wallet || issued.PrincipalTags[claims.LogIndexTag] != "42" ||
+		len(issued.TransitiveTagKeys) != 2 || issued.TransitiveTagKeys[0] != walletTag || issued.TransitiveTagKeys[1] != claims.LogIndexTag {
 		t.Errorf("issued tags %v, transitive %v", issued.PrincipalTags, issued.TransitiveTagKeys)
 	}
 	if issued.SecretAccessKey != *cr.SecretAccessKey || !issued.Expiration.Equal(*cr.Expiration) || issued.Subject != *out.SubjectFromWebIdentityToken {

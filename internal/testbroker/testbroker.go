@@ -17,7 +17,11 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+
 	"github.com/agentkeys/broker/enclave/attester"
+	"github.com/agentkeys/broker/enclave/logtree"
 	"github.com/agentkeys/broker/enclave/service"
 	"github.com/agentkeys/broker/host/api"
 	"github.com/agentkeys/broker/host/audit"
@@ -26,8 +30,10 @@ import (
 	"github.com/agentkeys/broker/host/metrics"
 	"github.com/agentkeys/broker/host/ratelimit"
 	"github.com/agentkeys/broker/host/revocation"
+	"github.com/agentkeys/broker/shared/auditlog"
 	"github.com/agentkeys/broker/shared/policy"
 	"github.com/agentkeys/broker/shared/protocol"
+	"github.com/agentkeys/broker/shared/tlogproof"
 )
 
 // Options adjust the broker.
@@ -52,6 +58,8 @@ type Options struct {
 	// Configure, if set, adjusts the API's configuration last (limits,
 	// trusted proxies).
 	Configure func(*api.Config)
+	// EnclaveAudit tunes the enclave's audit log (batching, bounds).
+	EnclaveAudit logtree.Config
 }
 
 // Broker is a running in-process broker.
@@ -70,6 +78,7 @@ type Broker struct {
 	addr     string
 	pol      policy.Policy
 	seed     []byte
+	logCfg   logtree.Config
 	stateDir string
 
 	mu  sync.Mutex
@@ -88,9 +97,14 @@ func Start(t testing.TB, opts Options) *Broker {
 	if err := pol.Normalize(); err != nil {
 		t.Fatal(err)
 	}
-	b := &Broker{t: t, now: opts.Now, URL: issuer, pol: pol, addr: "unix:" + filepath.Join(t.TempDir(), "enclave.sock"), stateDir: t.TempDir()}
+	b := &Broker{t: t, now: opts.Now, URL: issuer, pol: pol, logCfg: opts.EnclaveAudit, addr: "unix:" + filepath.Join(t.TempDir(), "enclave.sock"), stateDir: t.TempDir()}
 	b.seed = make([]byte, 32)
 	rand.Read(b.seed)
+	b.Audit = opts.Audit
+	if b.Audit == nil {
+		b.Memory = audit.NewMemory()
+		b.Audit = b.Memory
+	}
 	b.StartEnclave()
 
 	dial, err := protocol.Dialer(b.addr)
@@ -99,12 +113,10 @@ func Start(t testing.TB, opts Options) *Broker {
 	}
 	b.Enclave = enclaveclient.New(enclaveclient.Config{
 		Dial: dial, FailFast: 200 * time.Millisecond, MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
+		OnConnect: func(ctx context.Context, call enclaveclient.CallFunc) error {
+			return audit.Resume(ctx, b.Audit, call)
+		},
 	})
-	b.Audit = opts.Audit
-	if b.Audit == nil {
-		b.Memory = audit.NewMemory()
-		b.Audit = b.Memory
-	}
 	b.Revocations = revocation.NewMemory()
 	b.Metrics = metrics.New(b.Enclave)
 	cfg := api.Config{Issuer: issuer, Enclave: b.Enclave, Audit: b.Audit, Revocations: b.Revocations,
@@ -152,7 +164,7 @@ func (b *Broker) StartEnclave() {
 	}
 	b.Attester = att
 	seed := append([]byte(nil), b.seed...)
-	svc, err := service.New(service.Config{Policy: b.pol, Seed: seed, Attester: att, Now: b.now})
+	svc, err := service.New(service.Config{Policy: b.pol, Seed: seed, Attester: att, Now: b.now, Audit: b.logCfg})
 	if err != nil {
 		b.t.Fatal(err)
 	}
@@ -225,4 +237,111 @@ func (b *Broker) Rotate(adjust func(*policy.Policy)) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	b.t.Fatal("the host did not pick up the new policy")
+}
+
+// CheckProof verifies a log_proof the way an agent would (the checkpoint's
+// signature with the enclave's published verifier key, the inclusion of the
+// entry the store holds at its index) and returns that entry.
+func (b *Broker) CheckProof(t testing.TB, proof string) auditlog.Entry {
+	t.Helper()
+	p, err := tlogproof.Parse([]byte(proof))
+	if err != nil {
+		t.Fatalf("log_proof: %v\n%s", err, proof)
+	}
+	info, ok := b.Enclave.Info()
+	if !ok {
+		t.Fatal("no enclave info")
+	}
+	v, err := note.NewVerifier(info.CheckpointVerifierKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := note.Open(p.Checkpoint, note.VerifierList(v))
+	if err != nil {
+		t.Fatalf("the proof's checkpoint: %v", err)
+	}
+	c, err := auditlog.ParseCheckpoint(n.Text)
+	if err != nil || c.Origin != v.Name() {
+		t.Fatalf("the proof's checkpoint %q: %v", n.Text, err)
+	}
+	entries, err := b.Audit.ReadEntries(context.Background(), p.Index, p.Index+1)
+	if err != nil {
+		t.Fatalf("entry %d: %v", p.Index, err)
+	}
+	if err := tlog.CheckRecord(p.Hashes, c.Tree.N, c.Tree.Hash, p.Index, tlog.RecordHash(entries[0])); err != nil {
+		t.Fatalf("entry %d under the checkpoint of %d: %v", p.Index, c.Tree.N, err)
+	}
+	e, err := auditlog.Parse(entries[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// CheckConsistent checks that the checkpoint (a signed note) is consistent
+// with the store's latest, by a consistency proof from the store's hashes,
+// and returns the size it names.
+func (b *Broker) CheckConsistent(t testing.TB, checkpoint []byte) int64 {
+	t.Helper()
+	info, _ := b.Enclave.Info()
+	v, err := note.NewVerifier(info.CheckpointVerifierKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree := func(cp []byte) tlog.Tree {
+		n, err := note.Open(cp, note.VerifierList(v))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := auditlog.ParseCheckpoint(n.Text)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.Tree
+	}
+	latest, err := b.Audit.Checkpoint(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, cur := tree(checkpoint), tree(latest)
+	r := storeHashes{b.Audit}
+	p, err := tlog.ProveTree(cur.N, old.N, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tlog.CheckTree(p, cur.N, cur.Hash, old.N, old.Hash); err != nil {
+		t.Fatalf("checkpoint of %d is not consistent with the latest (%d): %v", old.N, cur.N, err)
+	}
+	return old.N
+}
+
+type storeHashes struct{ r audit.LogReader }
+
+func (s storeHashes) ReadHashes(idx []int64) ([]tlog.Hash, error) {
+	return s.r.ReadHashes(context.Background(), idx)
+}
+
+// CheckLogWhole checks that the store holds the whole of the enclave's audit
+// log: the enclave, shown the store's tip (audit_resume), has nothing more,
+// and every entry up to it reads back.
+func (b *Broker) CheckLogWhole(t testing.TB) {
+	t.Helper()
+	ctx := context.Background()
+	req, err := b.Audit.ResumeRequest(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var resp protocol.AuditResumeResponse
+	if err := b.Enclave.Call(ctx, protocol.OpAuditResume, req, &resp); err != nil {
+		t.Fatalf("audit_resume with the store's tip: %v", err)
+	}
+	size := b.Audit.LogSize()
+	if resp.Size != size || len(resp.Batches) != 0 {
+		t.Fatalf("the enclave's log has %d entries (%d batches to hand back), the store %d", resp.Size, len(resp.Batches), size)
+	}
+	for start := int64(0); start < size; start += audit.MaxReadEntries {
+		if _, err := b.Audit.ReadEntries(ctx, start, min(size, start+audit.MaxReadEntries)); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

@@ -19,6 +19,10 @@ const (
 	// WalletTag is the session tag key that carries the wallet, transitive
 	// so that it survives role chaining.
 	WalletTag = "agentkeys_user_wallet"
+	// LogIndexTag is the session tag key that carries the JWT's audit log
+	// index (its jti), transitive as well: each STS session CloudTrail
+	// records names the log entry that authorised it.
+	LogIndexTag = "agentkeys_log_index"
 )
 
 // OIDC is exactly the claim set of a minted JWT, in the order it is encoded.
@@ -31,7 +35,7 @@ type OIDC struct {
 	IssuedAt           int64  `json:"iat"`
 	NotBefore          int64  `json:"nbf"`
 	ExpiresAt          int64  `json:"exp"`
-	ID                 string `json:"jti"`
+	ID                 string `json:"jti"` // the audit log index, in decimal
 	Wallet             string `json:"agentkeys_user_wallet"`
 	Tags               Tags   `json:"https://aws.amazon.com/tags"`
 	HostAssertedWallet bool   `json:"agentkeys_host_asserted_wallet,omitempty"`
@@ -43,12 +47,13 @@ type Tags struct {
 	TransitiveTagKeys []string            `json:"transitive_tag_keys"`
 }
 
-// WalletTags returns the tags of a JWT minted for wallet: WalletTag = wallet,
-// transitive.
-func WalletTags(wallet string) Tags {
+// MintTags returns the tags of a JWT minted for wallet whose audit log index
+// (and jti) is logIndex, in decimal: WalletTag = wallet and LogIndexTag =
+// logIndex, both transitive.
+func MintTags(wallet, logIndex string) Tags {
 	return Tags{
-		PrincipalTags:     map[string][]string{WalletTag: {wallet}},
-		TransitiveTagKeys: []string{WalletTag},
+		PrincipalTags:     map[string][]string{WalletTag: {wallet}, LogIndexTag: {logIndex}},
+		TransitiveTagKeys: []string{WalletTag, LogIndexTag},
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -23,9 +24,9 @@ func fixed(hostAsserted bool) OIDC {
 		IssuedAt:           1767225600,
 		NotBefore:          1767225540,
 		ExpiresAt:          1767225900,
-		ID:                 "bf459710a64fa10bb7c5aa8db00e323d",
+		ID:                 "41",
 		Wallet:             wallet,
-		Tags:               WalletTags(wallet),
+		Tags:               MintTags(wallet, "41"),
 		HostAssertedWallet: hostAsserted,
 	}
 }
@@ -90,8 +91,12 @@ func TestNames(t *testing.T) {
 	}
 	var tags map[string]any
 	json.Unmarshal(m[AWSTags], &tags)
-	if pt, _ := tags["principal_tags"].(map[string]any); len(pt) != 1 || pt[WalletTag] == nil {
+	pt, _ := tags["principal_tags"].(map[string]any)
+	if len(pt) != 2 || pt[WalletTag] == nil || fmt.Sprint(pt[LogIndexTag]) != "[41]" {
 		t.Fatalf("tags = %v", tags)
+	}
+	if tk := fmt.Sprint(tags["transitive_tag_keys"]); tk != "["+WalletTag+" "+LogIndexTag+"]" {
+		t.Fatalf("transitive_tag_keys = %v", tk)
 	}
 }
 

@@ -77,10 +77,15 @@ type MintJWTRequest struct {
 }
 
 // MintJWTResponse is a minted JWT, the wallet it names, and its exp.
+//
+// LogProof, a field the Rust broker did not have, is the proof that the JWT
+// is in the audit log: a C2SP tlog-proof (shared/tlogproof) of the entry at
+// the JWT's jti, whose leaf names the SHA-256 of the JWT.
 type MintJWTResponse struct {
 	JWT        string `json:"jwt"`
 	Wallet     string `json:"wallet"`
 	Expiration int64  `json:"expiration"`
+	LogProof   string `json:"log_proof,omitempty"`
 }
 
 // MintAWSCredsRequest asks for AWS credentials; a zero DurationSeconds leaves
@@ -97,6 +102,10 @@ type MintAWSCredsResponse struct {
 	SessionToken    string `json:"session_token"`
 	Expiration      int64  `json:"expiration"`
 	Wallet          string `json:"wallet"`
+	// LogProof is the C2SP tlog-proof of the host-asserted aws_creds entry
+	// naming the access key id (and, in web-identity mode, in its jti the
+	// log index of the JWT STS was given).
+	LogProof string `json:"log_proof,omitempty"`
 }
 
 // Attestation is a fresh attestation document and the key manifest it binds.

@@ -22,6 +22,21 @@ const (
 
 // vectors are fixed values and the files holding their exact encoding, as the
 // host writes it (json.Encoder: compact, one trailing newline).
+// logProof is shared/tlogproof's golden vector.
+const logProof = `c2sp.org/tlog-proof@v1
+index 5
+SFM123z+yWXxX/dF/GJcQdXqJkaTaTAWWCj3PdS2iFQ=
+/w4ywg/2W5esELOyZ3uHKqPVoCh9lFesukflfPSkpz8=
+l5nzB1F+9RfCIF35tndivzR1ayAJn7ffzOdrzr0nOy4=
+ptHeE8xxqg97JCQwB7g6+9U/EkhyVHQq0jihTdMoi3Y=
+
+broker.example.com/audit
+13
+wMEonwBgX419h4C59CZMc2zPuEzpFwjCsn5kJr/H2Kg=
+
+— broker.example.com/audit nySiQwXNwZh6Kjgkcr7nc2PWrFmIRSY2ce63F1+d7H+X4LWiq6fXQREPoz2Q2ylipJ6VqU06sf+mwUyC4TuM71kgVwk=
+`
+
 var vectors = []struct {
 	file string
 	v    any
@@ -35,10 +50,10 @@ var vectors = []struct {
 	{"revoke_response_already.json", &httpapi.RevokeResponse{Revoked: false, Wallet: wallet}},
 	{"mint_jwt_request.json", &httpapi.MintJWTRequest{Audience: "sts.amazonaws.com", TTLSeconds: 900}},
 	{"mint_jwt_request_empty.json", &httpapi.MintJWTRequest{}},
-	{"mint_jwt_response.json", &httpapi.MintJWTResponse{JWT: jwt, Wallet: wallet, Expiration: 1767323345}},
+	{"mint_jwt_response.json", &httpapi.MintJWTResponse{JWT: jwt, Wallet: wallet, Expiration: 1767323345, LogProof: logProof}},
 	{"mint_aws_creds_request.json", &httpapi.MintAWSCredsRequest{DurationSeconds: 1800}},
 	{"mint_aws_creds_response.json", &httpapi.MintAWSCredsResponse{AccessKeyID: "ASIAEXAMPLE000000001", SecretAccessKey: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-		SessionToken: "FwoGZXIvYXdzEXAMPLE//////////", Expiration: 1767326645, Wallet: wallet}},
+		SessionToken: "FwoGZXIvYXdzEXAMPLE//////////", Expiration: 1767326645, Wallet: wallet, LogProof: logProof}},
 	{"attestation.json", &httpapi.Attestation{Document: []byte{0x84, 0x44, 0xa1, 0x01, 0x38, 0x22}, Manifest: []byte(`{"issuer":"https://broker.example.com"}`),
 		ManifestSHA256: "bcc2753b29b62f3386506da2838ff6bcdfcedfd4d59dc83005cd8bcb35582cc4", Nonce: "00112233445566778899aabbccddeeff", Mode: "simulated"}},
 }

@@ -19,6 +19,7 @@ const (
 	CodeUnknownOp          Code = "unknown_op"          // the peer asked for an operation this side does not have
 	CodeInternal           Code = "internal"            // the enclave failed; details are in its log
 	CodeUnavailable        Code = "unavailable"         // the connection to the enclave is down (set by the client)
+	CodeAuditLog           Code = "audit_log"           // the enclave's audit log takes no entry now (not resumed, or too far ahead of the host's store)
 )
 
 // Error is an error carried on the wire.
@@ -61,6 +62,7 @@ var (
 	ErrUnknownOp          = &Error{Code: CodeUnknownOp}
 	ErrInternal           = &Error{Code: CodeInternal}
 	ErrUnavailable        = &Error{Code: CodeUnavailable}
+	ErrAuditLog           = &Error{Code: CodeAuditLog}
 )
 
 // CodeOf returns the code of a protocol error, or CodeInternal for any other error.

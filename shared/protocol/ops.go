@@ -19,6 +19,8 @@ const (
 	OpCreateSession Op = "create_session"
 	OpVerifySession Op = "verify_session"
 	OpMintOIDC      Op = "mint_oidc"
+	OpAuditAppend   Op = "audit_append"
+	OpAuditResume   Op = "audit_resume"
 
 	// OpUnseal and OpProvideCredentials exist in nitro mode (and simulated
 	// mode with a KMS endpoint): the host hands the enclave its sealed seed and
@@ -43,6 +45,10 @@ const (
 	MaxSessionToken  = 4 << 10
 	MaxSignInMessage = 8 << 10
 	MaxAudience      = 256
+	// MaxResumeBytes bounds what the batches of one audit_resume answer
+	// carry (entries, hashes, checkpoints); the host asks again from where it
+	// got to.
+	MaxResumeBytes = 128 << 10
 )
 
 // InfoRequest asks for the enclave's public description. It has no fields.
@@ -142,6 +148,9 @@ type MintOIDCRequest struct {
 	HostAssertedWallet string `cbor:"host_asserted_wallet,omitempty" json:"host_asserted_wallet,omitempty"`
 	Audience           string `cbor:"audience,omitempty" json:"audience,omitempty"`       // "" = the policy default
 	TTLSeconds         int64  `cbor:"ttl_seconds,omitempty" json:"ttl_seconds,omitempty"` // 0 = the policy default
+	// LogSize is how many audit log entries the host's store holds durably:
+	// the host's acknowledgement (see AuditAppendRequest.LogSize).
+	LogSize int64 `cbor:"log_size,omitempty" json:"log_size,omitempty"`
 }
 
 // MintOIDCResponse is a signed JWT and what it says.
@@ -161,6 +170,83 @@ type MintOIDCResponse struct {
 	SessionExpiresAt int64 `cbor:"session_expires_at,omitempty" json:"session_expires_at,omitempty"`
 	// ChainID is the chain id of the sign-in behind the session, for the audit.
 	ChainID uint64 `cbor:"chain_id,omitempty" json:"chain_id,omitempty"`
+	// Log is where the JWT's audit log entry landed: the JWT's jti is
+	// Log.Index in decimal.
+	Log AuditLogged `cbor:"log" json:"log"`
+}
+
+// AuditBatch is one batch of the enclave's audit log: entries
+// [Start, Start+len(Entries)), the stored hashes they add (tlog.StoredHashes
+// of each, in order: stored-hash indexes tlog.StoredHashIndex(0, Start) up to
+// tlog.StoredHashIndex(0, Start+len(Entries))), and the checkpoint the
+// enclave signed over the tree they end. The host stores each batch once, in
+// order, before it releases anything the batch records.
+type AuditBatch struct {
+	Start      int64    `cbor:"start" json:"start"`
+	Entries    [][]byte `cbor:"entries" json:"entries"`       // shared/auditlog encodings
+	Hashes     []byte   `cbor:"hashes" json:"hashes"`         // 32 bytes per stored hash
+	Checkpoint []byte   `cbor:"checkpoint" json:"checkpoint"` // C2SP tlog-checkpoint signed note
+}
+
+// AuditLogged says where an entry landed: its index, its inclusion proof
+// under the batch's checkpoint (RFC 6962, 32 bytes per hash, leaf's sibling
+// first), and the whole batch, for the host to store.
+type AuditLogged struct {
+	Index int64      `cbor:"index" json:"index"`
+	Proof []byte     `cbor:"proof" json:"proof"`
+	Batch AuditBatch `cbor:"batch" json:"batch"`
+}
+
+// AuditHostEntry is what the host asserts for the log: the outcome of an STS
+// call, or a refusal. The enclave logs it with its own time and
+// host_asserted true (shared/auditlog.Entry names the fields).
+type AuditHostEntry struct {
+	Kind               string `cbor:"kind" json:"kind"`
+	Outcome            string `cbor:"outcome" json:"outcome"`
+	Wallet             string `cbor:"wallet" json:"wallet"`
+	SessionID          string `cbor:"session_id,omitempty" json:"session_id,omitempty"`
+	Audience           string `cbor:"audience,omitempty" json:"audience,omitempty"`
+	ExpiresAt          int64  `cbor:"expires_at,omitempty" json:"expires_at,omitempty"`
+	Kid                string `cbor:"kid,omitempty" json:"kid,omitempty"`
+	JTI                string `cbor:"jti,omitempty" json:"jti,omitempty"`
+	HostAssertedWallet bool   `cbor:"host_asserted_wallet,omitempty" json:"host_asserted_wallet,omitempty"`
+	AccessKeyID        string `cbor:"access_key_id,omitempty" json:"access_key_id,omitempty"`
+	Detail             string `cbor:"detail,omitempty" json:"detail,omitempty"`
+}
+
+// AuditAppendRequest asks the enclave to log a host-asserted entry.
+//
+// LogSize is how many entries the host's store holds durably. The enclave
+// keeps every batch past the largest LogSize it was told (to hand back at
+// audit_resume) and refuses new entries (audit_log) once too many are
+// unacknowledged, so the log never runs far ahead of the store.
+type AuditAppendRequest struct {
+	Entry   AuditHostEntry `cbor:"entry" json:"entry"`
+	LogSize int64          `cbor:"log_size,omitempty" json:"log_size,omitempty"`
+}
+
+// AuditAppendResponse is where the entry landed.
+type AuditAppendResponse = AuditLogged
+
+// AuditResumeRequest gives the enclave the host's log: its latest checkpoint
+// (empty for an empty store) and the stored hashes of the tree's right edge
+// (auditlog.RightEdge of the checkpoint's size, in that order, 32 bytes
+// each). A freshly started enclave checks the checkpoint's signature with its
+// own key and that the hashes give its root, then continues the log from
+// there; until then it refuses every mint (audit_log). An enclave already
+// running answers with the batches the host lacks.
+type AuditResumeRequest struct {
+	Checkpoint []byte `cbor:"checkpoint,omitempty" json:"checkpoint,omitempty"`
+	Hashes     []byte `cbor:"hashes,omitempty" json:"hashes,omitempty"`
+}
+
+// AuditResumeResponse is the enclave's log size, and the batches past the
+// host's checkpoint that the host must store (at most MaxResumeBytes, and 256
+// batches; More says to ask again once they are stored).
+type AuditResumeResponse struct {
+	Size    int64        `cbor:"size" json:"size"`
+	Batches []AuditBatch `cbor:"batches,omitempty" json:"batches,omitempty"`
+	More    bool         `cbor:"more,omitempty" json:"more,omitempty"`
 }
 
 // AWSCredentials are short-lived AWS credentials the host lends the enclave

@@ -1,35 +1,31 @@
-// Package tlogproof encodes and parses C2SP tlog-proof documents
-// (https://c2sp.org/tlog-proof): an offline-verifiable proof that an entry is
-// in a transparency log, made of the entry's index, its RFC 6962 inclusion
-// proof and the checkpoint (signed note, optionally cosigned) the proof leads
-// to.
+// Package tlogproof encodes and parses C2SP tlog-proof@v1: an offline proof
+// that an entry is in a transparency log. It is the proof of logging the
+// broker returns with every credential (the log_proof field), and the format
+// an auditor's verifier reads.
 //
 // # Format
 //
 //	c2sp.org/tlog-proof@v1
-//	index 73894
+//	index 41
 //	gSKyXoYZUgZ6jduWYrkDOARinOMGJveXjgMkBTcdPlQ=
 //	B95lDa8R83lS8n0eG+o0buTxRKQTYFi//1U8anccXmA=
 //
 //	broker.example.com/audit
-//	109482
+//	42
 //	sFodV/vSp5O8n9a8QpW6PRY97tfOSW5bsc2Xl/EQi08=
 //
 //	— broker.example.com/audit hI2DJw…
 //
-// The hash lines run from the leaf's sibling up to the root's child. The
-// checkpoint follows the blank line verbatim, signatures included.
+// The first line is the header, an optional "extra" line carries base64
+// opaque data (not authenticated: this package keeps it but nothing here
+// trusts it), then the entry's index in decimal, then the RFC 6962 inclusion
+// proof, one base64 SHA-256 hash per line from the leaf's sibling up, then an
+// empty line and the checkpoint (a C2SP tlog-checkpoint signed note) verbatim.
 //
-// # Verifying
-//
-// [Parse] checks only the syntax. A verifier then opens [Proof.Checkpoint]
-// with note.Open and the log's (and witnesses') verifier keys, parses the
-// checkpoint's tree, computes the entry's leaf hash and calls tlog.CheckRecord
-// with [Proof.Hashes]. Nothing here is trusted before those checks.
-//
-// The spec's optional "extra" line is accepted and dropped by Parse (it is
-// unauthenticated and this project gives it no meaning); Marshal never writes
-// one.
+// [Parse] checks the syntax only. To verify a proof, open the checkpoint with
+// the log's verifier key (golang.org/x/mod/sumdb/note), parse its text
+// (auditlog.ParseCheckpoint in shared/auditlog), and check the inclusion of the entry's leaf hash with
+// tlog.CheckRecord(p.Hashes, tree.N, tree.Hash, p.Index, tlog.RecordHash(entry)).
 package tlogproof
 
 import (
@@ -38,7 +34,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 
 	"golang.org/x/mod/sumdb/tlog"
 )
@@ -46,29 +41,33 @@ import (
 // Header is the first line of every proof.
 const Header = "c2sp.org/tlog-proof@v1"
 
-// MaxSize is the largest proof Parse accepts: 63 hashes and a checkpoint with
-// many cosignatures fit well within it.
-const MaxSize = 64 << 10
+// Bounds Parse enforces.
+const (
+	MaxHashes = 63       // an inclusion proof in a tree of fewer than 2^63 leaves
+	MaxSize   = 64 << 10 // the whole proof
+)
 
-// maxHashes is the length of the longest inclusion proof (a tree of 2^63
-// entries).
-const maxHashes = 63
+// ErrMalformed is wrapped by every error of Parse.
+var ErrMalformed = errors.New("malformed tlog-proof")
 
-// Proof is one tlog-proof document.
+// Proof is a tlog-proof: an entry's index, its inclusion proof, and the
+// checkpoint (signed note, verbatim) the proof leads to.
 type Proof struct {
-	// Index is the entry's zero-based index in the log.
-	Index int64
-	// Hashes is the RFC 6962 inclusion proof of the entry in the tree of
-	// Checkpoint.
-	Hashes []tlog.Hash
-	// Checkpoint is the signed note, verbatim (text, blank line, signatures).
+	Index      int64
+	Hashes     []tlog.Hash
 	Checkpoint []byte
+	// Extra is the optional opaque extra data (nil when absent). It is not
+	// authenticated.
+	Extra []byte
 }
 
-// Marshal encodes p.
+// Marshal encodes the proof.
 func (p Proof) Marshal() []byte {
 	var b bytes.Buffer
 	b.WriteString(Header + "\n")
+	if p.Extra != nil {
+		b.WriteString("extra " + base64.StdEncoding.EncodeToString(p.Extra) + "\n")
+	}
 	b.WriteString("index " + strconv.FormatInt(p.Index, 10) + "\n")
 	for _, h := range p.Hashes {
 		b.WriteString(base64.StdEncoding.EncodeToString(h[:]) + "\n")
@@ -78,63 +77,75 @@ func (p Proof) Marshal() []byte {
 	return b.Bytes()
 }
 
-var errMalformed = errors.New("malformed tlog-proof")
-
-// Parse decodes a proof. It checks the syntax only: see the package doc for
-// what a verifier must check next.
+// Parse decodes a proof. It checks the syntax (and that the checkpoint is a
+// non-empty text ending in a newline), not the signature nor the proof.
 func Parse(data []byte) (Proof, error) {
+	var p Proof
 	if len(data) > MaxSize {
-		return Proof{}, fmt.Errorf("%w: longer than %d bytes", errMalformed, MaxSize)
+		return p, fmt.Errorf("%w: %d bytes, more than %d", ErrMalformed, len(data), MaxSize)
 	}
-	rest := data
 	line := func() (string, bool) {
-		l, r, ok := bytes.Cut(rest, []byte("\n"))
-		if !ok {
+		i := bytes.IndexByte(data, '\n')
+		if i < 0 {
 			return "", false
 		}
-		rest = r
-		return string(l), true
+		l := string(data[:i])
+		data = data[i+1:]
+		return l, true
 	}
 	l, ok := line()
 	if !ok || l != Header {
-		return Proof{}, fmt.Errorf("%w: first line is not %q", errMalformed, Header)
+		return p, fmt.Errorf("%w: the first line is not %q", ErrMalformed, Header)
 	}
-	l, ok = line()
-	if extra, isExtra := strings.CutPrefix(l, "extra "); ok && isExtra {
-		if _, err := base64.StdEncoding.Strict().DecodeString(extra); err != nil || extra == "" {
-			return Proof{}, fmt.Errorf("%w: bad extra line", errMalformed)
+	if l, ok = line(); !ok {
+		return p, fmt.Errorf("%w: no index line", ErrMalformed)
+	}
+	if rest, found := cutPrefix(l, "extra "); found {
+		extra, err := base64.StdEncoding.Strict().DecodeString(rest)
+		if err != nil || base64.StdEncoding.EncodeToString(extra) != rest {
+			return p, fmt.Errorf("%w: the extra line is not base64", ErrMalformed)
 		}
-		l, ok = line()
+		p.Extra = extra
+		if l, ok = line(); !ok {
+			return p, fmt.Errorf("%w: no index line", ErrMalformed)
+		}
 	}
-	idx, isIndex := strings.CutPrefix(l, "index ")
-	if !ok || !isIndex {
-		return Proof{}, fmt.Errorf("%w: missing index line", errMalformed)
+	rest, found := cutPrefix(l, "index ")
+	if !found {
+		return p, fmt.Errorf("%w: no index line", ErrMalformed)
 	}
-	n, err := strconv.ParseInt(idx, 10, 64)
-	if err != nil || n < 0 || strconv.FormatInt(n, 10) != idx {
-		return Proof{}, fmt.Errorf("%w: bad index %q", errMalformed, idx)
+	n, err := strconv.ParseInt(rest, 10, 64)
+	if err != nil || n < 0 || strconv.FormatInt(n, 10) != rest {
+		return p, fmt.Errorf("%w: the index is not a decimal without leading zeroes", ErrMalformed)
 	}
-	p := Proof{Index: n}
+	p.Index = n
 	for {
-		l, ok = line()
+		l, ok := line()
 		if !ok {
-			return Proof{}, fmt.Errorf("%w: missing blank line before the checkpoint", errMalformed)
+			return p, fmt.Errorf("%w: no empty line before the checkpoint", ErrMalformed)
 		}
 		if l == "" {
 			break
 		}
-		if len(p.Hashes) == maxHashes {
-			return Proof{}, fmt.Errorf("%w: more than %d hashes", errMalformed, maxHashes)
+		if len(p.Hashes) == MaxHashes {
+			return p, fmt.Errorf("%w: more than %d hashes", ErrMalformed, MaxHashes)
 		}
-		h, err := base64.StdEncoding.Strict().DecodeString(l)
-		if err != nil || len(h) != tlog.HashSize {
-			return Proof{}, fmt.Errorf("%w: bad hash line %d", errMalformed, len(p.Hashes)+1)
+		b, err := base64.StdEncoding.Strict().DecodeString(l)
+		if err != nil || len(b) != tlog.HashSize || base64.StdEncoding.EncodeToString(b) != l {
+			return p, fmt.Errorf("%w: hash %d is not a base64 SHA-256 hash", ErrMalformed, len(p.Hashes))
 		}
-		p.Hashes = append(p.Hashes, tlog.Hash(h))
+		p.Hashes = append(p.Hashes, tlog.Hash(b))
 	}
-	if len(rest) == 0 {
-		return Proof{}, fmt.Errorf("%w: no checkpoint", errMalformed)
+	if len(data) == 0 || data[len(data)-1] != '\n' {
+		return p, fmt.Errorf("%w: the checkpoint is empty or does not end in a newline", ErrMalformed)
 	}
-	p.Checkpoint = bytes.Clone(rest)
+	p.Checkpoint = append([]byte(nil), data...)
 	return p, nil
+}
+
+func cutPrefix(s, prefix string) (string, bool) {
+	if len(s) >= len(prefix) && s[:len(prefix)] == prefix {
+		return s[len(prefix):], true
+	}
+	return s, false
 }

@@ -143,7 +143,10 @@ func openDeps(ctx context.Context, cfg *config, log *slog.Logger) (_ *deps, err 
 	if err != nil {
 		return nil, err
 	}
-	d.enc = enclaveclient.New(enclaveclient.Config{Dial: dial, Logger: log, Unseal: keeper.Unseal})
+	d.enc = enclaveclient.New(enclaveclient.Config{Dial: dial, Logger: log, Unseal: keeper.Unseal,
+		OnConnect: func(ctx context.Context, call enclaveclient.CallFunc) error {
+			return audit.Resume(ctx, store, call) // the enclave mints nothing until it has the log
+		}})
 	d.closers = append(d.closers, d.enc.Close)
 	rctx, stopRefresh := context.WithCancel(ctx)
 	go keeper.Refresh(rctx, d.enc.Call)

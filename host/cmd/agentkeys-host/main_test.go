@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -20,11 +21,13 @@ import (
 
 	"github.com/rogpeppe/go-internal/testscript"
 
+	"github.com/agentkeys/broker/enclave/logtree"
 	"github.com/agentkeys/broker/host/api"
 	"github.com/agentkeys/broker/host/audit"
 	"github.com/agentkeys/broker/host/enclaveclient"
 	"github.com/agentkeys/broker/host/metrics"
 	"github.com/agentkeys/broker/host/revocation"
+	"github.com/agentkeys/broker/shared/auditlog"
 	"github.com/agentkeys/broker/shared/policy"
 	"github.com/agentkeys/broker/shared/protocol"
 
@@ -283,19 +286,46 @@ type drainEnclave struct {
 	inMint   chan struct{}
 	release  chan struct{}
 	released sync.Once
+	log      *logtree.Log // a real audit log, as the enclave keeps
 }
 
 func (d *drainEnclave) Handle(ctx context.Context, op protocol.Op, body []byte) (any, error) {
 	switch op {
 	case protocol.OpInfo:
 		return protocol.InfoResponse{ProtocolVersion: protocol.Version, Mode: "simulated", Policy: policy.Default(d.issuer)}, nil
+	case protocol.OpAuditResume:
+		var req protocol.AuditResumeRequest
+		if err := protocol.Unmarshal(body, &req); err != nil {
+			return nil, err
+		}
+		return d.log.Resume(req)
 	case protocol.OpMintOIDC:
 		d.inMint <- struct{}{}
 		<-d.release
-		return protocol.MintOIDCResponse{JWT: "aaa.bbb.ccc", Wallet: "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed", SessionID: "s1", Kid: "k", JTI: "j",
-			Audience: "sts.amazonaws.com", IssuedAt: 1, ExpiresAt: 301}, nil
+		logged, err := d.log.Append(func(i int64) ([]byte, error) {
+			return auditlog.Entry{Version: 1, Kind: "oidc_jwt", Outcome: "ok", Wallet: "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed", JTI: auditlog.IndexString(i)}.Marshal()
+		})
+		if err != nil {
+			return nil, err
+		}
+		return protocol.MintOIDCResponse{JWT: "aaa.bbb.ccc", Wallet: "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed", SessionID: "s1", Kid: "k",
+			JTI: auditlog.IndexString(logged.Index), Audience: "sts.amazonaws.com", IssuedAt: 1, ExpiresAt: 301, Log: logged}, nil
 	}
 	return nil, protocol.Errorf(protocol.CodeUnknownOp, "no")
+}
+
+func newDrainLog(t *testing.T, issuer string) *logtree.Log {
+	t.Helper()
+	origin := strings.TrimPrefix(issuer, "http://") + "/audit"
+	signer, verifier, _, err := logtree.NewKey(origin, ed25519.NewKeyFromSeed(make([]byte, 32)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := logtree.New(logtree.Config{Origin: origin, Signer: signer, Verifier: verifier})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
 }
 
 // TestShutdownDrainsInFlight: a mint in flight when the host is told to stop
@@ -306,7 +336,7 @@ func TestShutdownDrainsInFlight(t *testing.T) {
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
 	issuer := fmt.Sprintf("http://127.0.0.1:%d", port)
-	enc := &drainEnclave{issuer: issuer, inMint: make(chan struct{}, 1), release: make(chan struct{})}
+	enc := &drainEnclave{issuer: issuer, inMint: make(chan struct{}, 1), release: make(chan struct{}), log: newDrainLog(t, issuer)}
 	el, err := protocol.Listen("unix:" + dir + "/e.sock")
 	if err != nil {
 		t.Fatal(err)
@@ -384,8 +414,8 @@ func TestShutdownDrainsInFlight(t *testing.T) {
 	}
 	defer store.Close()
 	recs, _ := store.List(context.Background(), 0, 10)
-	if len(recs) != 1 || recs[0].Outcome != "ok" || recs[0].JTI != "j" {
-		t.Fatalf("audit: %+v", recs)
+	if len(recs) != 1 || recs[0].Outcome != "ok" || recs[0].JTI != "0" || recs[0].Logged == nil || store.LogSize() != 1 {
+		t.Fatalf("audit: %+v, log size %d", recs, store.LogSize())
 	}
 }
 

@@ -17,6 +17,7 @@ type credsOptions struct {
 	format   string // credential_process, env or json
 	duration int64
 	region   string
+	proof    string // creds: where to write the log proof, if anywhere
 }
 
 // mintCreds loads the session and mints AWS credentials, or reports why not.
@@ -49,6 +50,9 @@ func (c *cli) creds(ctx context.Context, o credsOptions) int {
 	}
 	cr, code := c.mintCreds(ctx, o)
 	if cr == nil {
+		return code
+	}
+	if code := c.writeProof(o.proof, cr.LogProof); code != 0 {
 		return code
 	}
 	var out string

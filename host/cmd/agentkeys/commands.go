@@ -217,6 +217,22 @@ type jwtOptions struct {
 	audience string
 	ttl      int64
 	out      string
+	proof    string // where to write the log proof, if anywhere
+}
+
+// writeProof writes the broker's proof of logging to path (mode 0644: it is
+// public), or fails if the broker gave none.
+func (c *cli) writeProof(path, proof string) int {
+	if path == "" {
+		return 0
+	}
+	if proof == "" {
+		return c.fail(errors.New("the broker gave no proof of logging (log_proof); it may be older than this client"), "")
+	}
+	if err := client.WriteFileAtomic(path, []byte(proof), 0o644); err != nil {
+		return c.fail(fmt.Errorf("failed to write the log proof to %s: %w", path, err), "")
+	}
+	return 0
 }
 
 func (c *cli) jwt(ctx context.Context, o jwtOptions) int {
@@ -231,6 +247,9 @@ func (c *cli) jwt(ctx context.Context, o jwtOptions) int {
 	j, err := cl.MintJWT(ctx, s.Token, o.audience, o.ttl)
 	if err != nil {
 		return c.brokerError(err)
+	}
+	if code := c.writeProof(o.proof, j.LogProof); code != 0 {
+		return code
 	}
 	if o.out == "" {
 		return c.print(struct {

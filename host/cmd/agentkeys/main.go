@@ -32,9 +32,9 @@ const usage = `Usage:
     agentkeys [flags] wallet new
     agentkeys [flags] wallet address
     agentkeys [flags] login
-    agentkeys [flags] jwt [--audience A] [--ttl SECONDS] [--out FILE]
+    agentkeys [flags] jwt [--audience A] [--ttl SECONDS] [--out FILE] [--proof FILE]
     agentkeys [flags] logout
-    agentkeys [flags] creds [--format credential_process|env|json] [--duration SECONDS] [--region R]
+    agentkeys [flags] creds [--format credential_process|env|json] [--duration SECONDS] [--region R] [--proof FILE]
     agentkeys [flags] exec [--duration SECONDS] [--region R] -- COMMAND [ARGS...]
 
 Flags (before or after the command):
@@ -59,6 +59,8 @@ Commands:
         --ttl SECONDS    The JWT's lifetime (default: the broker's, 300).
         --out FILE       Write the JWT to FILE (mode 0600, atomically) instead,
                          such as the file AWS_WEB_IDENTITY_TOKEN_FILE names.
+        --proof FILE     Also write the broker's proof that the JWT is in its
+                         audit log (a C2SP tlog-proof) to FILE.
     logout           Revoke the session at the broker and delete the session
                      file. It says whether this call revoked the session or it
                      was already revoked (--json: "revoked": true or false).
@@ -69,6 +71,8 @@ Commands:
         --duration S     Lifetime in seconds, 900 to 43200 (default: the
                          broker's, 3600).
         --region R       Also export AWS_REGION (env format).
+        --proof FILE     Also write the broker's proof that the credentials
+                         are in its audit log (a C2SP tlog-proof) to FILE.
     exec             Run COMMAND with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
                      AWS_SESSION_TOKEN (and AWS_REGION, default $AWS_REGION) set
                      to fresh credentials; exit with its status.
@@ -153,6 +157,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fs.StringVar(&o.audience, "audience", "", "")
 		fs.Int64Var(&o.ttl, "ttl", 0, "")
 		fs.StringVar(&o.out, "out", "", "")
+		fs.StringVar(&o.proof, "proof", "", "")
 		if code, ok := c.parseWith(fs, args); !ok {
 			return code
 		}
@@ -168,6 +173,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fs.StringVar(&o.format, "format", "credential_process", "")
 		fs.Int64Var(&o.duration, "duration", 0, "")
 		fs.StringVar(&o.region, "region", o.region, "")
+		fs.StringVar(&o.proof, "proof", "", "")
 		if code, ok := c.parseWith(fs, args); !ok {
 			return code
 		}

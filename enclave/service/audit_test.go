@@ -1,0 +1,143 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/agentkeys/broker/enclave/attester"
+	"github.com/agentkeys/broker/shared/auditlog"
+	"github.com/agentkeys/broker/shared/claims"
+	"github.com/agentkeys/broker/shared/policy"
+	"github.com/agentkeys/broker/shared/protocol"
+)
+
+// checkLogged verifies where an entry landed the way an agent would, with the
+// verifier key from Info, and returns the entry.
+func checkLogged(t *testing.T, vkey string, l protocol.AuditLogged) auditlog.Entry {
+	t.Helper()
+	v, err := note.NewVerifier(vkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := note.Open(l.Batch.Checkpoint, note.VerifierList(v))
+	if err != nil {
+		t.Fatalf("checkpoint: %v", err)
+	}
+	c, err := auditlog.ParseCheckpoint(n.Text)
+	if err != nil || c.Origin != v.Name() {
+		t.Fatalf("checkpoint text %q: %v", n.Text, err)
+	}
+	entry := l.Batch.Entries[l.Index-l.Batch.Start]
+	proof, err := auditlog.SplitHashes(l.Proof, 63)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tlog.CheckRecord(proof, c.Tree.N, c.Tree.Hash, l.Index, tlog.RecordHash(entry)); err != nil {
+		t.Fatalf("inclusion of entry %d: %v", l.Index, err)
+	}
+	e, err := auditlog.Parse(entry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// TestMintIsLogged: every JWT's jti is its log index, carried as the
+// agentkeys_log_index tag, and its entry (logged under a checkpoint signed
+// with the published key) names the JWT's hash, wallet, session and chain.
+func TestMintIsLogged(t *testing.T) {
+	e := newEnv(t, nil)
+	info := e.info(t)
+	w := newWallet(t)
+	sess := e.session(t, w)
+	for i := range int64(3) {
+		var m protocol.MintOIDCResponse
+		if err := e.call(t, protocol.OpMintOIDC, protocol.MintOIDCRequest{Token: sess.Token, LogSize: i}, &m); err != nil {
+			t.Fatal(err)
+		}
+		if m.Log.Index != i || m.JTI != auditlog.IndexString(i) {
+			t.Fatalf("mint %d: index %d, jti %q", i, m.Log.Index, m.JTI)
+		}
+		var c claims.OIDC
+		parts := strings.Split(m.JWT, ".")
+		decodeSegment(t, parts[1], &c)
+		if c.ID != m.JTI || len(c.Tags.PrincipalTags[claims.LogIndexTag]) != 1 || c.Tags.PrincipalTags[claims.LogIndexTag][0] != m.JTI {
+			t.Fatalf("claims jti %q, tags %v", c.ID, c.Tags)
+		}
+		entry := checkLogged(t, info.CheckpointVerifierKey, m.Log)
+		want := auditlog.Entry{
+			Version: 1, Time: m.IssuedAt, Kind: "oidc_jwt", Outcome: "ok", Wallet: sess.Session.Wallet,
+			SessionID: sess.Session.SessionID, Audience: m.Audience, ExpiresAt: m.ExpiresAt, Kid: m.Kid, JTI: m.JTI,
+			JWTSHA256: auditlog.JWTHash(m.JWT), ChainID: 1,
+		}
+		if entry != want {
+			t.Fatalf("entry %+v\nwant  %+v", entry, want)
+		}
+	}
+}
+
+// TestMintRefusedUntilResumed: a fresh enclave mints nothing before the host
+// has presented its log.
+func TestMintRefusedUntilResumed(t *testing.T) {
+	att, err := attester.NewSimulated(attester.SimulatedOptions{StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := policy.Default(testIssuer)
+	p.AllowHostAssertedWallet = true
+	svc, err := New(Config{Policy: p, Seed: testSeed, Attester: att})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := protocol.MintOIDCRequest{HostAssertedWallet: "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed"}
+	if m, err := svc.MintOIDC(req); !errors.Is(err, protocol.ErrAuditLog) || m.JWT != "" {
+		t.Fatalf("mint before resume: %v %+v", err, m)
+	}
+	if _, err := svc.AuditAppend(protocol.AuditAppendRequest{Entry: protocol.AuditHostEntry{Kind: "aws_creds", Outcome: "ok", Wallet: "unknown"}}); !errors.Is(err, protocol.ErrAuditLog) {
+		t.Fatalf("append before resume: %v", err)
+	}
+	if _, err := svc.Handle(context.Background(), protocol.OpAuditResume, []byte{0xa0}); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := svc.MintOIDC(req); err != nil || m.Log.Index != 0 {
+		t.Fatalf("mint after resume: %v %+v", err, m)
+	}
+}
+
+// TestAuditAppend: a host-asserted entry is logged with the enclave's time
+// and host_asserted true; a malformed one is refused and takes no index.
+func TestAuditAppend(t *testing.T) {
+	e := newEnv(t, nil)
+	info := e.info(t)
+	var r protocol.AuditAppendResponse
+	req := protocol.AuditAppendRequest{Entry: protocol.AuditHostEntry{
+		Kind: "aws_creds", Outcome: "ok", Wallet: "0x5AAEB6053F3E94C9B9A09F33669435E7EF1BEAED", ExpiresAt: 99, JTI: "7", AccessKeyID: "ASIAEXAMPLE",
+	}}
+	if err := e.call(t, protocol.OpAuditAppend, req, &r); err != nil {
+		t.Fatal(err)
+	}
+	entry := checkLogged(t, info.CheckpointVerifierKey, r)
+	want := auditlog.Entry{Version: 1, Time: e.clock.Now().Unix(), Kind: "aws_creds", Outcome: "ok",
+		Wallet: "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed", ExpiresAt: 99, JTI: "7", HostAsserted: true, AccessKeyID: "ASIAEXAMPLE"}
+	if entry != want {
+		t.Fatalf("entry %+v\nwant  %+v", entry, want)
+	}
+	for _, bad := range []protocol.AuditHostEntry{
+		{Kind: "Bad Kind", Outcome: "ok", Wallet: "unknown"},
+		{Kind: "aws_creds", Outcome: "ok", Wallet: "0x12"},
+		{Kind: "aws_creds", Outcome: "ok", Wallet: "unknown", JTI: "abc"},
+		{Kind: "aws_creds", Outcome: "ok", Wallet: "unknown", Detail: strings.Repeat("d", auditlog.MaxDetailLen+1)},
+	} {
+		if err := e.call(t, protocol.OpAuditAppend, protocol.AuditAppendRequest{Entry: bad}, &r); !errors.Is(err, protocol.ErrBadRequest) {
+			t.Fatalf("%+v: %v", bad, err)
+		}
+	}
+	if err := e.call(t, protocol.OpAuditAppend, req, &r); err != nil || r.Index != 1 {
+		t.Fatalf("the refused entries took indexes: %v %d", err, r.Index)
+	}
+}
