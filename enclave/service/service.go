@@ -66,7 +66,8 @@ type Service struct {
 	checkpoint ed25519.PrivateKey
 	vkey       string // C2SP note verifier key for checkpoints
 
-	issuer       *url.URL // the parsed policy issuer; sign-in messages must name its host[:port]
+	issuer       *url.URL // the parsed policy issuer
+	api          *url.URL // the parsed policy api_url; sign-in messages must name its host[:port]
 	policyDigest string   // policy.Digest(), fixed for the enclave's life
 	manifest     []byte   // the key manifest every attestation document binds, encoded once
 
@@ -133,6 +134,9 @@ func New(cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("enclave: issuer: %w", err)
 	}
 	s.issuer, s.policyDigest = u, cfg.Policy.Digest()
+	if s.api, err = url.Parse(cfg.Policy.APIURL); err != nil {
+		return nil, fmt.Errorf("enclave: api_url: %w", err)
+	}
 	s.vkey, err = note.NewEd25519VerifierKey(checkpointKeyName(u), set.Checkpoint.Public().(ed25519.PublicKey))
 	if err != nil {
 		return nil, fmt.Errorf("enclave: checkpoint key: %w", err)
