@@ -4,6 +4,8 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/agentkeys/broker/enclave/attester"
+	"github.com/agentkeys/broker/shared/manifest"
 	"github.com/agentkeys/broker/shared/policy"
 	"github.com/agentkeys/broker/shared/protocol"
 )
@@ -36,4 +38,56 @@ func TestSignInNamesTheAPIOrigin(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestIssuerOriginEnclave: with issuer_origin enclave the manifest names the
+// origin's TLS key and ACME account key, both derived from the seed (the same
+// for every enclave of the seed), and origin_state reports them.
+func TestIssuerOriginEnclave(t *testing.T) {
+	mk := func() *Service {
+		att, err := attester.NewSimulated(attester.SimulatedOptions{StateDir: t.TempDir(), AppData: []byte("policy")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { att.Close() })
+		svc, err := New(Config{Policy: policy.Default(testIssuer), Seed: testSeed, Attester: att,
+			IssuerOrigin: manifest.OriginEnclave, OriginSelfSigned: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return svc
+	}
+	a, b := mk(), mk()
+	m, err := manifest.Parse(a.Info().Manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.IssuerOrigin != manifest.OriginEnclave || m.IssuerOriginTLSSPKISHA256 != a.Origin().SPKISHA256() ||
+		m.ACMEAccountKeyThumbprint != a.Origin().AccountKeyThumbprint() {
+		t.Fatalf("manifest %+v does not name the origin's keys", m)
+	}
+	if a.Origin().SPKISHA256() != b.Origin().SPKISHA256() || a.Origin().AccountKeyThumbprint() != b.Origin().AccountKeyThumbprint() {
+		t.Fatal("two enclaves of one seed derive different origin keys")
+	}
+	st, err := a.Handle(t.Context(), protocol.OpOriginState, mustMarshal(t, protocol.OriginStateRequest{}))
+	if err != nil || st.(protocol.OriginStateResponse).TLSSPKISHA256 != m.IssuerOriginTLSSPKISHA256 || len(st.(protocol.OriginStateResponse).Chain) != 1 {
+		t.Fatalf("origin_state = %+v, %v", st, err)
+	}
+
+	host := newEnv(t, nil)
+	if _, err := host.svc.Handle(t.Context(), protocol.OpOriginState, mustMarshal(t, protocol.OriginStateRequest{})); !errors.Is(err, protocol.ErrBadRequest) {
+		t.Fatalf("origin_state on an issuer_origin host enclave: %v", err)
+	}
+	hm, _ := manifest.Parse(host.svc.Info().Manifest)
+	if hm.IssuerOrigin != manifest.OriginHost || hm.IssuerOriginTLSSPKISHA256 != "" {
+		t.Fatalf("host-origin manifest: %+v", hm)
+	}
+}
+
+func mustMarshal(t *testing.T, v any) []byte {
+	b, err := protocol.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
