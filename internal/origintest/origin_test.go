@@ -54,8 +54,8 @@ type broker struct {
 	svc      *service.Service
 	manifest manifest.Manifest
 	pebble   *pebbletest.Pebble
-	relayAt  string       // the relay's address (the public :443)
-	injected jwk.Key      // the key the compromised host publishes on the API origin
+	relayAt  string  // the relay's address (the public :443)
+	injected jwk.Key // the key the compromised host publishes on the API origin
 	hostKey  *ecdsa.PrivateKey
 	apiRoots *x509.CertPool // trusts the host's API certificate (for 127.0.0.1)
 }
