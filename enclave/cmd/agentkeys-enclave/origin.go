@@ -29,23 +29,23 @@ const DefaultACMEDirectory = "https://acme-v02.api.letsencrypt.org/directory"
 
 // originConfig are the issuer origin's flags.
 type originConfig struct {
-	mode                string // --issuer-origin: "", enclave or host ("" = by mode)
-	listen              string
-	acmeDirectory       string
-	acmeDirectorySet    bool
-	acmeCARoot          string
-	acmeEmail           string
-	maxConns            int
-	readTimeout         time.Duration
-	idleTimeout         time.Duration
-	acmeTimeout         time.Duration
-	acmeRetryMin        time.Duration
-	acmeRetryMax        time.Duration
-	server              *origin.Server // set by setup when the enclave serves the origin
-	acme                *origin.ACME
-	selfSigned          bool
-	ctx                 context.Context
-	log                 *slog.Logger
+	mode             string // --issuer-origin: "", enclave or host ("" = by mode)
+	listen           string
+	acmeDirectory    string
+	acmeDirectorySet bool
+	acmeCARoot       string
+	acmeEmail        string
+	maxConns         int
+	readTimeout      time.Duration
+	idleTimeout      time.Duration
+	acmeTimeout      time.Duration
+	acmeRetryMin     time.Duration
+	acmeRetryMax     time.Duration
+	server           *origin.Server // set by setup when the enclave serves the origin
+	acme             *origin.ACME
+	selfSigned       bool
+	ctx              context.Context
+	log              *slog.Logger
 }
 
 // resolve applies the defaults: enclave in nitro mode, host in simulated
