@@ -314,3 +314,69 @@ func TestRestartedEnclaveServesTheStoredChain(t *testing.T) {
 		t.Fatalf("an enclave of another seed installed the chain: %v", err)
 	}
 }
+
+// call is an enclaveclient-style Call straight into a service, through the
+// protocol's encoding.
+func call(svc *service.Service) func(ctx context.Context, op protocol.Op, req, resp any) error {
+	return func(ctx context.Context, op protocol.Op, req, resp any) error {
+		body, err := protocol.Marshal(req)
+		if err != nil {
+			return err
+		}
+		out, err := svc.Handle(ctx, op, body)
+		if err != nil {
+			return err
+		}
+		b, err := protocol.Marshal(out)
+		if err != nil {
+			return err
+		}
+		return protocol.Unmarshal(b, resp)
+	}
+}
+
+// TestKeeperStoresAndReinstalls: the host's Keeper stores the chain the
+// enclave obtained, and hands it to a restarted enclave that has none.
+func TestKeeperStoresAndReinstalls(t *testing.T) {
+	b := start(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	path := filepath.Join(t.TempDir(), relay.ChainFile)
+	k := &relay.Keeper{Path: path, Call: call(b.svc)}
+	if err := k.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a chain was stored before the enclave had one: %v", err)
+	}
+	if err := b.svc.Origin().Obtain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm() != 0o644 {
+		t.Fatalf("stored chain: %v, %v", fi, err)
+	}
+
+	att, err := attester.NewSimulated(attester.SimulatedOptions{StateDir: t.TempDir(), AppData: []byte("policy")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer att.Close()
+	restarted, err := service.New(service.Config{Policy: b.svc.Info().Policy, Seed: testSeed, Attester: att, IssuerOrigin: manifest.OriginEnclave})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(restarted.Origin().State().Chain) != 0 {
+		t.Fatal("test setup: the restarted enclave already has a chain")
+	}
+	k2 := &relay.Keeper{Path: path, Call: call(restarted)}
+	if err := k2.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := restarted.Origin().State().Chain, b.svc.Origin().State().Chain; len(got) == 0 || string(got[0]) != string(want[0]) {
+		t.Fatal("the restarted enclave did not get the stored chain")
+	}
+}
