@@ -26,6 +26,7 @@ import (
 	"github.com/coreos/go-oidc/v3/oidc"
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/agentkeys/broker/attest"
 	"github.com/agentkeys/broker/enclave/attester"
 	"github.com/agentkeys/broker/enclave/egress"
 	"github.com/agentkeys/broker/enclave/origin"
@@ -204,6 +205,10 @@ func TestIssuerOriginThroughRelay(t *testing.T) {
 	if kids := b.manifest.Kids(); len(set.Keys) != len(kids) || kids[set.Keys[0].Kid].Kid == "" {
 		t.Fatalf("the issuer origin's JWKS %+v is not the manifest's keys", set)
 	}
+	// The auditor's check agrees.
+	if c := attest.CheckIssuerTLSKey(&b.manifest, resp.TLS.PeerCertificates[0]); c.Status != attest.StatusPass {
+		t.Fatalf("agentkeys-attest's issuer tls key check: %+v", c)
+	}
 
 	// The compromised host serves its key on the API origin — and that
 	// changes nothing at the issuer origin.
@@ -221,6 +226,11 @@ func TestIssuerOriginThroughRelay(t *testing.T) {
 		if k.Kid == b.injected.Kid {
 			t.Fatal("the host's injected key appears at the issuer origin")
 		}
+	}
+	// Had the host answered for the issuer itself, the auditor's check
+	// would have caught its certificate.
+	if c := attest.CheckIssuerTLSKey(&b.manifest, resp.TLS.PeerCertificates[0]); c.Status != attest.StatusFail {
+		t.Fatalf("the host's certificate passed the issuer tls key check: %+v", c)
 	}
 
 	// go-oidc discovers the issuer through the relay and verifies a JWT the
@@ -378,5 +388,38 @@ func TestKeeperStoresAndReinstalls(t *testing.T) {
 	}
 	if got, want := restarted.Origin().State().Chain, b.svc.Origin().State().Chain; len(got) == 0 || string(got[0]) != string(want[0]) {
 		t.Fatal("the restarted enclave did not get the stored chain")
+	}
+}
+
+// TestIssuerOriginHostWarns: an enclave started with issuer_origin host says
+// so in its attested manifest, and verify warns.
+func TestIssuerOriginHostWarns(t *testing.T) {
+	att, err := attester.NewSimulated(attester.SimulatedOptions{StateDir: t.TempDir(), AppData: []byte("policy")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer att.Close()
+	svc, err := service.New(service.Config{Policy: policy.Default("https://broker.example.com"), Seed: testSeed, Attester: att, IssuerOrigin: manifest.OriginHost})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nonce := []byte("0123456789abcdef")
+	a, err := svc.Attest(protocol.AttestRequest{Nonce: nonce})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, r := attest.VerifyDocument(a.Document, attest.DocumentOptions{Roots: att.RootPool(), Nonce: nonce, MaxAge: time.Minute, MaxSkew: time.Minute})
+	if !r.OK() {
+		t.Fatalf("document: %+v", r)
+	}
+	m, r := attest.VerifyManifest(d, a.Manifest)
+	if m == nil || m.IssuerOrigin != manifest.OriginHost {
+		t.Fatalf("manifest: %+v", r)
+	}
+	if c := r.Find("issuer origin"); c == nil || c.Status != attest.StatusWarn {
+		t.Fatalf("verify did not warn on issuer_origin host: %+v", r)
+	}
+	if c := attest.CheckIssuerTLSKey(m, nil); c.Status != attest.StatusSkip {
+		t.Fatalf("issuer tls key with issuer_origin host: %+v", c)
 	}
 }
