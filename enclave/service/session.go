@@ -136,14 +136,20 @@ func chainList(ids []uint64) string {
 // printable ASCII, so a non-ASCII host cannot get here.)
 func (s *Service) checkOrigin(msg *siwe.Message) error {
 	iss := s.api
+	// The message says "issuer" in the one-origin layout (api_url = issuer),
+	// where that is the name the user knows.
+	what := "this broker's API origin"
+	if s.policy.APIURL == s.policy.Issuer {
+		what = "this issuer's"
+	}
 	if strings.ContainsAny(msg.Domain, "@%") {
 		return protocol.Errorf(protocol.CodeSignInRejected, "message domain %q must be a plain host[:port], without userinfo or percent-encoding; it must be %q", truncate(msg.Domain, 80), iss.Host)
 	}
 	if msg.Domain != iss.Host {
-		return protocol.Errorf(protocol.CodeSignInRejected, "message domain %q is not this broker's API origin (%q)", truncate(msg.Domain, 80), iss.Host)
+		return protocol.Errorf(protocol.CodeSignInRejected, "message domain %q is not %s (%q)", truncate(msg.Domain, 80), what, iss.Host)
 	}
 	if msg.Scheme != "" && msg.Scheme != iss.Scheme {
-		return protocol.Errorf(protocol.CodeSignInRejected, "message scheme %q is not this broker's API origin's (%q)", truncate(msg.Scheme, 16), iss.Scheme)
+		return protocol.Errorf(protocol.CodeSignInRejected, "message scheme %q is not %s (%q)", truncate(msg.Scheme, 16), what, iss.Scheme)
 	}
 	u, err := siwe.ParseURI(msg.URI)
 	if err != nil {
