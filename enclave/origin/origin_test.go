@@ -186,3 +186,26 @@ func TestInstall(t *testing.T) {
 		t.Fatalf("an older chain replaced the current one: %+v, %v", r, err)
 	}
 }
+
+// FuzzInstall: any chain the host hands over (origin_install) is refused
+// unless it carries the origin's key; nothing panics.
+func FuzzInstall(f *testing.F) {
+	o, _ := newOrigin(f, "https://issuer.example.com", false)
+	now := time.Now()
+	f.Add(cert(f, o.cfg.TLSKey, "issuer.example.com", now.Add(-time.Hour), now.Add(time.Hour)), []byte(nil))
+	f.Add([]byte("not a certificate"), []byte{0x30, 0x00})
+	f.Fuzz(func(t *testing.T, leaf, next []byte) {
+		chain := [][]byte{leaf}
+		if next != nil {
+			chain = append(chain, next)
+		}
+		r, err := o.Install(chain)
+		if err != nil || !r.Installed {
+			return
+		}
+		got, perr := x509.ParseCertificate(leaf)
+		if perr != nil || mustSPKI(t, got.PublicKey) != o.SPKISHA256() {
+			t.Fatalf("installed a chain whose leaf does not carry the origin's key")
+		}
+	})
+}

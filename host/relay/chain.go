@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/agentkeys/broker/shared/protocol"
@@ -37,6 +38,8 @@ type Keeper struct {
 	// Poll is how often the enclave is asked (default DefaultChainPoll).
 	Poll   time.Duration
 	Logger *slog.Logger
+
+	warned atomic.Bool // the mismatch of issuer origin modes was logged
 }
 
 // Run syncs at once and then every Poll until ctx is done.
@@ -73,6 +76,11 @@ func (k *Keeper) log() *slog.Logger {
 func (k *Keeper) Sync(ctx context.Context) error {
 	var st protocol.OriginStateResponse
 	if err := k.Call(ctx, protocol.OpOriginState, protocol.OriginStateRequest{}, &st); err != nil {
+		if errors.Is(err, protocol.ErrBadRequest) && !k.warned.Swap(true) {
+			// An enclave started with --issuer-origin host: the relay has
+			// nothing to reach.
+			k.log().Error("the enclave does not serve the issuer origin, but this host relays it (--issuer-origin enclave); start the enclave with --issuer-origin enclave, or this host with --issuer-origin host", "err", err.Error())
+		}
 		return fmt.Errorf("failed to read the issuer origin's state: %w", err)
 	}
 	if st.ACMEError != "" {
