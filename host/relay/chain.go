@@ -42,22 +42,32 @@ type Keeper struct {
 	warned atomic.Bool // the mismatch of issuer origin modes was logged
 }
 
-// Run syncs at once and then every Poll until ctx is done.
+// Run syncs at once and then every Poll until ctx is done. After a failure
+// (the enclave not reached yet, at start) it retries sooner: after 1 s,
+// doubling up to Poll, so a restarted enclave gets its chain back quickly.
 func (k *Keeper) Run(ctx context.Context) {
 	poll := k.Poll
 	if poll <= 0 {
 		poll = DefaultChainPoll
 	}
+	retry := min(time.Second, poll)
 	for {
 		cctx, cancel := context.WithTimeout(ctx, poll)
-		if err := k.Sync(cctx); err != nil && ctx.Err() == nil {
-			k.log().Debug("issuer origin chain not synced", "err", err.Error())
-		}
+		err := k.Sync(cctx)
 		cancel()
+		wait := poll
+		if err != nil && ctx.Err() == nil {
+			k.log().Debug("issuer origin chain not synced", "err", err.Error(), "retry_in", retry.String())
+			wait, retry = retry, min(2*retry, poll)
+		} else {
+			retry = min(time.Second, poll)
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return
-		case <-time.After(poll):
+		case <-t.C:
 		}
 	}
 }

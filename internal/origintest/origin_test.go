@@ -29,6 +29,7 @@ import (
 	"github.com/agentkeys/broker/attest"
 	"github.com/agentkeys/broker/enclave/attester"
 	"github.com/agentkeys/broker/enclave/egress"
+	"github.com/agentkeys/broker/enclave/keys"
 	"github.com/agentkeys/broker/enclave/origin"
 	"github.com/agentkeys/broker/enclave/service"
 	"github.com/agentkeys/broker/host/relay"
@@ -421,5 +422,46 @@ func TestIssuerOriginHostWarns(t *testing.T) {
 	}
 	if c := attest.CheckIssuerTLSKey(m, nil); c.Status != attest.StatusSkip {
 		t.Fatalf("issuer tls key with issuer_origin host: %+v", c)
+	}
+}
+
+// TestRenewsAtTwoThirds: an origin whose certificate is two thirds through its
+// life obtains a new one from the CA by itself (Run), through the relay.
+func TestRenewsAtTwoThirds(t *testing.T) {
+	b := start(t)
+	o := b.svc.Origin()
+	// A chain for the origin's key, 2 h into a 3 h life, from a throwaway
+	// CA: what a host could hand back after a long outage.
+	ca, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	now := time.Now()
+	caT := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "old CA"}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign, NotBefore: now.Add(-2 * time.Hour), NotAfter: now.Add(time.Hour)}
+	leafT := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "localhost"}, DNSNames: []string{"localhost"},
+		NotBefore: now.Add(-2 * time.Hour), NotAfter: now.Add(time.Hour)}
+	// The test knows the seed, so it derives the origin's key as the
+	// enclave does.
+	tlsKey, err := keys.P256(testSeed, origin.LabelTLS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.CreateCertificate(rand.Reader, leafT, caT, &tlsKey.PublicKey, ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := o.Install([][]byte{der}); err != nil || !r.Installed {
+		t.Fatalf("install the old chain: %+v, %v", r, err)
+	}
+	renewed := o.Installed()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go o.Run(ctx)
+	select {
+	case <-renewed:
+	case <-time.After(90 * time.Second):
+		t.Fatalf("no renewal; origin state %+v", o.State())
+	}
+	leaf, err := x509.ParseCertificate(o.State().Chain[0])
+	if err != nil || leaf.Issuer.CommonName == "old CA" || !leaf.NotAfter.After(now.Add(time.Hour)) {
+		t.Fatalf("after renewal the leaf is from %q until %s", leaf.Issuer.CommonName, leaf.NotAfter)
 	}
 }
