@@ -19,8 +19,8 @@ func readClosed(t *testing.T, c net.Conn) {
 	}
 }
 
-// TestServerLimits: a connection beyond MaxConns is closed at once, a silent
-// one is closed after ReadTimeout, and a fresh client is served afterwards.
+// TestServerLimits: a connection beyond MaxConns is closed at once, and a
+// fresh client is served once the slot is free.
 func TestServerLimits(t *testing.T) {
 	o, _ := newOrigin(t, "https://issuer.example.com", true)
 	addr := serve(t, o, &Server{MaxConns: 1, ReadTimeout: 5 * time.Minute})
@@ -62,6 +62,8 @@ func TestServerLimits(t *testing.T) {
 	}
 }
 
+// TestServerSilentClientTimesOut: a half-sent ClientHello is closed after
+// ReadTimeout.
 func TestServerSilentClientTimesOut(t *testing.T) {
 	o, _ := newOrigin(t, "https://issuer.example.com", true)
 	addr := serve(t, o, &Server{ReadTimeout: 200 * time.Millisecond})
