@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/pem"
 	"math/big"
 	"os"
@@ -47,6 +48,8 @@ type testManifest struct {
 	bytes []byte
 	m     manifest.Manifest
 	key   *ecdsa.PrivateKey
+	// tlsKey is the issuer origin's TLS key with issuer_origin enclave.
+	tlsKey *ecdsa.PrivateKey
 }
 
 func newTestManifest(t testing.TB, issuer, origin string) testManifest {
@@ -69,11 +72,21 @@ func newTestManifest(t testing.TB, issuer, origin string) testManifest {
 		IssuerKeys:            []manifest.IssuerKey{{Label: pol.SigningKey, Kid: k.Kid, Signs: true, JWK: k}},
 		CheckpointVerifierKey: "issuer.example/audit+00000000+AQ",
 	}
+	var tlsKey *ecdsa.PrivateKey
+	if origin == manifest.OriginEnclave {
+		if tlsKey, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
+			t.Fatal(err)
+		}
+		der, _ := x509.MarshalPKIXPublicKey(&tlsKey.PublicKey)
+		sum := sha256.Sum256(der)
+		m.IssuerOriginTLSSPKISHA256 = hex.EncodeToString(sum[:])
+		m.ACMEAccountKeyThumbprint = k.Kid // any RFC 7638 thumbprint
+	}
 	b, err := m.Marshal()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return testManifest{bytes: b, m: m, key: key}
+	return testManifest{bytes: b, m: m, key: key, tlsKey: tlsKey}
 }
 
 func (tm testManifest) jwks() jwk.Set { return jwk.Set{Keys: []jwk.Key{tm.m.IssuerKeys[0].JWK}} }

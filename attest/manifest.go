@@ -3,6 +3,8 @@ package attest
 import (
 	"bytes"
 	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
 	"fmt"
 	"slices"
 	"strings"
@@ -46,6 +48,33 @@ func VerifyManifest(d *Document, manifestBytes []byte) (*manifest.Manifest, Repo
 		r.pass("issuer origin", "issuer_origin is %s", m.IssuerOrigin)
 	}
 	return &m, r
+}
+
+// CheckIssuerTLSKey checks, for a manifest whose issuer_origin is enclave, that
+// the certificate a TLS client was served at the issuer URL (leaf) carries the
+// TLS key the manifest names: then TLS for the issuer origin ends in the
+// attested enclave, and the discovery document and JWKS came from it. With
+// issuer_origin host there is no key to compare (the check is skipped; the
+// manifest check already warned).
+func CheckIssuerTLSKey(m *manifest.Manifest, leaf *x509.Certificate) Check {
+	const name = "issuer tls key"
+	if m.IssuerOrigin != manifest.OriginEnclave {
+		return Check{Name: name, Status: StatusSkip, Detail: "issuer_origin is " + m.IssuerOrigin + ": the manifest names no TLS key for the issuer origin"}
+	}
+	if leaf == nil {
+		return Check{Name: name, Status: StatusFail, Detail: "the issuer URL was not served over TLS, but the manifest says the enclave terminates TLS for it"}
+	}
+	der, err := x509.MarshalPKIXPublicKey(leaf.PublicKey)
+	if err != nil {
+		return Check{Name: name, Status: StatusFail, Detail: fmt.Sprintf("the issuer URL's certificate key does not encode: %v", err)}
+	}
+	sum := sha256.Sum256(der)
+	got := hex.EncodeToString(sum[:])
+	if got != m.IssuerOriginTLSSPKISHA256 {
+		return Check{Name: name, Status: StatusFail, Detail: fmt.Sprintf("the certificate served at the issuer URL (subject %q, issuer %q) carries key %s, not the enclave's %s from the manifest: something other than the attested enclave terminates TLS for the issuer origin and could serve any JWKS",
+			leaf.Subject.CommonName, leaf.Issuer.CommonName, got, m.IssuerOriginTLSSPKISHA256)}
+	}
+	return Check{Name: name, Status: StatusPass, Detail: fmt.Sprintf("the issuer URL's certificate (issuer %q, valid until %s) carries the enclave's key %s", leaf.Issuer.CommonName, leaf.NotAfter.UTC().Format("2006-01-02"), got)}
 }
 
 func sortedKids(m manifest.Manifest) []string {

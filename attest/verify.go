@@ -3,6 +3,7 @@ package attest
 import (
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -34,13 +35,14 @@ func VerifyOffline(in Offline, opts DocumentOptions) Report {
 	if in.Manifest == nil {
 		return r
 	}
-	r.Merge(bindings(d, in.Manifest, in.JWKS, in.JWT, nil))
+	r.Merge(bindings(d, in.Manifest, in.JWKS, in.JWT, nil, nil))
 	return r
 }
 
 // bindings checks what the document's user_data binds: the manifest, then the
-// JWKS, the JWT and the issuer named by sources against it.
-func bindings(d *Document, manifestBytes []byte, set *jwk.Set, token string, sources []IssuerSource) Report {
+// JWKS, the JWT and the issuer named by sources against it, and, live (seen
+// not nil), the TLS key the issuer URL was served with.
+func bindings(d *Document, manifestBytes []byte, set *jwk.Set, token string, sources []IssuerSource, seen *issuerTLS) Report {
 	m, r := VerifyManifest(d, manifestBytes)
 	if m == nil {
 		return r
@@ -58,7 +60,15 @@ func bindings(d *Document, manifestBytes []byte, set *jwk.Set, token string, sou
 		}
 	}
 	r.Checks = append(r.Checks, CheckIssuer(m, sources...))
+	if seen != nil {
+		r.Checks = append(r.Checks, CheckIssuerTLSKey(m, seen.leaf))
+	}
 	return r
+}
+
+// issuerTLS is what a TLS client saw at the issuer URL.
+type issuerTLS struct {
+	leaf *x509.Certificate // nil over plain HTTP
 }
 
 // LiveOptions configure VerifyLive.
@@ -71,6 +81,10 @@ type LiveOptions struct {
 	NonceSize int
 	// JWT, if set, is a token the issuer signed, to check as in Offline.
 	JWT string
+	// APIURL is where the attestation document is fetched: the API origin
+	// (the policy's api_url), which differs from the issuer when the
+	// enclave serves the issuer origin. Default: the issuer.
+	APIURL string
 }
 
 // Discovery is the part of an OpenID discovery document verify reads.
@@ -81,15 +95,23 @@ type Discovery struct {
 
 // VerifyLive verifies a running issuer as a relying party sees it: it fetches
 // the discovery document and the JWKS it names, then an attestation document
-// for a fresh random nonce with its manifest, and checks them all. opts.Nonce
-// is replaced by the nonce sent.
+// for a fresh random nonce with its manifest (from lo.APIURL), and checks them
+// all, including that the certificate served at the issuer URL carries the
+// TLS key the manifest names (issuer_origin enclave). opts.Nonce is replaced
+// by the nonce sent.
 func VerifyLive(ctx context.Context, issuer string, opts DocumentOptions, lo LiveOptions) Report {
 	var r Report
 	lo.defaults()
 	base := strings.TrimRight(issuer, "/")
 
 	var disc Discovery
-	if err := getJSON(ctx, lo, base+"/.well-known/openid-configuration", &disc); err != nil {
+	b, _, leaf, err := fetch(ctx, lo, base+"/.well-known/openid-configuration")
+	if err == nil {
+		if err = json.Unmarshal(b, &disc); err != nil {
+			err = fmt.Errorf("%s/.well-known/openid-configuration did not send the expected JSON: %w", base, err)
+		}
+	}
+	if err != nil {
 		r.fail("discovery", "%v", err)
 		return r
 	}
@@ -102,7 +124,11 @@ func VerifyLive(ctx context.Context, issuer string, opts DocumentOptions, lo Liv
 	}
 	r.pass("jwks fetch", "%d keys from %s", len(set.Keys), disc.JWKSURI)
 
-	d, body, ar := fetchAttestation(ctx, base, opts, lo)
+	api := strings.TrimRight(lo.APIURL, "/")
+	if api == "" {
+		api = base
+	}
+	d, body, ar := fetchAttestation(ctx, api, opts, lo)
 	r.Merge(ar)
 	if body == nil {
 		return r
@@ -110,7 +136,7 @@ func VerifyLive(ctx context.Context, issuer string, opts DocumentOptions, lo Liv
 	r.Merge(bindings(d, body.Manifest, &set, lo.JWT, []IssuerSource{
 		{Name: "--issuer", Issuer: base},
 		{Name: "discovery", Issuer: disc.Issuer},
-	}))
+	}, &issuerTLS{leaf: leaf}))
 	return r
 }
 
@@ -178,29 +204,40 @@ func getJSON(ctx context.Context, lo LiveOptions, rawURL string, v any) error {
 
 // get fetches a URL with a bounded body and wants 200 OK.
 func get(ctx context.Context, lo LiveOptions, rawURL string) ([]byte, http.Header, error) {
+	b, h, _, err := fetch(ctx, lo, rawURL)
+	return b, h, err
+}
+
+// fetch is get that also returns the leaf certificate the server presented
+// (nil over plain HTTP).
+func fetch(ctx context.Context, lo LiveOptions, rawURL string) ([]byte, http.Header, *x509.Certificate, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return nil, nil, fmt.Errorf("%q is not an http(s) URL", rawURL)
+		return nil, nil, nil, fmt.Errorf("%q is not an http(s) URL", rawURL)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
 	if err != nil {
-		return nil, nil, fmt.Errorf("failed to build the request for %s: %w", rawURL, err)
+		return nil, nil, nil, fmt.Errorf("failed to build the request for %s: %w", rawURL, err)
 	}
 	req.Header.Set("Accept", "application/json")
 	resp, err := lo.Client.Do(req)
 	if err != nil {
-		return nil, nil, fmt.Errorf("failed to fetch %s: %w", rawURL, err)
+		return nil, nil, nil, fmt.Errorf("failed to fetch %s: %w", rawURL, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, lo.MaxBody+1))
 	if err != nil {
-		return nil, nil, fmt.Errorf("failed to read %s: %w", rawURL, err)
+		return nil, nil, nil, fmt.Errorf("failed to read %s: %w", rawURL, err)
 	}
 	if int64(len(b)) > lo.MaxBody {
-		return nil, nil, fmt.Errorf("%s sent more than %d bytes", rawURL, lo.MaxBody)
+		return nil, nil, nil, fmt.Errorf("%s sent more than %d bytes", rawURL, lo.MaxBody)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, nil, fmt.Errorf("%s answered %s: %.200s", rawURL, resp.Status, b)
+		return nil, nil, nil, fmt.Errorf("%s answered %s: %.200s", rawURL, resp.Status, b)
 	}
-	return b, resp.Header, nil
+	var leaf *x509.Certificate
+	if resp.TLS != nil && len(resp.TLS.PeerCertificates) > 0 {
+		leaf = resp.TLS.PeerCertificates[0]
+	}
+	return b, resp.Header, leaf, nil
 }

@@ -2,6 +2,9 @@ package attest
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -27,9 +30,12 @@ const (
 	AlarmJWKSNoCache    = "jwks_no_cache"    // the JWKS is served with no-cache, no-store or max-age=0
 	AlarmManifest       = "manifest"         // no manifest could be verified this round
 	AlarmFetch          = "fetch"            // discovery or the JWKS could not be fetched
+	// AlarmIssuerTLSKey: a verified manifest says the enclave terminates TLS
+	// for the issuer origin, but the issuer URL was served with another key.
+	AlarmIssuerTLSKey = "issuer_tls_key"
 )
 
-var alarmReasons = []string{AlarmUnlistedKey, AlarmIssuerChanged, AlarmJWKSURIChanged, AlarmJWKSNoCache, AlarmManifest, AlarmFetch}
+var alarmReasons = []string{AlarmUnlistedKey, AlarmIssuerChanged, AlarmJWKSURIChanged, AlarmJWKSNoCache, AlarmManifest, AlarmFetch, AlarmIssuerTLSKey}
 
 // Alarm is one thing a relying party should not see.
 type Alarm struct {
@@ -67,6 +73,7 @@ type Watcher struct {
 
 	mu      sync.Mutex
 	known   map[string]jwk.Key // kid → key, from every verified manifest
+	tlsKeys map[string]bool    // issuer origin TLS keys (SPKI SHA-256), from manifests with issuer_origin enclave
 	issuer  string             // discovery's issuer in the first round
 	jwksURI string             // discovery's jwks_uri in the first round
 }
@@ -84,7 +91,7 @@ func NewWatcher(cfg WatchConfig) (*Watcher, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	w := &Watcher{cfg: cfg, log: cfg.Log, reg: prometheus.NewRegistry(), known: map[string]jwk.Key{}}
+	w := &Watcher{cfg: cfg, log: cfg.Log, reg: prometheus.NewRegistry(), known: map[string]jwk.Key{}, tlsKeys: map[string]bool{}}
 	w.alarm = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "agentkeys_attest_watch_alarm",
 		Help: "1 if the last round raised an alarm for this reason, else 0.",
@@ -111,6 +118,9 @@ func (w *Watcher) MetricsHandler() http.Handler {
 func (w *Watcher) learn(m manifest.Manifest) {
 	for kid, k := range m.Kids() {
 		w.known[kid] = k
+	}
+	if m.IssuerOrigin == manifest.OriginEnclave {
+		w.tlsKeys[m.IssuerOriginTLSSPKISHA256] = true
 	}
 }
 
@@ -153,9 +163,16 @@ func (w *Watcher) Round(ctx context.Context) []Alarm {
 // check fetches discovery and the JWKS and compares them with what is known.
 func (w *Watcher) check(ctx context.Context, raise func(reason, format string, args ...any)) {
 	var disc Discovery
-	if err := getJSON(ctx, w.cfg.Live, w.cfg.Issuer+"/.well-known/openid-configuration", &disc); err != nil {
+	b, _, leaf, err := fetch(ctx, w.cfg.Live, w.cfg.Issuer+"/.well-known/openid-configuration")
+	if err == nil {
+		err = json.Unmarshal(b, &disc)
+	}
+	if err != nil {
 		raise(AlarmFetch, "discovery: %v", err)
 		return
+	}
+	if len(w.tlsKeys) > 0 {
+		w.checkTLSKey(leaf, raise)
 	}
 	if w.issuer == "" {
 		w.issuer, w.jwksURI = disc.Issuer, disc.JWKSURI
@@ -192,6 +209,20 @@ func (w *Watcher) check(ctx context.Context, raise func(reason, format string, a
 	if len(unlisted) > 0 {
 		slices.Sort(unlisted)
 		raise(AlarmUnlistedKey, "the JWKS at %s holds kids %s that no verified manifest lists: tokens they sign were not signed by the enclave", disc.JWKSURI, strings.Join(unlisted, ","))
+	}
+}
+
+// checkTLSKey raises AlarmIssuerTLSKey unless the issuer URL's certificate
+// carries a TLS key a verified manifest names.
+func (w *Watcher) checkTLSKey(leaf *x509.Certificate, raise func(reason, format string, args ...any)) {
+	if leaf == nil {
+		raise(AlarmIssuerTLSKey, "the issuer URL was served without TLS, but a verified manifest says the enclave terminates TLS for it")
+		return
+	}
+	der, err := x509.MarshalPKIXPublicKey(leaf.PublicKey)
+	sum := sha256.Sum256(der)
+	if got := hex.EncodeToString(sum[:]); err != nil || !w.tlsKeys[got] {
+		raise(AlarmIssuerTLSKey, "the issuer URL's certificate (issuer %q) carries key %s, which no verified manifest names: something other than the attested enclave terminates TLS for the issuer origin", leaf.Issuer.CommonName, got)
 	}
 }
 

@@ -2,13 +2,27 @@
 # make dev: a simulated enclave and the host on loopback, state in .agentkeys-dev/.
 # Honours BROKER_* variables (BROKER_PORT, BROKER_OIDC_ISSUER, …); AGENTKEYS_DEV_DIR
 # moves the state directory. Runs until Ctrl-C, then stops both processes.
+#
+# AGENTKEYS_ISSUER_ORIGIN=enclave serves the issuer origin from the enclave, as
+# in production: the issuer is https://localhost:$AGENTKEYS_ISSUER_ORIGIN_PORT
+# (default 8443), relayed by the host to the enclave's origin socket, and the
+# API is http://127.0.0.1:$BROKER_PORT. Without an ACME CA the enclave serves a
+# SELF-SIGNED certificate for its derived key: DEVELOPMENT ONLY, no relying party
+# (AWS included) trusts it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 dev=${AGENTKEYS_DEV_DIR:-.agentkeys-dev}
 bin=${BIN:-bin}
 port=${BROKER_PORT:-8091}
-issuer=${BROKER_OIDC_ISSUER:-http://127.0.0.1:$port}
+origin=${AGENTKEYS_ISSUER_ORIGIN:-host}
+origin_port=${AGENTKEYS_ISSUER_ORIGIN_PORT:-8443}
+api=http://127.0.0.1:$port
+case "$origin" in
+host) issuer=${BROKER_OIDC_ISSUER:-$api}; api=$issuer ;;
+enclave) issuer=${BROKER_OIDC_ISSUER:-https://localhost:$origin_port} ;;
+*) echo "agentkeys dev: AGENTKEYS_ISSUER_ORIGIN must be host or enclave, not $origin" >&2; exit 2 ;;
+esac
 
 mkdir -p "$dev"
 chmod 700 "$dev"
@@ -30,12 +44,20 @@ fi
 trap 'rm -f "$pidfile"' EXIT
 # The policy is rewritten each start so that it follows BROKER_OIDC_ISSUER.
 cat >"$dev/policy.json" <<JSON
-{"issuer": "$issuer"}
+{"issuer": "$issuer", "api_url": "$api"}
 JSON
 
 sock="$dev/enclave.sock"
+origin_sock="$dev/origin.sock"
+enclave_origin=(--issuer-origin host)
+host_origin=(BROKER_ISSUER_ORIGIN=host)
+if [ "$origin" = enclave ]; then
+  enclave_origin=(--issuer-origin enclave --origin-listen "unix:$origin_sock")
+  host_origin=(BROKER_ISSUER_ORIGIN=enclave BROKER_API_URL="$api" BROKER_ISSUER_ORIGIN_PORT="$origin_port"
+    BROKER_ENCLAVE_ORIGIN="unix:$origin_sock")
+fi
 "$bin/agentkeys-enclave" --simulated --state-dir "$dev/enclave" --policy "$dev/policy.json" \
-  --listen "unix:$sock" 2>"$dev/enclave.log" &
+  --listen "unix:$sock" "${enclave_origin[@]}" 2>"$dev/enclave.log" &
 enclave=$!
 host=
 stop() {
@@ -57,8 +79,8 @@ for _ in $(seq 1 200); do
 done
 cp "$dev/enclave/simulated-root.pem" "$dev/simulated-root.pem"
 
-BROKER_OIDC_ISSUER="$issuer" BROKER_PORT="$port" BROKER_ENCLAVE="unix:$sock" \
-  BROKER_STATE_DIR="${BROKER_STATE_DIR:-$dev/host}" \
+env BROKER_OIDC_ISSUER="$issuer" BROKER_PORT="$port" BROKER_ENCLAVE="unix:$sock" \
+  BROKER_STATE_DIR="${BROKER_STATE_DIR:-$dev/host}" "${host_origin[@]}" \
   "$bin/agentkeys-host" 2>"$dev/host.log" &
 host=$!
 
@@ -84,13 +106,20 @@ if [ -z "$ready" ]; then
   exit 1
 fi
 
+curl=curl
+if [ "$origin" = enclave ]; then
+  # DEVELOPMENT ONLY: the enclave's self-signed certificate. -k is the honest
+  # flag here; in production the certificate comes from a public CA by ACME.
+  curl="curl -k"
+  echo "agentkeys dev: the issuer origin is served by the enclave with a SELF-SIGNED certificate (development only)"
+fi
 cat <<MSG
-agentkeys dev: ready — issuer $issuer (simulated enclave; state and logs in $dev/). Try:
-  curl $issuer/.well-known/openid-configuration
-  curl $issuer/.well-known/jwks.json
-  $bin/agentkeys --broker $issuer --wallet $dev/wallet.json --session $dev/session.json wallet new
-  $bin/agentkeys --broker $issuer --wallet $dev/wallet.json --session $dev/session.json login
-  $bin/agentkeys --broker $issuer --wallet $dev/wallet.json --session $dev/session.json jwt
+agentkeys dev: ready — issuer $issuer, API $api (simulated enclave; issuer origin served by the $origin; state and logs in $dev/). Try:
+  $curl $issuer/.well-known/openid-configuration
+  $curl $issuer/.well-known/jwks.json
+  $bin/agentkeys --broker $api --wallet $dev/wallet.json --session $dev/session.json wallet new
+  $bin/agentkeys --broker $api --wallet $dev/wallet.json --session $dev/session.json login
+  $bin/agentkeys --broker $api --wallet $dev/wallet.json --session $dev/session.json jwt
 Press Ctrl-C to stop.
 MSG
 # Wait for either process to exit (or for Ctrl-C).

@@ -10,8 +10,9 @@
 //     used nonces are remembered, until they would have expired; a restart
 //     makes every earlier nonce worthless.
 //   - CreateSession verifies a Sign-In with Ethereum message (EIP-4361) and its
-//     personal_sign signature, checks that the message names this issuer (byte
-//     for byte: no case folding, no percent-decoding, no userinfo), a chain the
+//     personal_sign signature, checks that the message names this broker's API
+//     origin (policy api_url, by default the issuer; byte for byte: no case
+//     folding, no percent-decoding, no userinfo), a chain the
 //     policy allows, and a nonce this enclave issued and nobody used, and that
 //     the message is not older than its nonce; it returns a session token: an
 //     ES256 JWT signed with the internal key issuer/jwt/v1, carrying the
@@ -34,6 +35,11 @@
 //   - Attest returns an attestation document whose user_data is the SHA-256 of a
 //     manifest of the published keys, so a host cannot present a document that
 //     binds keys the enclave does not hold.
+//   - With Config.IssuerOrigin enclave, New also derives the issuer origin's
+//     TLS key and ACME account key (labels in enclave/origin), names them in
+//     the manifest, and builds the [origin.Origin] that serves discovery and
+//     the JWKS ([Service.Origin]); origin_state and origin_install read and
+//     install its public certificate chain.
 //
 // # What a compromised host can and cannot do
 //

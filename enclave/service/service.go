@@ -16,6 +16,7 @@ import (
 	"github.com/agentkeys/broker/enclave/attester"
 	"github.com/agentkeys/broker/enclave/keys"
 	"github.com/agentkeys/broker/enclave/logtree"
+	"github.com/agentkeys/broker/enclave/origin"
 	"github.com/agentkeys/broker/shared/jwk"
 	"github.com/agentkeys/broker/shared/manifest"
 	"github.com/agentkeys/broker/shared/policy"
@@ -37,6 +38,10 @@ type Config struct {
 	// zero fields take its defaults. Origin, Signer and Verifier are set by
 	// New from the checkpoint key.
 	Audit logtree.Config
+	// OriginACME and OriginSelfSigned configure the issuer origin the enclave
+	// serves with IssuerOrigin enclave (see enclave/origin).
+	OriginACME       *origin.ACME
+	OriginSelfSigned bool
 }
 
 // Validate checks the configuration.
@@ -68,9 +73,12 @@ type Service struct {
 	vkey       string       // C2SP note verifier key for checkpoints
 	audit      *logtree.Log // the audit log, signed with audit/checkpoint/v1
 
-	issuer       *url.URL // the parsed policy issuer; sign-in messages must name its host[:port]
+	issuer       *url.URL // the parsed policy issuer
+	api          *url.URL // the parsed policy api_url; sign-in messages must name its host[:port]
 	policyDigest string   // policy.Digest(), fixed for the enclave's life
 	manifest     []byte   // the key manifest every attestation document binds, encoded once
+
+	origin *origin.Origin // the issuer origin, with issuer_origin enclave; else nil
 
 	nonces *nonces // sign-in nonces: a per-boot MAC key and the used set
 
@@ -134,6 +142,9 @@ func New(cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("enclave: issuer: %w", err)
 	}
 	s.issuer, s.policyDigest = u, cfg.Policy.Digest()
+	if s.api, err = url.Parse(cfg.Policy.APIURL); err != nil {
+		return nil, fmt.Errorf("enclave: api_url: %w", err)
+	}
 	lcfg := cfg.Audit
 	lcfg.Origin = checkpointKeyName(u)
 	lcfg.Signer, lcfg.Verifier, s.vkey, err = logtree.NewKey(lcfg.Origin, set.Checkpoint)
@@ -146,19 +157,29 @@ func New(cfg Config) (*Service, error) {
 	if s.audit, err = logtree.New(lcfg); err != nil {
 		return nil, fmt.Errorf("enclave: %w", err)
 	}
-	origin := cfg.IssuerOrigin
-	if origin == "" {
-		origin = manifest.OriginHost
+	originMode := cfg.IssuerOrigin
+	if originMode == "" {
+		originMode = manifest.OriginHost
+	}
+	var originSPKI, acmeThumbprint string
+	if originMode == manifest.OriginEnclave {
+		if s.origin, err = newOrigin(cfg, s.issuerJWKs); err != nil {
+			return nil, err
+		}
+		originSPKI, acmeThumbprint = s.origin.SPKISHA256(), s.origin.AccountKeyThumbprint()
 	}
 	s.manifest, err = manifest.Manifest{
 		Version:               manifest.Version,
 		Mode:                  cfg.Attester.Mode(),
 		Issuer:                cfg.Policy.Issuer,
-		IssuerOrigin:          origin,
+		IssuerOrigin:          originMode,
 		Policy:                cfg.Policy,
 		PolicyDigest:          s.policyDigest,
 		IssuerKeys:            mkeys,
 		CheckpointVerifierKey: s.vkey,
+
+		IssuerOriginTLSSPKISHA256: originSPKI,
+		ACMEAccountKeyThumbprint:  acmeThumbprint,
 	}.Marshal()
 	if err != nil {
 		return nil, fmt.Errorf("enclave: %w", err)
@@ -169,6 +190,28 @@ func New(cfg Config) (*Service, error) {
 	}
 	return s, nil
 }
+
+// newOrigin derives the issuer origin's TLS key and ACME account key from the
+// seed and builds the origin that serves discovery and the JWKS.
+func newOrigin(cfg Config, jwks []jwk.Key) (*origin.Origin, error) {
+	tlsKey, err := keys.P256(cfg.Seed, origin.LabelTLS)
+	if err != nil {
+		return nil, fmt.Errorf("enclave: failed to derive %s: %w", origin.LabelTLS, err)
+	}
+	acctKey, err := keys.P256(cfg.Seed, origin.LabelACMEAccount)
+	if err != nil {
+		return nil, fmt.Errorf("enclave: failed to derive %s: %w", origin.LabelACMEAccount, err)
+	}
+	o, err := origin.New(origin.Config{Issuer: cfg.Policy.Issuer, TLSKey: tlsKey, AccountKey: acctKey, JWKS: jwks,
+		ACME: cfg.OriginACME, SelfSigned: cfg.OriginSelfSigned, Logger: cfg.Logger, Now: cfg.Now})
+	if err != nil {
+		return nil, fmt.Errorf("enclave: %w", err)
+	}
+	return o, nil
+}
+
+// Origin is the issuer origin the enclave serves, or nil with issuer_origin host.
+func (s *Service) Origin() *origin.Origin { return s.origin }
 
 // checkpointKeyName names the audit checkpoint key after the issuer:
 // "broker.example.com/audit" (host and path, no scheme).
@@ -231,8 +274,28 @@ func (s *Service) Handle(ctx context.Context, op protocol.Op, body []byte) (any,
 			return nil, err
 		}
 		return s.AuditResume(req)
+	case protocol.OpOriginState, protocol.OpOriginInstall:
+		return s.handleOrigin(op, body)
 	}
 	return nil, protocol.Errorf(protocol.CodeUnknownOp, "unknown operation %q", truncate(string(op), 64))
+}
+
+func (s *Service) handleOrigin(op protocol.Op, body []byte) (any, error) {
+	if s.origin == nil {
+		return nil, protocol.Errorf(protocol.CodeBadRequest, "this enclave does not serve the issuer origin (issuer_origin host); start it with --issuer-origin enclave")
+	}
+	if op == protocol.OpOriginState {
+		var req protocol.OriginStateRequest
+		if err := decode(body, &req); err != nil {
+			return nil, err
+		}
+		return s.origin.State(), nil
+	}
+	var req protocol.OriginInstallRequest
+	if err := decode(body, &req); err != nil {
+		return nil, err
+	}
+	return s.origin.Install(req.Chain)
 }
 
 func decode(body []byte, v any) error {

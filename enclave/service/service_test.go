@@ -348,12 +348,12 @@ func TestSignInRejections(t *testing.T) {
 			m := e.message(w, n)
 			m.URI = "https://BROKER.example.com/v1/session"
 			return signIn(w, m)
-		}, protocol.ErrSignInRejected, "not under the issuer"},
+		}, protocol.ErrSignInRejected, "not under the API URL"},
 		{"URI scheme in capitals", func(n string) protocol.CreateSessionRequest {
 			m := e.message(w, n)
 			m.URI = "HTTPS://broker.example.com/v1/session"
 			return signIn(w, m)
-		}, protocol.ErrSignInRejected, "not under the issuer"},
+		}, protocol.ErrSignInRejected, "not under the API URL"},
 		{"URI with percent-encoded dot segments", func(n string) protocol.CreateSessionRequest {
 			m := e.message(w, n)
 			m.URI = testIssuer + "/v1/%2e%2e/%2E%2E/elsewhere"
@@ -363,7 +363,7 @@ func TestSignInRejections(t *testing.T) {
 			m := e.message(w, n)
 			m.URI = "https:broker.example.com/v1/session"
 			return signIn(w, m)
-		}, protocol.ErrSignInRejected, "not under the issuer"},
+		}, protocol.ErrSignInRejected, "not under the API URL"},
 		{"issued long before its nonce", func(n string) protocol.CreateSessionRequest {
 			m := e.message(w, n)
 			m.IssuedAt = e.clock.Now().Add(-ClockSkew - time.Second)

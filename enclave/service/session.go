@@ -122,27 +122,34 @@ func chainList(ids []uint64) string {
 	return b.String()
 }
 
-// checkOrigin checks that the message was made for this issuer: the domain is
-// the issuer's host[:port], the scheme (when given) is the issuer's, and the URI
-// is the issuer URL or lies beneath it. Without this a signature collected by
+// checkOrigin checks that the message was made for this broker's API origin
+// (policy api_url, by default the issuer): the domain is the API URL's
+// host[:port], the scheme (when given) is its scheme, and the URI is the API URL
+// or lies beneath it. Without this a signature collected by
 // another site could be replayed here.
 //
-// Every comparison is byte for byte with the normalised (lowercase) issuer, on
+// Every comparison is byte for byte with the normalised (lowercase) API URL, on
 // the text as signed: no case folding and no percent-decoding, and a URI with
 // userinfo or a percent-encoded host is refused outright. The wallet showed its
 // user exactly this text; an origin that only decodes or folds to the issuer's
 // is not one the user was shown. (Parse has already refused any byte outside
 // printable ASCII, so a non-ASCII host cannot get here.)
 func (s *Service) checkOrigin(msg *siwe.Message) error {
-	iss := s.issuer
+	iss := s.api
+	// The message says "issuer" in the one-origin layout (api_url = issuer),
+	// where that is the name the user knows.
+	what := "this broker's API origin"
+	if s.policy.APIURL == s.policy.Issuer {
+		what = "this issuer's"
+	}
 	if strings.ContainsAny(msg.Domain, "@%") {
 		return protocol.Errorf(protocol.CodeSignInRejected, "message domain %q must be a plain host[:port], without userinfo or percent-encoding; it must be %q", truncate(msg.Domain, 80), iss.Host)
 	}
 	if msg.Domain != iss.Host {
-		return protocol.Errorf(protocol.CodeSignInRejected, "message domain %q is not this issuer's (%q)", truncate(msg.Domain, 80), iss.Host)
+		return protocol.Errorf(protocol.CodeSignInRejected, "message domain %q is not %s (%q)", truncate(msg.Domain, 80), what, iss.Host)
 	}
 	if msg.Scheme != "" && msg.Scheme != iss.Scheme {
-		return protocol.Errorf(protocol.CodeSignInRejected, "message scheme %q is not this issuer's (%q)", truncate(msg.Scheme, 16), iss.Scheme)
+		return protocol.Errorf(protocol.CodeSignInRejected, "message scheme %q is not %s (%q)", truncate(msg.Scheme, 16), what, iss.Scheme)
 	}
 	u, err := siwe.ParseURI(msg.URI)
 	if err != nil {
@@ -167,7 +174,7 @@ func (s *Service) checkOrigin(msg *siwe.Message) error {
 	path := strings.TrimRight(iss.Path, "/")
 	if !u.HasAuthority || u.Scheme != iss.Scheme || hostport != iss.Host ||
 		(u.Path != path && !strings.HasPrefix(u.Path, path+"/")) {
-		return protocol.Errorf(protocol.CodeSignInRejected, "message URI %q is not under the issuer %q", truncate(msg.URI, 120), s.policy.Issuer)
+		return protocol.Errorf(protocol.CodeSignInRejected, "message URI %q is not under the API URL %q", truncate(msg.URI, 120), s.policy.APIURL)
 	}
 	return nil
 }

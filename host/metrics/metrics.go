@@ -37,6 +37,12 @@ type Metrics struct {
 	// EnclaveClockOffset is the enclave's clock minus the host's, in seconds,
 	// as last measured; absent before the first measurement.
 	EnclaveClockOffset prometheus.Collector
+	// RelayConnections counts TCP connections on the relay (host/relay) by
+	// route (issuer, api) and outcome (relayed, rejected, bad_hello,
+	// hello_timeout, dial_failed).
+	RelayConnections *prometheus.CounterVec
+	// RelayActive is the number of connections the relay holds now, by route.
+	RelayActive *prometheus.GaugeVec
 }
 
 // Enclave is what the metrics read from the enclave connection
@@ -86,6 +92,13 @@ func New(enc Enclave) *Metrics {
 		EnclaveClockOffset: &clockOffset{enc: enc, desc: prometheus.NewDesc("agentkeys_enclave_clock_offset_seconds",
 			"The enclave's clock minus the host's, as last measured (on connection and each keep-alive).", nil, nil)},
 	}
+	m.RelayConnections = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "agentkeys_relay_connections_total", Help: "TCP connections on the TLS relay by route (issuer: to the enclave; api) and outcome.",
+	}, []string{"route", "outcome"})
+	m.RelayActive = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "agentkeys_relay_active_connections", Help: "TCP connections the TLS relay holds now, by route.",
+	}, []string{"route"})
+	reg.MustRegister(m.RelayConnections, m.RelayActive)
 	reg.MustRegister(m.Requests, m.RequestSeconds, m.Mints, m.AuditWriteSeconds, m.AuditWriteErrors,
 		m.EnclaveRPCSeconds, m.EnclaveUp, m.EnclaveClockOffset,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

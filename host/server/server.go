@@ -10,6 +10,13 @@
 // requests for at most [Config.ShutdownGrace]. The binary in
 // host/cmd/agentkeys-host builds the handler and calls Run.
 //
+// # The issuer origin
+//
+// With [Config.Relay] the enclave serves the issuer origin (docs/trust.md):
+// the relay (host/relay) carries that origin's TCP connections to the enclave
+// unopened, either on the HTTPS port, routing by SNI (connections for other
+// names go to the API's certmagic TLS), or on [Config.RelayAddr] of its own.
+//
 // Every http.Server here has bounded timeouts and header sizes, and writes its
 // own errors (TLS handshakes, malformed requests) to the slog logger at warn
 // level, so the host's log stays one JSON stream.
@@ -26,6 +33,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/agentkeys/broker/host/relay"
 	"github.com/agentkeys/broker/host/tlsacme"
 )
 
@@ -39,8 +47,15 @@ type Config struct {
 	// certificate for ACME.Domain, and plain HTTP on ACME.HTTPPort for the
 	// CA's challenges and a 308 redirect to Issuer.
 	ACME *tlsacme.Config
-	// Issuer is the normalised issuer URL (the redirect target with ACME).
+	// Issuer is the normalised issuer URL.
 	Issuer string
+	// APIURL is the API's URL (the redirect target with ACME); default Issuer.
+	APIURL string
+	// Relay, if set, relays the issuer origin's connections to the enclave:
+	// on RelayAddr (HOST:PORT) of its own, or, without RelayAddr, on the
+	// HTTPS port by SNI (ACME required).
+	Relay     *relay.Relay
+	RelayAddr string
 	// Metrics, if set, is served as GET /metrics on its own listener at
 	// MetricsAddr (HOST:PORT), and nowhere else by this package.
 	Metrics     http.Handler
@@ -65,7 +80,18 @@ const (
 type group struct {
 	log     *slog.Logger
 	servers []*http.Server
+	relay   *relay.Relay
 	errc    chan error
+}
+
+// startRelay serves the relay on l.
+func (g *group) startRelay(r *relay.Relay, l net.Listener) {
+	g.relay = r
+	go func() {
+		if err := r.Serve(l); err != nil {
+			g.errc <- err
+		}
+	}()
 }
 
 func (g *group) start(h http.Handler, l net.Listener) {
@@ -85,6 +111,11 @@ func (g *group) start(h http.Handler, l net.Listener) {
 func (g *group) stop(grace time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
+	if g.relay != nil {
+		// Relayed issuer origin connections are the enclave's to drain;
+		// the relay stops accepting and closes what it holds.
+		g.relay.Close()
+	}
 	for _, s := range g.servers {
 		if err := s.Shutdown(ctx); err != nil {
 			s.Close()
@@ -103,8 +134,22 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.ObtainTimeout <= 0 {
 		cfg.ObtainTimeout = 5 * time.Minute
 	}
+	if cfg.APIURL == "" {
+		cfg.APIURL = cfg.Issuer
+	}
+	if cfg.Relay != nil && cfg.RelayAddr == "" && cfg.ACME == nil {
+		return errors.New("server: relaying the issuer origin by SNI needs the host's own TLS (ACME); give the relay a port of its own")
+	}
 	// Room for every server's error: none blocks on a full channel.
-	g := &group{log: log, errc: make(chan error, 3)}
+	g := &group{log: log, errc: make(chan error, 4)}
+	if cfg.Relay != nil && cfg.RelayAddr != "" {
+		rl, err := net.Listen("tcp", cfg.RelayAddr)
+		if err != nil {
+			return fmt.Errorf("failed to listen on the issuer origin port %s: %w", cfg.RelayAddr, err)
+		}
+		g.startRelay(cfg.Relay, rl)
+		log.Info("relaying the issuer origin to the enclave", "addr", rl.Addr().String(), "issuer", cfg.Issuer)
+	}
 
 	if cfg.ACME != nil {
 		m, err := tlsacme.New(withLogger(*cfg.ACME, log))
@@ -123,7 +168,7 @@ func Run(ctx context.Context, cfg Config) error {
 			return fmt.Errorf("failed to listen on %s: %w", cfg.Addr, err)
 		}
 		g.start(cfg.API, l)
-		log.Info("serving HTTP", "addr", l.Addr().String(), "issuer", cfg.Issuer)
+		log.Info("serving HTTP", "addr", l.Addr().String(), "issuer", cfg.Issuer, "api_url", cfg.APIURL)
 	}
 
 	if cfg.Metrics != nil {
@@ -164,8 +209,16 @@ func serveACME(ctx context.Context, cfg Config, m *tlsacme.Manager, g *group) (s
 		hl.Close()
 		return false, fmt.Errorf("failed to listen on the HTTPS port: %w", err)
 	}
-	g.start(m.HTTPHandler(IssuerRedirect(cfg.Issuer)), hl)
-	g.start(cfg.API, tls.NewListener(tl, m.TLSConfig()))
+	g.start(m.HTTPHandler(IssuerRedirect(cfg.APIURL)), hl)
+	if cfg.Relay != nil && cfg.RelayAddr == "" {
+		// One port, two origins: the relay reads each ClientHello's SNI and
+		// sends the issuer's to the enclave, the rest to the API's TLS.
+		g.startRelay(cfg.Relay, tl)
+		g.start(cfg.API, tls.NewListener(cfg.Relay.API(), m.TLSConfig()))
+		g.log.Info("relaying the issuer origin to the enclave by SNI", "https_port", acfg.TLSPort, "issuer", cfg.Issuer)
+	} else {
+		g.start(cfg.API, tls.NewListener(tl, m.TLSConfig()))
+	}
 	g.log.Info("obtaining a certificate", "domain", acfg.Domain, "ca", acfg.CA)
 	octx, cancel := context.WithTimeout(ctx, cfg.ObtainTimeout)
 	err = m.Obtain(octx)
@@ -190,7 +243,7 @@ func withLogger(c tlsacme.Config, log *slog.Logger) tlsacme.Config {
 }
 
 // IssuerRedirect answers plain HTTP (other than ACME challenges) with a 308 to
-// the same path on the issuer's origin, keeping its port, so that a host on a
+// the same path on the given origin (the API's), keeping its port, so that a host on a
 // non-default HTTPS port redirects to where it actually listens.
 func IssuerRedirect(issuer string) http.Handler {
 	u, _ := url.Parse(issuer) // normalised by the caller

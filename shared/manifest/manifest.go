@@ -13,7 +13,12 @@
 // The mode (nitro or simulated), the issuer URL, the full policy and its digest,
 // every issuer key the JWKS may publish (its kid, its SLIP-0010 label and whether it
 // signs), the audit checkpoint verifier key, and who terminates TLS for the issuer
-// origin. During a key rotation two issuer keys are listed and the manifest of each
+// origin. When the enclave does (issuer_origin "enclave"), the manifest also names
+// the TLS key it serves the issuer origin with (the SHA-256 of its
+// SubjectPublicKeyInfo, which an auditor compares with the certificate a TLS
+// client sees at the issuer URL) and its ACME account key (RFC 7638 thumbprint;
+// the account URI a CAA record names is assigned by the CA at the first
+// registration, after the manifest is encoded, so it is not here). During a key rotation two issuer keys are listed and the manifest of each
 // image shows auditors the lineage.
 //
 // # Encoding
@@ -66,6 +71,13 @@ type Manifest struct {
 	// CheckpointVerifierKey is the C2SP signed-note verifier key of the audit
 	// log's checkpoints ("name+hash+base64").
 	CheckpointVerifierKey string `json:"checkpoint_verifier_key"`
+	// IssuerOriginTLSSPKISHA256 is, with issuer_origin enclave, the hex SHA-256
+	// of the DER SubjectPublicKeyInfo of the issuer origin's TLS key: every
+	// certificate served at the issuer URL must carry this key.
+	IssuerOriginTLSSPKISHA256 string `json:"issuer_origin_tls_spki_sha256,omitempty"`
+	// ACMEAccountKeyThumbprint is, with issuer_origin enclave, the RFC 7638
+	// thumbprint of the enclave's ACME account key.
+	ACMEAccountKeyThumbprint string `json:"acme_account_key_thumbprint,omitempty"`
 }
 
 // IssuerKey is one published issuer key.
@@ -134,6 +146,16 @@ func (m Manifest) Validate() error {
 	if m.IssuerOrigin != OriginEnclave && m.IssuerOrigin != OriginHost {
 		return fmt.Errorf("manifest: issuer_origin %q is neither %s nor %s", m.IssuerOrigin, OriginEnclave, OriginHost)
 	}
+	if m.IssuerOrigin == OriginEnclave {
+		if !isLowerHex(m.IssuerOriginTLSSPKISHA256, 64) {
+			return errors.New("manifest: issuer_origin_tls_spki_sha256 must be 64 lowercase hex characters with issuer_origin enclave")
+		}
+		if !isThumbprint(m.ACMEAccountKeyThumbprint) {
+			return errors.New("manifest: acme_account_key_thumbprint must be an RFC 7638 thumbprint (43 base64url characters) with issuer_origin enclave")
+		}
+	} else if m.IssuerOriginTLSSPKISHA256 != "" || m.ACMEAccountKeyThumbprint != "" {
+		return errors.New("manifest: issuer_origin_tls_spki_sha256 and acme_account_key_thumbprint are only for issuer_origin enclave")
+	}
 	if err := m.Policy.Validate(); err != nil {
 		return fmt.Errorf("manifest: %w", err)
 	}
@@ -188,4 +210,29 @@ func (m Manifest) Kids() map[string]jwk.Key {
 		out[k.Kid] = k.JWK
 	}
 	return out
+}
+
+func isLowerHex(s string, n int) bool {
+	if len(s) != n {
+		return false
+	}
+	for _, c := range s {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// isThumbprint reports a base64url (unpadded) SHA-256: 43 characters.
+func isThumbprint(s string) bool {
+	if len(s) != 43 {
+		return false
+	}
+	for _, c := range s {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }

@@ -32,10 +32,12 @@ func key(t testing.TB, d byte) jwk.Key {
 	return k
 }
 
-// example is a manifest in the middle of a rotation: v1 and v2 published, v2 signs.
+// example is a manifest in the middle of a rotation: v1 and v2 published, v2
+// signs; the enclave serves the issuer origin.
 func example(t testing.TB) Manifest {
 	p := policy.Default("https://broker.example.com")
 	p.IssuerKeys, p.SigningKey = []string{"oidc/issuer/v1", "oidc/issuer/v2"}, "oidc/issuer/v2"
+	p.APIURL = "https://api.broker.example.com"
 	if err := p.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -44,14 +46,16 @@ func example(t testing.TB) Manifest {
 		Version:      Version,
 		Mode:         ModeSimulated,
 		Issuer:       p.Issuer,
-		IssuerOrigin: OriginHost,
+		IssuerOrigin: OriginEnclave,
 		Policy:       p,
 		PolicyDigest: p.Digest(),
 		IssuerKeys: []IssuerKey{
 			{Label: "oidc/issuer/v1", Kid: k1.Kid, Signs: false, JWK: k1},
 			{Label: "oidc/issuer/v2", Kid: k2.Kid, Signs: true, JWK: k2},
 		},
-		CheckpointVerifierKey: "broker.example.com/audit+0e1bdb4b+AVSeP8Yb6bk1WTiT5c+ohv1qZuDVEk7E4d4tsqAT0O9d",
+		CheckpointVerifierKey:     "broker.example.com/audit+0e1bdb4b+AVSeP8Yb6bk1WTiT5c+ohv1qZuDVEk7E4d4tsqAT0O9d",
+		IssuerOriginTLSSPKISHA256: "5b0f4a1c3e5d7f90a2b4c6d8e0f1a3b5c7d9e1f3a5b7c9d1e3f5a7b9c1d3e5f7",
+		ACMEAccountKeyThumbprint:  key(t, 3).Kid,
 	}
 }
 
@@ -110,6 +114,11 @@ func TestInvalid(t *testing.T) {
 		{"two signers", func(m *Manifest) { m.IssuerKeys[0].Signs = true }, "signs=true"},
 		{"no signer", func(m *Manifest) { m.IssuerKeys[1].Signs = false }, "signs=false"},
 		{"no checkpoint key", func(m *Manifest) { m.CheckpointVerifierKey = "" }, "checkpoint"},
+		{"enclave origin without tls key", func(m *Manifest) { m.IssuerOriginTLSSPKISHA256 = "" }, "issuer_origin_tls_spki_sha256"},
+		{"tls key in capitals", func(m *Manifest) { m.IssuerOriginTLSSPKISHA256 = strings.ToUpper(m.IssuerOriginTLSSPKISHA256) }, "issuer_origin_tls_spki_sha256"},
+		{"enclave origin without account key", func(m *Manifest) { m.ACMEAccountKeyThumbprint = "" }, "acme_account_key_thumbprint"},
+		{"account key not a thumbprint", func(m *Manifest) { m.ACMEAccountKeyThumbprint = "x" }, "acme_account_key_thumbprint"},
+		{"host origin with tls key", func(m *Manifest) { m.IssuerOrigin = OriginHost; m.ACMEAccountKeyThumbprint = "" }, "only for issuer_origin enclave"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := example(t)

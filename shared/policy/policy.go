@@ -20,6 +20,7 @@
 //
 //	{
 //	  "issuer": "https://broker.example.com",
+//	  "api_url": "https://broker.example.com",
 //	  "audiences": ["sts.amazonaws.com"],
 //	  "jwt_ttl_default_seconds": 300,
 //	  "jwt_ttl_min_seconds": 60,
@@ -34,6 +35,11 @@
 //	  "aws_duration_max_seconds": 43200,
 //	  "allow_host_asserted_wallet": false
 //	}
+//
+// api_url (default: the issuer) is the origin of the host's API: sign-in
+// messages name its host as their domain and a URI under it. It differs from
+// the issuer when the enclave serves the issuer origin itself (docs/trust.md),
+// so that the enclave's origin serves discovery and JWKS and nothing else.
 //
 // issuer_keys lists every key the JWKS publishes; signing_key (default: the first
 // of issuer_keys) names the one that signs, and must be listed. chain_ids, when not
@@ -92,6 +98,10 @@ type Policy struct {
 	// Issuer is the OIDC issuer URL, normalised by [NormalizeIssuer]. It is the
 	// iss of every JWT, and sign-in messages must name its host as their domain.
 	Issuer string `json:"issuer"`
+	// APIURL is the URL of the host's API, normalised like the issuer; it
+	// defaults to the issuer (one origin). Sign-in messages must name its host
+	// as their domain and a URI under it.
+	APIURL string `json:"api_url"`
 	// Audiences lists the aud values a minted JWT may carry; the first is the default.
 	Audiences []string `json:"audiences"`
 	// JWTTTLDefault, JWTTTLMin and JWTTTLMax bound the lifetime of minted JWTs, in seconds.
@@ -127,6 +137,7 @@ type Policy struct {
 func Default(issuer string) Policy {
 	return Policy{
 		Issuer:          issuer,
+		APIURL:          issuer,
 		Audiences:       []string{"sts.amazonaws.com"},
 		JWTTTLDefault:   300,
 		JWTTTLMin:       60,
@@ -179,13 +190,22 @@ func Load(path string) (Policy, []byte, error) {
 	return p, data, nil
 }
 
-// Normalize normalises the issuer and validates the policy.
+// Normalize normalises the issuer and the API URL (default: the issuer) and
+// validates the policy.
 func (p *Policy) Normalize() error {
 	iss, err := NormalizeIssuer(p.Issuer)
 	if err != nil {
 		return fmt.Errorf("policy: issuer: %w", err)
 	}
 	p.Issuer = iss
+	if p.APIURL == "" {
+		p.APIURL = iss
+	}
+	api, err := NormalizeIssuer(p.APIURL)
+	if err != nil {
+		return fmt.Errorf("policy: api_url: %w", err)
+	}
+	p.APIURL = api
 	if p.SigningKey == "" && len(p.IssuerKeys) > 0 {
 		p.SigningKey = p.IssuerKeys[0]
 	}
@@ -195,12 +215,18 @@ func (p *Policy) Normalize() error {
 	return p.Validate()
 }
 
-// Validate checks every bound. The issuer must already be normalised.
+// Validate checks every bound. The issuer and the API URL must already be
+// normalised.
 func (p Policy) Validate() error {
 	if iss, err := NormalizeIssuer(p.Issuer); err != nil {
 		return fmt.Errorf("policy: issuer: %w", err)
 	} else if iss != p.Issuer {
 		return fmt.Errorf("policy: issuer %q is not normalised (want %q)", p.Issuer, iss)
+	}
+	if api, err := NormalizeIssuer(p.APIURL); err != nil {
+		return fmt.Errorf("policy: api_url: %w", err)
+	} else if api != p.APIURL {
+		return fmt.Errorf("policy: api_url %q is not normalised (want %q)", p.APIURL, api)
 	}
 	if len(p.Audiences) == 0 || len(p.Audiences) > MaxAudiences {
 		return fmt.Errorf("policy: audiences must list one to %d audiences", MaxAudiences)

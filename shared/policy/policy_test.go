@@ -153,7 +153,7 @@ func TestAllowsChain(t *testing.T) {
 // TestDigestGolden pins the digest of the default policy, which docs/protocol.md
 // quotes: a field added, renamed or reordered changes every enclave's digest.
 func TestDigestGolden(t *testing.T) {
-	const want = "f71732422c3992f72b1570f3a5815808925f4e84eb17ac9fb6afe2ead328b5eb"
+	const want = "eacbc7996ef195a588cac32cf9f24f8f2fc17bbd0ae6d90f395b7f788c7d7405"
 	if got := Default("https://broker.example.com").Digest(); got != want {
 		t.Fatalf("default policy digest = %s, want %s", got, want)
 	}
@@ -216,5 +216,30 @@ func TestParseSigningKeyDefaultsToFirst(t *testing.T) {
 	p, err := Parse([]byte(`{"issuer":"https://b.example","issuer_keys":["oidc/issuer/v2","oidc/issuer/v1"]}`))
 	if err != nil || p.SigningKey != "oidc/issuer/v2" {
 		t.Fatalf("signing key = %q, %v", p.SigningKey, err)
+	}
+}
+
+func TestAPIURL(t *testing.T) {
+	for _, tc := range []struct{ json, want, err string }{
+		{`{"issuer":"https://b.example.com"}`, "https://b.example.com", ""},
+		{`{"issuer":"https://b.example.com","api_url":"HTTPS://API.b.example.com/"}`, "https://api.b.example.com", ""},
+		{`{"issuer":"https://b.example.com","api_url":"http://api.b.example.com"}`, "", "api_url"},
+		{`{"issuer":"https://b.example.com","api_url":"https://api.b.example.com/?q"}`, "", "api_url"},
+	} {
+		p, err := Parse([]byte(tc.json))
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("Parse(%s) = %v, want error containing %q", tc.json, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || p.APIURL != tc.want {
+			t.Errorf("Parse(%s): api_url = %q, %v; want %q", tc.json, p.APIURL, err, tc.want)
+		}
+	}
+	p := Default("https://b.example.com")
+	p.APIURL = "https://API.b.example.com"
+	if err := p.Validate(); err == nil || !strings.Contains(err.Error(), "not normalised") {
+		t.Errorf("Validate accepted an api_url that is not normalised: %v", err)
 	}
 }

@@ -28,6 +28,14 @@ const (
 	// other op but info answers unavailable.
 	OpUnseal             Op = "unseal"
 	OpProvideCredentials Op = "provide_credentials"
+
+	// OpOriginState and OpOriginInstall exist when the enclave serves the
+	// issuer origin (issuer_origin enclave): the host reads the public
+	// certificate chain the enclave holds, to store it, and hands a stored
+	// chain back when it connects, so that a restarted enclave serves at once
+	// without asking the CA again.
+	OpOriginState   Op = "origin_state"
+	OpOriginInstall Op = "origin_install"
 )
 
 // SeedNeedsUnseal is InfoResponse.Seed while the enclave waits for the host to
@@ -49,6 +57,10 @@ const (
 	// carry (entries, hashes, checkpoints); the host asks again from where it
 	// got to.
 	MaxResumeBytes = 128 << 10
+	// MaxOriginChain and MaxOriginCert bound a certificate chain handed to
+	// origin_install: certificates, and DER bytes per certificate.
+	MaxOriginChain = 8
+	MaxOriginCert  = 16 << 10
 )
 
 // InfoRequest asks for the enclave's public description. It has no fields.
@@ -301,4 +313,44 @@ type UnsealResponse struct {
 	// KeyID is the KMS key the enclave is configured with (its measured
 	// command line), which sealed the blob.
 	KeyID string `cbor:"key_id" json:"key_id"`
+}
+
+// OriginStateRequest asks for the issuer origin's TLS state. It has no fields.
+type OriginStateRequest struct{}
+
+// OriginStateResponse is the issuer origin's TLS state: everything in it is
+// public. The host stores Chain and hands it back with origin_install.
+type OriginStateResponse struct {
+	// Chain is the certificate chain the enclave serves (DER, leaf first);
+	// empty until it holds one.
+	Chain [][]byte `cbor:"chain" json:"chain"`
+	// NotAfter is the leaf's expiry (unix seconds; 0 without a chain).
+	NotAfter int64 `cbor:"not_after" json:"not_after"`
+	// TLSSPKISHA256 is the hex SHA-256 of the origin key's SubjectPublicKeyInfo,
+	// as in the manifest's issuer_origin_tls_spki_sha256.
+	TLSSPKISHA256 string `cbor:"tls_spki_sha256" json:"tls_spki_sha256"`
+	// ACMEAccountURI is the account the CA assigned to the enclave's account
+	// key: what a CAA record's accounturi names. Empty until registered.
+	ACMEAccountURI string `cbor:"acme_account_uri" json:"acme_account_uri"`
+	// ACMEAccountKeyThumbprint is the account key's RFC 7638 thumbprint, as
+	// in the manifest.
+	ACMEAccountKeyThumbprint string `cbor:"acme_account_key_thumbprint" json:"acme_account_key_thumbprint"`
+	// ACMEError is the last ACME failure, empty after a success.
+	ACMEError string `cbor:"acme_error,omitempty" json:"acme_error,omitempty"`
+}
+
+// OriginInstallRequest hands the enclave a certificate chain the host stored
+// (DER, leaf first; at most MaxOriginChain certificates of MaxOriginCert
+// bytes). The enclave installs it only if the leaf carries its own key, names
+// the issuer's host and has not expired, and only if it expires later than
+// the chain it holds.
+type OriginInstallRequest struct {
+	Chain [][]byte `cbor:"chain" json:"chain"`
+}
+
+// OriginInstallResponse says whether the chain was installed and what the
+// enclave now serves.
+type OriginInstallResponse struct {
+	Installed bool  `cbor:"installed" json:"installed"`
+	NotAfter  int64 `cbor:"not_after" json:"not_after"`
 }

@@ -48,7 +48,13 @@ same issuer. It prints one line per check and exits 0 only if all pass.
 
 Source (one of):
     --issuer URL         Live: fetch discovery, the JWKS it names, and an
-                         attestation document for a fresh random nonce.
+                         attestation document for a fresh random nonce; and
+                         check that the certificate served at the issuer URL
+                         carries the TLS key the manifest names (issuer tls
+                         key, when the enclave serves the issuer origin).
+      --api-url URL      Where the attestation document is fetched: the API
+                         origin, when it differs from the issuer (default:
+                         the issuer).
     --document FILE      Offline: a saved document, raw CBOR or base64.
       --manifest FILE    The manifest bytes the document binds.
       --jwks FILE        A saved JWKS to compare with the manifest.
@@ -86,7 +92,8 @@ agentkeys_attest_watch_alarm{reason} = 1) when the JWKS holds a key no verified
 manifest lists (unlisted_key), discovery's issuer or jwks_uri changes
 (issuer_changed, jwks_uri_changed), the JWKS is served with Cache-Control
 no-cache, no-store or max-age=0 (jwks_no_cache), no manifest verifies this round
-(manifest) or a fetch fails (fetch).
+(manifest), a fetch fails (fetch), or the issuer URL is served with a TLS key
+that no verified manifest with issuer_origin enclave names (issuer_tls_key).
 
     --issuer URL           The issuer relying parties use.
     --manifest-from URL    Every round, fetch URL/.well-known/attestation for a
@@ -232,8 +239,8 @@ func parseFlags(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) (code
 // verifyFlags are the flags of verify.
 type verifyFlags struct {
 	trustFlags
-	document, manifest, jwks, jwt, at string
-	documentOnly, json                bool
+	document, manifest, jwks, jwt, at, apiURL string
+	documentOnly, json                        bool
 }
 
 func verify(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -246,6 +253,7 @@ func verify(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&f.documentOnly, "document-only", false, "")
 	fs.StringVar(&f.jwt, "jwt", "", "")
 	fs.StringVar(&f.at, "at", "", "")
+	fs.StringVar(&f.apiURL, "api-url", "", "")
 	fs.BoolVar(&f.json, "json", false, "")
 	if code, ok := parseFlags(fs, args, stdout, stderr); !ok {
 		return code
@@ -303,7 +311,7 @@ func (f *verifyFlags) run(ctx context.Context) (attest.Report, error) {
 
 	if live {
 		lo := f.live()
-		lo.JWT = token
+		lo.JWT, lo.APIURL = token, f.apiURL
 		return attest.VerifyLive(ctx, f.issuer, opts, lo), nil
 	}
 	in := attest.Offline{JWT: token}

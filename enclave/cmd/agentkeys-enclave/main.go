@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/agentkeys/broker/enclave/attester"
+	"github.com/agentkeys/broker/enclave/origin"
 	"github.com/agentkeys/broker/enclave/seed"
 	"github.com/agentkeys/broker/enclave/service"
 	"github.com/agentkeys/broker/shared/cliflag"
@@ -36,6 +37,7 @@ import (
 
 const usage = `usage: agentkeys-enclave --policy FILE --kms-key-id ARN --kms-region REGION --egress ROUTES [--listen vsock:PORT]
        agentkeys-enclave --simulated --policy FILE [--state-dir DIR] [--listen ADDR] [--kms-key-id ARN --kms-region REGION --kms-endpoint URL]
+       [--issuer-origin enclave --origin-listen ADDR [--acme-directory URL --acme-ca-root PEM]]
 
 The AgentKeys enclave. In nitro mode (inside an AWS Nitro Enclave) attestation
 comes from /dev/nsm and the seed is sealed by AWS KMS, released only to this
@@ -43,6 +45,11 @@ attested image: the enclave waits for the host to call unseal. In simulated mode
 (laptops, CI) attestation documents chain to a local simulated root and the seed
 is a 0600 file in the state directory, or, with --kms-endpoint, sealed by a
 KMS-compatible endpoint exactly as in nitro mode.
+
+With --issuer-origin enclave (the default in nitro mode) TLS for the issuer URL
+ends in the enclave: the host relays the origin's connections to --origin-listen
+and the enclave serves discovery and the JWKS itself, with a certificate it
+obtains by ACME (TLS-ALPN-01) for a key derived from its seed.
 
 Flags:
 `
@@ -63,7 +70,22 @@ func run(args []string, stdout, stderr io.Writer) int {
 		logLevel  = fs.String("log-level", "info", "log level: debug, info, warn or error")
 		limits    connLimits
 		sealing   sealConfig
+		orig      originConfig
 	)
+	fs.StringVar(&orig.mode, "issuer-origin", "", "who terminates TLS for the issuer URL: enclave (serves discovery and JWKS itself; default in nitro mode) or host (default in simulated mode; the host could publish a key of its own)")
+	fs.StringVar(&orig.listen, "origin-listen", "", "with --issuer-origin enclave: where the host relays the issuer origin's TCP connections (default vsock:5006 in nitro mode; tcp:127.0.0.1:PORT or unix:PATH in simulated mode, required)")
+	fs.Func("acme-directory", "with --issuer-origin enclave: the ACME CA's directory URL (default "+DefaultACMEDirectory+" in nitro mode, reached through --egress; none in simulated mode, which then serves a DEV-ONLY self-signed certificate); '' for none", func(v string) error {
+		orig.acmeDirectory, orig.acmeDirectorySet = v, true
+		return nil
+	})
+	fs.StringVar(&orig.acmeCARoot, "acme-ca-root", "", "PEM file of the roots that verify the ACME CA's HTTPS (tests, Pebble); default: the roots embedded in the binary")
+	fs.StringVar(&orig.acmeEmail, "acme-email", "", "contact address of the ACME account (optional)")
+	fs.IntVar(&orig.maxConns, "origin-max-conns", origin.DefaultMaxConns, "issuer origin connections served at once; more are closed at once")
+	fs.DurationVar(&orig.readTimeout, "origin-read-timeout", origin.DefaultReadTimeout, "bound on an issuer origin connection's TLS handshake and request")
+	fs.DurationVar(&orig.idleTimeout, "origin-idle-timeout", origin.DefaultIdleTimeout, "close an idle issuer origin keep-alive connection after this long")
+	fs.DurationVar(&orig.acmeTimeout, "acme-timeout", 5*time.Minute, "bound on one attempt to obtain the issuer origin's certificate")
+	fs.DurationVar(&orig.acmeRetryMin, "acme-retry-min", time.Minute, "first wait after a failed ACME attempt (it doubles)")
+	fs.DurationVar(&orig.acmeRetryMax, "acme-retry-max", time.Hour, "longest wait between failed ACME attempts")
 	fs.StringVar(&sealing.keyID, "kms-key-id", "", "KMS key (ARN) that seals the seed; required in nitro mode")
 	fs.StringVar(&sealing.region, "kms-region", "", "AWS region of the KMS key; required with --kms-key-id")
 	fs.StringVar(&sealing.endpoint, "kms-endpoint", "", "KMS URL (default https://kms.REGION.amazonaws.com); with --simulated, a KMS-compatible endpoint (http allowed) seals the seed instead of a file")
@@ -98,7 +120,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if sealing.timeout <= 0 {
 		return usageError("--kms-timeout must be positive")
 	}
-	if err := serve(log, *simulated, *stateDir, *listen, *policyF, limits, sealing); err != nil {
+	orig.log = log
+	if err := serve(log, *simulated, *stateDir, *listen, *policyF, limits, sealing, &orig); err != nil {
 		log.Error("exiting on an error", "err", err.Error())
 		return 1
 	}
@@ -119,7 +142,7 @@ func newLogger(w io.Writer, level slog.Level) *slog.Logger {
 	return log
 }
 
-func serve(log *slog.Logger, simulated bool, stateDir, listen, policyFile string, limits connLimits, sealing sealConfig) error {
+func serve(log *slog.Logger, simulated bool, stateDir, listen, policyFile string, limits connLimits, sealing sealConfig, orig *originConfig) error {
 	if policyFile == "" {
 		return errors.New("--policy is required\n\thint: a minimal policy is {\"issuer\": \"https://broker.example.com\"}")
 	}
@@ -127,14 +150,28 @@ func serve(log *slog.Logger, simulated bool, stateDir, listen, policyFile string
 	if err != nil {
 		return err
 	}
+	if err := orig.resolve(simulated, pol); err != nil {
+		return err
+	}
+	orig.warnHost(log)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	orig.ctx = ctx
+	ol, err := orig.prepare(simulated, sealing.egress)
+	if err != nil {
+		return err
+	}
+	if ol != nil {
+		defer ol.Close()
+	}
 	var (
 		handler protocol.Handler
 		att     attester.Attester
 	)
 	if simulated && sealing.endpoint == "" {
-		handler, att, err = fileSeed(log, pol, policyBytes, stateDir)
+		handler, att, err = fileSeed(log, pol, policyBytes, stateDir, orig)
 	} else {
-		handler, att, err = sealedSeed(log, simulated, pol, policyBytes, stateDir, sealing)
+		handler, att, err = sealedSeed(log, simulated, pol, policyBytes, stateDir, sealing, orig)
 	}
 	if err != nil {
 		return err
@@ -158,10 +195,15 @@ func serve(log *slog.Logger, simulated bool, stateDir, listen, policyFile string
 			"simulated_root", filepath.Join(stateDir, attester.SimulatedRootCertFile))
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(l) }()
+	if ol != nil {
+		go func() {
+			if err := orig.server.Serve(ol); err != nil {
+				errc <- err
+			}
+		}()
+	}
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serving: %w", err)
@@ -172,6 +214,9 @@ func serve(log *slog.Logger, simulated bool, stateDir, listen, policyFile string
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("shutdown did not drain in time", "err", err)
+	}
+	if orig.server != nil {
+		orig.server.Shutdown(sctx)
 	}
 	log.Info("stopped")
 	return nil

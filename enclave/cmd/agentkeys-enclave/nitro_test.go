@@ -134,7 +134,7 @@ func TestNitroMode(t *testing.T) {
 	os.WriteFile(pol, []byte(`{"issuer":"https://broker.example.com"}`), 0o600)
 	sock := filepath.Join(dir, "e.sock")
 	args := []string{"--policy", pol, "--listen", "unix:" + sock, "--kms-key-id", kmstest.KeyID, "--kms-region", kmstest.Region,
-		"--egress", kmsHost + ":443=8000"}
+		"--egress", kmsHost + ":443=8000", "--origin-listen", "unix:" + filepath.Join(dir, "origin.sock"), "--acme-directory", ""}
 	var stderr lockedbuf.Buffer
 	stop := startEnclave(t, args, &stderr)
 

@@ -35,7 +35,7 @@ var (
 
 // fileSeed is simulated mode's start-up: the seed is a file, the service
 // serves at once.
-func fileSeed(log *slog.Logger, pol policy.Policy, policyBytes []byte, stateDir string) (protocol.Handler, attester.Attester, error) {
+func fileSeed(log *slog.Logger, pol policy.Policy, policyBytes []byte, stateDir string, orig *originConfig) (protocol.Handler, attester.Attester, error) {
 	log.Warn("WARNING: SIMULATED ENCLAVE. The seed is a file on this machine and attestation documents chain to a local root, never to AWS. Not for production.", "state_dir", stateDir)
 	s, created, err := seed.LoadOrCreate(stateDir, rand.Reader)
 	if err != nil {
@@ -49,19 +49,20 @@ func fileSeed(log *slog.Logger, pol policy.Policy, policyBytes []byte, stateDir 
 		seed.Wipe(s)
 		return nil, nil, err
 	}
-	svc, err := service.New(service.Config{Policy: pol, Seed: s, Attester: att, Logger: log})
+	svc, err := service.New(orig.serviceConfig(service.Config{Policy: pol, Seed: s, Attester: att, Logger: log}))
 	seed.Wipe(s)
 	if err != nil {
 		att.Close()
 		return nil, nil, err
 	}
+	orig.attach(svc)
 	return svc, att, nil
 }
 
 // sealedSeed is nitro mode's start-up (and simulated mode's with
 // --kms-endpoint): the enclave serves a seed.Gate until the host unseals the
 // seed through KMS.
-func sealedSeed(log *slog.Logger, simulated bool, pol policy.Policy, policyBytes []byte, stateDir string, sealing sealConfig) (protocol.Handler, attester.Attester, error) {
+func sealedSeed(log *slog.Logger, simulated bool, pol policy.Policy, policyBytes []byte, stateDir string, sealing sealConfig, orig *originConfig) (protocol.Handler, attester.Attester, error) {
 	if sealing.keyID == "" || sealing.region == "" {
 		hint := "hint: pass the KMS key that seals the seed and its region; scripts/kms-policy.sh prints its key policy"
 		if simulated {
@@ -106,7 +107,12 @@ func sealedSeed(log *slog.Logger, simulated bool, pol policy.Policy, policyBytes
 		Info: protocol.InfoResponse{ProtocolVersion: protocol.Version, Mode: att.Mode(), Policy: pol,
 			PolicyDigest: pol.Digest(), PCRs: att.PCRs()},
 		Open: func(s []byte) (protocol.Handler, error) {
-			return service.New(service.Config{Policy: pol, Seed: s, Attester: att, Logger: log})
+			svc, err := service.New(orig.serviceConfig(service.Config{Policy: pol, Seed: s, Attester: att, Logger: log}))
+			if err != nil {
+				return nil, err
+			}
+			orig.attach(svc)
+			return svc, nil
 		},
 		Logger: log,
 	})

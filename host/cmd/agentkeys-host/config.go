@@ -67,6 +67,16 @@ type config struct {
 	SealedSeed      string        // the enclave's KMS-sealed seed (nitro mode); default STATE_DIR/sealed-seed
 	DaemonKeyID     string        // legacy static pair, environment only: never a flag
 	DaemonSecret    string
+
+	// The issuer origin (docs/trust.md).
+	IssuerOrigin      string // enclave or host
+	APIURL            string // the API's URL; default the issuer
+	IssuerOriginPort  int    // 0: share the HTTPS port, routed by SNI
+	EnclaveOrigin     string // the enclave's origin listener
+	RelayAddr         string // derived: where the relay listens with a port of its own
+	RelayMaxConns     int
+	RelayHelloTimeout time.Duration
+	RelayIdleTimeout  time.Duration
 }
 
 // parseConfig parses the flags and the environment. On -h or --help it writes
@@ -75,6 +85,7 @@ func parseConfig(args []string, getenv func(string) string, stdout io.Writer) (*
 	c := &config{}
 	var port, ttl, grace, httpsPort, httpPort, sessDur, signInRate string
 	var trustedProxies, mintRate, mintBurst, walletMintRate, refusalRate, refusalBurst, refusalInterval, refusalClients string
+	var originPort, relayMaxConns, relayHelloTimeout, relayIdleTimeout string
 	fs := flag.NewFlagSet("agentkeys-host", flag.ContinueOnError)
 	flags := []struct {
 		name, env, def, usage string
@@ -110,6 +121,13 @@ func parseConfig(args []string, getenv func(string) string, stdout io.Writer) (*
 		{"refusal-rate", "BROKER_REFUSAL_RATE", "10", "unauthenticated refusals (no, a malformed or an unverifiable bearer) per second per client answered with their error and, if they carry a bearer, recorded one by one; past it 429 and only counted; 0: no budget, never 429", &refusalRate},
 		{"refusal-burst", "BROKER_REFUSAL_BURST", "50", "burst of --refusal-rate", &refusalBurst},
 		{"refusal-interval", "BROKER_REFUSAL_INTERVAL", "1m", "how often refusals before authentication are written to the audit log, as one record per client, route and outcome with a count (1s to 1h)", &refusalInterval},
+		{"issuer-origin", "BROKER_ISSUER_ORIGIN", "", "who terminates TLS for the issuer URL: enclave (the host relays the issuer origin's connections to the enclave unopened) or host (the host serves discovery and JWKS: it could add a key); default enclave with a vsock --enclave and an https issuer, else host", &c.IssuerOrigin},
+		{"api-url", "BROKER_API_URL", "", "URL of the API origin (sign-in, minting, audit, attestation), as the enclave policy's api_url (default: the issuer)", &c.APIURL},
+		{"issuer-origin-port", "BROKER_ISSUER_ORIGIN_PORT", "0", "with --issuer-origin enclave: relay the issuer origin on this port of its own; 0 shares the HTTPS port, routed by SNI (needs --tls-domain for the API)", &originPort},
+		{"enclave-origin", "BROKER_ENCLAVE_ORIGIN", "", "with --issuer-origin enclave: the enclave's --origin-listen address (default vsock:CID:5006 with a vsock --enclave)", &c.EnclaveOrigin},
+		{"relay-max-conns", "BROKER_RELAY_MAX_CONNS", "256", "connections the TLS relay holds at once (issuer origin and, when sharing the port, the API); more are closed at once", &relayMaxConns},
+		{"relay-hello-timeout", "BROKER_RELAY_HELLO_TIMEOUT", "10s", "time a client has to send its whole TLS ClientHello to the relay", &relayHelloTimeout},
+		{"relay-idle-timeout", "BROKER_RELAY_IDLE_TIMEOUT", "2m", "close a relayed issuer origin connection idle this long", &relayIdleTimeout},
 		{"refusal-clients", "BROKER_REFUSAL_CLIENTS", "1000", "clients with aggregate records of their own per --refusal-interval; further clients are counted together as \"other\"", &refusalClients},
 	}
 	envOf := map[string]string{}
@@ -205,23 +223,53 @@ func parseConfig(args []string, getenv func(string) string, stdout io.Writer) (*
 		return nil, bad("issuer", c.Issuer, err.Error())
 	}
 	c.Issuer = iss
-	u, _ := url.Parse(iss)
+	if c.IssuerOrigin == "" {
+		// A Nitro Enclave (vsock) serves an https issuer itself; a loopback
+		// http issuer (development) can only be the host's.
+		c.IssuerOrigin = "host"
+		if strings.HasPrefix(c.Enclave, "vsock:") && strings.HasPrefix(c.Issuer, "https:") {
+			c.IssuerOrigin = "enclave"
+		}
+	}
+	if c.APIURL == "" {
+		c.APIURL = iss
+		if c.IssuerOrigin == "enclave" && originPort != "0" {
+			// The issuer origin has a port of its own: the API is where
+			// this host serves it.
+			c.APIURL = fmt.Sprintf("http://127.0.0.1:%d", c.Port)
+			if c.TLSDomain != "" {
+				c.APIURL = "https://" + strings.ToLower(c.TLSDomain)
+			}
+		}
+	}
+	if c.APIURL, err = policy.NormalizeIssuer(c.APIURL); err != nil {
+		return nil, bad("api-url", c.APIURL, err.Error())
+	}
+	// The API's listeners follow the API URL (by default the issuer).
+	u, _ := url.Parse(c.APIURL)
+	urlFlag := "issuer"
+	if c.APIURL != iss {
+		urlFlag = "api-url"
+	}
 	switch {
 	case c.TLSDomain != "":
 		if c.BehindProxy {
 			return nil, errors.New("--tls-domain and --behind-proxy exclude each other: either this host terminates TLS or a proxy does")
 		}
 		if u.Scheme != "https" || u.Hostname() != strings.ToLower(c.TLSDomain) {
-			return nil, bad("issuer", iss, fmt.Sprintf("with --tls-domain %s the issuer must be https://%s", c.TLSDomain, c.TLSDomain))
+			return nil, bad(urlFlag, c.APIURL, fmt.Sprintf("with --tls-domain %s the %s must be https://%s", c.TLSDomain, urlFlag, c.TLSDomain))
 		}
 	case c.BehindProxy:
 		c.ListenAddr = fmt.Sprintf(":%d", c.Port)
 	default:
 		if u.Scheme == "https" {
-			return nil, bad("issuer", iss, "an https issuer needs --tls-domain (this host serves TLS) or --behind-proxy (a proxy does)")
+			return nil, bad(urlFlag, c.APIURL, "an https "+urlFlag+" needs --tls-domain (this host serves TLS) or --behind-proxy (a proxy does)")
 		}
 		// Plain HTTP without a proxy: loopback only.
 		c.ListenAddr = fmt.Sprintf("127.0.0.1:%d", c.Port)
+	}
+	if err := c.issuerOrigin(originPort, relayMaxConns, relayHelloTimeout, relayIdleTimeout, bad); err != nil {
+		return nil, err
 	}
 	switch c.STSMode {
 	case "web-identity", "assume-role":
@@ -301,6 +349,77 @@ func parseConfig(args []string, getenv func(string) string, stdout io.Writer) (*
 		}
 	}
 	return c, nil
+}
+
+// issuerOrigin checks the issuer origin's flags: with --issuer-origin enclave
+// the relay needs an https issuer on the port it listens on, and, sharing the
+// HTTPS port, an API origin of another host name served by --tls-domain.
+func (c *config) issuerOrigin(port, maxConns, helloTimeout, idleTimeout string, bad func(name, val, want string) error) error {
+	var err error
+	if c.RelayMaxConns, err = strconv.Atoi(maxConns); err != nil || c.RelayMaxConns < 1 || c.RelayMaxConns > 1_000_000 {
+		return bad("relay-max-conns", maxConns, "want connections in [1, 1000000]")
+	}
+	if c.RelayHelloTimeout, err = time.ParseDuration(helloTimeout); err != nil || c.RelayHelloTimeout < 100*time.Millisecond || c.RelayHelloTimeout > 5*time.Minute {
+		return bad("relay-hello-timeout", helloTimeout, "want a duration from 100ms to 5m, such as 10s")
+	}
+	if c.RelayIdleTimeout, err = time.ParseDuration(idleTimeout); err != nil || c.RelayIdleTimeout < time.Second || c.RelayIdleTimeout > time.Hour {
+		return bad("relay-idle-timeout", idleTimeout, "want a duration from 1s to 1h, such as 2m")
+	}
+	if port != "0" {
+		if c.IssuerOriginPort, err = parsePort(port); err != nil {
+			return bad("issuer-origin-port", port, "want 0 (share the HTTPS port) or a port number 1-65535")
+		}
+	}
+	switch c.IssuerOrigin {
+	case "host":
+		return nil
+	case "enclave":
+	default:
+		return bad("issuer-origin", c.IssuerOrigin, "want enclave or host")
+	}
+	iu, _ := url.Parse(c.Issuer)
+	if iu.Scheme != "https" {
+		return bad("issuer", c.Issuer, "with --issuer-origin enclave the enclave serves the issuer over TLS: it must be https (https://localhost:8443 on a laptop)")
+	}
+	issuerPort := iu.Port()
+	if issuerPort == "" {
+		issuerPort = "443"
+	}
+	if c.EnclaveOrigin == "" {
+		cid, _, ok := strings.Cut(strings.TrimPrefix(c.Enclave, "vsock:"), ":")
+		if !strings.HasPrefix(c.Enclave, "vsock:") || !ok {
+			return bad("enclave-origin", "", "with --issuer-origin enclave and a non-vsock --enclave, give the enclave's --origin-listen address (unix:PATH or tcp:127.0.0.1:PORT)")
+		}
+		c.EnclaveOrigin = "vsock:" + cid + ":5006"
+	}
+	au, _ := url.Parse(c.APIURL)
+	if c.IssuerOriginPort == 0 {
+		if c.TLSDomain == "" {
+			return bad("issuer-origin-port", "0", "sharing the HTTPS port by SNI needs --tls-domain (the API's TLS on this host); or give the issuer origin a port of its own")
+		}
+		if strings.EqualFold(au.Hostname(), iu.Hostname()) {
+			return bad("api-url", c.APIURL, fmt.Sprintf("sharing the HTTPS port, the API origin needs a host name of its own, not the issuer's %s (e.g. https://api.%s), or give the issuer origin a port of its own", iu.Hostname(), iu.Hostname()))
+		}
+		if issuerPort != strconv.Itoa(c.HTTPSPort) {
+			return bad("issuer", c.Issuer, fmt.Sprintf("the issuer's port %s must be the HTTPS port %d, where the relay listens", issuerPort, c.HTTPSPort))
+		}
+		return nil
+	}
+	if issuerPort != strconv.Itoa(c.IssuerOriginPort) {
+		return bad("issuer", c.Issuer, fmt.Sprintf("the issuer's port %s must be --issuer-origin-port %d, where the relay listens", issuerPort, c.IssuerOriginPort))
+	}
+	if c.APIURL == c.Issuer {
+		return bad("api-url", c.APIURL, "with --issuer-origin enclave the API needs an origin of its own (set --api-url and the enclave policy's api_url)")
+	}
+	if (c.TLSDomain != "" && c.IssuerOriginPort == c.HTTPSPort) || c.IssuerOriginPort == c.Port || (c.TLSDomain != "" && c.IssuerOriginPort == c.HTTPPort) {
+		return bad("issuer-origin-port", port, "the issuer origin's port must differ from the API's ports (--port, --https-port, --http-port); or give 0 to share the HTTPS port by SNI")
+	}
+	host := "127.0.0.1"
+	if c.TLSDomain != "" || c.BehindProxy {
+		host = ""
+	}
+	c.RelayAddr = net.JoinHostPort(host, strconv.Itoa(c.IssuerOriginPort))
+	return nil
 }
 
 func parsePort(s string) (int, error) {

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -29,6 +30,7 @@ import (
 	"github.com/agentkeys/broker/host/enclaveclient"
 	"github.com/agentkeys/broker/host/metrics"
 	"github.com/agentkeys/broker/host/ratelimit"
+	"github.com/agentkeys/broker/host/relay"
 	"github.com/agentkeys/broker/host/revocation"
 	"github.com/agentkeys/broker/host/sealedseed"
 	"github.com/agentkeys/broker/host/server"
@@ -107,8 +109,11 @@ func serve(ctx context.Context, cfg *config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	log.Info("starting", "issuer", cfg.Issuer, "enclave", cfg.Enclave, "behind_proxy", cfg.BehindProxy,
-		"metrics", metricsWhere(cfg))
+	if err := issuerOrigin(ctx, cfg, &scfg, d, log); err != nil {
+		return err
+	}
+	log.Info("starting", "issuer", cfg.Issuer, "api_url", cfg.APIURL, "issuer_origin", cfg.IssuerOrigin, "enclave", cfg.Enclave,
+		"behind_proxy", cfg.BehindProxy, "metrics", metricsWhere(cfg))
 	return server.Run(ctx, scfg)
 }
 
@@ -230,6 +235,32 @@ func serverConfig(cfg *config, h *api.API, d *deps, log *slog.Logger) (server.Co
 		}
 	}
 	return scfg, nil
+}
+
+// issuerOrigin sets up the relay of the issuer origin to the enclave and the
+// keeper of its certificate chain, or warns that the host serves it.
+func issuerOrigin(ctx context.Context, cfg *config, scfg *server.Config, d *deps, log *slog.Logger) error {
+	if cfg.IssuerOrigin != "enclave" {
+		log.Warn("WARNING: --issuer-origin host: this host serves the issuer's discovery document and JWKS, so whoever controls it could publish a key of its own that AWS would trust. Use --issuer-origin enclave in production (docs/trust.md).")
+		return nil
+	}
+	dial, err := protocol.Dialer(cfg.EnclaveOrigin)
+	if err != nil {
+		return fmt.Errorf("invalid --enclave-origin: %w", err)
+	}
+	u, _ := url.Parse(cfg.Issuer)
+	r, err := relay.New(relay.Config{IssuerHost: u.Hostname(), AllToEnclave: cfg.IssuerOriginPort != 0, DialEnclave: dial,
+		MaxConns: cfg.RelayMaxConns, HelloTimeout: cfg.RelayHelloTimeout, IdleTimeout: cfg.RelayIdleTimeout,
+		Metrics: d.metrics, Logger: log})
+	if err != nil {
+		return err
+	}
+	scfg.Relay, scfg.RelayAddr, scfg.APIURL = r, cfg.RelayAddr, cfg.APIURL
+	k := &relay.Keeper{Path: filepath.Join(cfg.StateDir, relay.ChainFile), Call: d.enc.Call, Logger: log}
+	kctx, stopKeeper := context.WithCancel(ctx)
+	go k.Run(kctx)
+	d.closers = append(d.closers, func() error { stopKeeper(); return nil })
+	return nil
 }
 
 // metricsWhere says where /metrics is served, for the start-up log line.

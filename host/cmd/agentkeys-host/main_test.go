@@ -117,10 +117,10 @@ func TestConfig(t *testing.T) {
 				return c.Issuer == "http://localhost:9000" && c.ListenAddr == "127.0.0.1:9000" && c.AuditDB == "/x/a.db" && c.JWTTTL == 600
 			}, ""},
 		{"flag beats env", []string{"--port", "9001"}, env("BROKER_PORT", "9000"), func(c *config) bool { return c.Port == 9001 }, ""},
-		{"behind proxy", []string{"--behind-proxy", "--issuer", "https://b.example.com"}, env(), func(c *config) bool {
+		{"behind proxy", []string{"--issuer-origin", "host", "--behind-proxy", "--issuer", "https://b.example.com"}, env(), func(c *config) bool {
 			return c.ListenAddr == ":8091" && c.Issuer == "https://b.example.com"
 		}, ""},
-		{"tls", []string{"--tls-domain", "b.example.com", "--issuer", "https://b.example.com/"}, env(), func(c *config) bool {
+		{"tls", []string{"--issuer-origin", "host", "--tls-domain", "b.example.com", "--issuer", "https://b.example.com/"}, env(), func(c *config) bool {
 			return c.ListenAddr == "" && c.HTTPSPort == 443 && c.HTTPPort == 80
 		}, ""},
 		{"aws defaults off", nil, env(), func(c *config) bool {
@@ -141,15 +141,15 @@ func TestConfig(t *testing.T) {
 		{"bad session duration", nil, env("BROKER_SESSION_DURATION_SECONDS", "60"), nil, "BROKER_SESSION_DURATION_SECONDS"},
 		{"half a static pair", nil, env("DAEMON_ACCESS_KEY_ID", "AKIA"), nil, "both DAEMON_ACCESS_KEY_ID"},
 		{"bad sts endpoint", nil, env("BROKER_STS_ENDPOINT", "sts.local"), nil, "BROKER_STS_ENDPOINT"},
-		{"tls domain gives the issuer", []string{"--tls-domain", "B.example.com"}, env(), func(c *config) bool { return c.Issuer == "https://b.example.com" }, ""},
+		{"tls domain gives the issuer", []string{"--issuer-origin", "host", "--tls-domain", "B.example.com"}, env(), func(c *config) bool { return c.Issuer == "https://b.example.com" }, ""},
 		{"sign-in rate", nil, env("BROKER_SIGN_IN_RATE", "0.5"), func(c *config) bool { return c.SignInRate == 0.5 }, ""},
 		{"metrics listen", nil, env("BROKER_METRICS_LISTEN", "127.0.0.1:9091"), func(c *config) bool { return c.MetricsListen == "127.0.0.1:9091" }, ""},
 		{"bad metrics listen", nil, env("BROKER_METRICS_LISTEN", "9091"), nil, "BROKER_METRICS_LISTEN"},
 		{"metrics on loopback api", nil, env(), func(c *config) bool { return c.MetricsOnAPI }, ""},
-		{"metrics off behind proxy", []string{"--behind-proxy", "--issuer", "https://b.example.com"}, env(), func(c *config) bool { return !c.MetricsOnAPI }, ""},
-		{"metrics off with tls", []string{"--tls-domain", "b.example.com"}, env(), func(c *config) bool { return !c.MetricsOnAPI }, ""},
-		{"metrics public", []string{"--behind-proxy", "--issuer", "https://b.example.com", "--metrics-public"}, env(), func(c *config) bool { return c.MetricsOnAPI }, ""},
-		{"metrics public env", []string{"--tls-domain", "b.example.com"}, env("BROKER_METRICS_PUBLIC", "true"), func(c *config) bool { return c.MetricsOnAPI }, ""},
+		{"metrics off behind proxy", []string{"--issuer-origin", "host", "--behind-proxy", "--issuer", "https://b.example.com"}, env(), func(c *config) bool { return !c.MetricsOnAPI }, ""},
+		{"metrics off with tls", []string{"--issuer-origin", "host", "--tls-domain", "b.example.com"}, env(), func(c *config) bool { return !c.MetricsOnAPI }, ""},
+		{"metrics public", []string{"--issuer-origin", "host", "--behind-proxy", "--issuer", "https://b.example.com", "--metrics-public"}, env(), func(c *config) bool { return c.MetricsOnAPI }, ""},
+		{"metrics public env", []string{"--issuer-origin", "host", "--tls-domain", "b.example.com"}, env("BROKER_METRICS_PUBLIC", "true"), func(c *config) bool { return c.MetricsOnAPI }, ""},
 		{"metrics listen moves it", []string{"--metrics-listen", "127.0.0.1:9091"}, env(), func(c *config) bool { return !c.MetricsOnAPI }, ""},
 		{"metrics listen and public", []string{"--metrics-listen", "127.0.0.1:9091", "--metrics-public"}, env(), nil, "exclude each other"},
 		{"bad metrics public", nil, env("BROKER_METRICS_PUBLIC", "yes please"), nil, "BROKER_METRICS_PUBLIC"},
@@ -193,6 +193,27 @@ func TestConfig(t *testing.T) {
 		{"refusal interval too short", nil, env("BROKER_REFUSAL_INTERVAL", "100ms"), nil, "BROKER_REFUSAL_INTERVAL"},
 		{"refusal interval too long", []string{"--refusal-interval", "2h"}, env(), nil, "BROKER_REFUSAL_INTERVAL"},
 		{"bad refusal clients", nil, env("BROKER_REFUSAL_CLIENTS", "0"), nil, "BROKER_REFUSAL_CLIENTS"},
+
+		// The issuer origin.
+		{"issuer origin: host for a loopback issuer", nil, env(), func(c *config) bool { return c.IssuerOrigin == "host" }, ""},
+		{"issuer origin: enclave for an https issuer on vsock, by SNI", []string{"--tls-domain", "api.b.example.com", "--issuer", "https://b.example.com", "--api-url", "https://api.b.example.com"}, env(),
+			func(c *config) bool {
+				return c.IssuerOrigin == "enclave" && c.EnclaveOrigin == "vsock:16:5006" && c.RelayAddr == "" && c.APIURL == "https://api.b.example.com" && c.RelayMaxConns == 256
+			}, ""},
+		{"issuer origin: a port of its own", []string{"--issuer", "https://localhost:8443", "--issuer-origin", "enclave", "--issuer-origin-port", "8443", "--enclave", "unix:/e.sock", "--enclave-origin", "unix:/o.sock"}, env(),
+			func(c *config) bool {
+				return c.IssuerOrigin == "enclave" && c.RelayAddr == "127.0.0.1:8443" && c.APIURL == "http://127.0.0.1:8091" && c.ListenAddr == "127.0.0.1:8091"
+			}, ""},
+		{"issuer origin: an API URL of its own", []string{"--issuer", "https://localhost:8443", "--api-url", "http://127.0.0.1:8091", "--issuer-origin", "enclave", "--issuer-origin-port", "8443", "--enclave", "unix:/e.sock", "--enclave-origin", "unix:/o.sock"}, env(),
+			func(c *config) bool { return c.APIURL == "http://127.0.0.1:8091" }, ""},
+		{"issuer origin: SNI needs an API host of its own", []string{"--tls-domain", "b.example.com", "--issuer", "https://b.example.com"}, env(), nil, "API origin needs a host name of its own"},
+		{"issuer origin: SNI needs TLS", []string{"--behind-proxy", "--issuer", "https://b.example.com"}, env(), nil, "needs --tls-domain"},
+		{"issuer origin: http issuer", []string{"--issuer-origin", "enclave"}, env(), nil, "it must be https"},
+		{"issuer origin: port mismatch", []string{"--issuer", "https://localhost:8443", "--issuer-origin", "enclave", "--issuer-origin-port", "9443", "--enclave-origin", "unix:/o.sock"}, env(), nil, "must be --issuer-origin-port 9443"},
+		{"issuer origin: no enclave origin", []string{"--issuer", "https://localhost:8443", "--issuer-origin", "enclave", "--issuer-origin-port", "8443", "--enclave", "unix:/e.sock"}, env(), nil, "BROKER_ENCLAVE_ORIGIN"},
+		{"issuer origin: bad mode", []string{"--issuer-origin", "both"}, env(), nil, "want enclave or host"},
+		{"relay: bad max conns", nil, env("BROKER_RELAY_MAX_CONNS", "0"), nil, "BROKER_RELAY_MAX_CONNS"},
+		{"relay: bad hello timeout", nil, env("BROKER_RELAY_HELLO_TIMEOUT", "10"), nil, "BROKER_RELAY_HELLO_TIMEOUT"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -431,11 +452,12 @@ func TestMetricsPlacement(t *testing.T) {
 	}{
 		{"loopback", nil, true, false},
 		{"loopback, own listener", []string{"--metrics-listen", "127.0.0.1:9091"}, false, true},
-		{"behind proxy", []string{"--behind-proxy", "--issuer", "https://b.example.com"}, false, false},
-		{"behind proxy, public", []string{"--behind-proxy", "--issuer", "https://b.example.com", "--metrics-public"}, true, false},
-		{"behind proxy, own listener", []string{"--behind-proxy", "--issuer", "https://b.example.com", "--metrics-listen", "127.0.0.1:9091"}, false, true},
-		{"tls", []string{"--tls-domain", "b.example.com"}, false, false},
-		{"tls, public", []string{"--tls-domain", "b.example.com", "--metrics-public"}, true, false},
+		{"behind proxy", []string{"--behind-proxy", "--issuer", "https://b.example.com", "--issuer-origin", "host"}, false, false},
+		{"behind proxy, public", []string{"--behind-proxy", "--issuer", "https://b.example.com", "--issuer-origin", "host", "--metrics-public"}, true, false},
+		{"behind proxy, own listener", []string{"--behind-proxy", "--issuer", "https://b.example.com", "--issuer-origin", "host", "--metrics-listen", "127.0.0.1:9091"}, false, true},
+		{"tls", []string{"--tls-domain", "b.example.com", "--issuer-origin", "host"}, false, false},
+		{"tls, public", []string{"--tls-domain", "b.example.com", "--issuer-origin", "host", "--metrics-public"}, true, false},
+		{"tls, issuer origin by SNI", []string{"--tls-domain", "api.b.example.com", "--issuer", "https://b.example.com", "--api-url", "https://api.b.example.com"}, false, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,0 +1,5 @@
+package relay
+
+import "syscall"
+
+var syscallEMFILE error = syscall.EMFILE
