@@ -23,7 +23,7 @@ import (
 
 	"github.com/mholt/acmez/v3"
 
-	"github.com/agentkeys/broker/shared/claims"
+	"github.com/agentkeys/broker/shared/httpapi"
 	"github.com/agentkeys/broker/shared/jwk"
 	"github.com/agentkeys/broker/shared/protocol"
 )
@@ -129,16 +129,7 @@ func New(cfg Config) (*Origin, error) {
 // Discovery is the OpenID Provider metadata of an issuer, as the enclave's
 // origin serves it (and as the host serves it in issuer_origin host mode).
 func Discovery(issuer string) ([]byte, error) {
-	b, err := json.Marshal(map[string]any{
-		"issuer":                                issuer,
-		"jwks_uri":                              issuer + JWKSPath,
-		"response_types_supported":              []string{"id_token"},
-		"subject_types_supported":               []string{"public"},
-		"id_token_signing_alg_values_supported": []string{"ES256"},
-		"scopes_supported":                      []string{"openid"},
-		"claims_supported": []string{"iss", "sub", "aud", "iat", "nbf", "exp", "jti",
-			claims.Wallet, claims.AWSTags},
-	})
+	b, err := json.Marshal(httpapi.NewDiscovery(issuer))
 	if err != nil {
 		return nil, fmt.Errorf("origin: %w", err)
 	}

@@ -23,7 +23,6 @@ import (
 	"github.com/agentkeys/broker/host/metrics"
 	"github.com/agentkeys/broker/host/ratelimit"
 	"github.com/agentkeys/broker/host/revocation"
-	"github.com/agentkeys/broker/shared/claims"
 	"github.com/agentkeys/broker/shared/httpapi"
 	"github.com/agentkeys/broker/shared/jwk"
 	"github.com/agentkeys/broker/shared/protocol"
@@ -339,16 +338,7 @@ func (a *API) derive(info *protocol.InfoResponse) *published {
 	p.jwks, _ = json.Marshal(jwk.Set{Keys: info.IssuerKeys})
 	sum := sha256.Sum256(p.jwks)
 	p.etag = `"` + base64.RawURLEncoding.EncodeToString(sum[:16]) + `"`
-	p.discovery, _ = json.Marshal(map[string]any{
-		"issuer":                                a.cfg.Issuer,
-		"jwks_uri":                              a.cfg.Issuer + "/.well-known/jwks.json",
-		"response_types_supported":              []string{"id_token"},
-		"subject_types_supported":               []string{"public"},
-		"id_token_signing_alg_values_supported": []string{"ES256"},
-		"scopes_supported":                      []string{"openid"},
-		"claims_supported": []string{"iss", "sub", "aud", "iat", "nbf", "exp", "jti",
-			claims.Wallet, claims.AWSTags},
-	})
+	p.discovery, _ = json.Marshal(httpapi.NewDiscovery(a.cfg.Issuer))
 	return p
 }
 

@@ -22,8 +22,12 @@
 // Times are unix seconds.
 package httpapi
 
+import "github.com/agentkeys/broker/shared/claims"
+
 // Route paths.
 const (
+	PathDiscovery    = "/.well-known/openid-configuration"
+	PathJWKS         = "/.well-known/jwks.json"
 	PathNonce        = "/v1/session/nonce"
 	PathSession      = "/v1/session"
 	PathRevoke       = "/v1/session/revoke"
@@ -119,4 +123,31 @@ type Attestation struct {
 	ManifestSHA256 string `json:"manifest_sha256"`
 	Nonce          string `json:"nonce"`
 	Mode           string `json:"mode"`
+}
+
+// Discovery is the OpenID Provider metadata the issuer publishes at
+// PathDiscovery: the enclave serves it on the issuer origin, the host on the
+// API origin, both from [NewDiscovery].
+type Discovery struct {
+	Issuer                           string   `json:"issuer"`
+	JWKSURI                          string   `json:"jwks_uri"`
+	ResponseTypesSupported           []string `json:"response_types_supported"`
+	SubjectTypesSupported            []string `json:"subject_types_supported"`
+	IDTokenSigningAlgValuesSupported []string `json:"id_token_signing_alg_values_supported"`
+	ScopesSupported                  []string `json:"scopes_supported"`
+	ClaimsSupported                  []string `json:"claims_supported"`
+}
+
+// NewDiscovery is the discovery document of issuer: its JWKS at PathJWKS,
+// ES256 ID tokens, and the claims a minted JWT carries (shared/claims).
+func NewDiscovery(issuer string) Discovery {
+	return Discovery{
+		Issuer:                           issuer,
+		JWKSURI:                          issuer + PathJWKS,
+		ResponseTypesSupported:           []string{"id_token"},
+		SubjectTypesSupported:            []string{"public"},
+		IDTokenSigningAlgValuesSupported: []string{"ES256"},
+		ScopesSupported:                  []string{"openid"},
+		ClaimsSupported:                  []string{"iss", "sub", "aud", "iat", "nbf", "exp", "jti", claims.Wallet, claims.AWSTags},
+	}
 }

@@ -41,6 +41,7 @@ var vectors = []struct {
 	file string
 	v    any
 }{
+	{"discovery.json", func() *httpapi.Discovery { d := httpapi.NewDiscovery("https://broker.example.com"); return &d }()},
 	{"error.json", &httpapi.Error{Error: "unauthorized", Message: "session was revoked; sign in again"}},
 	{"nonce_response.json", &httpapi.NonceResponse{Nonce: "kJ3x9QmP2vLw8aZt", ExpiresAt: 1767323045}},
 	{"session_request.json", &httpapi.SessionRequest{Message: "broker.example.com wants you to sign in with your Ethereum account:\n0x1a642f0E3c3aF545E7AcBD38b07251B3990914F1\n\nSign in to AgentKeys.\n\nURI: https://broker.example.com/v1/session\nVersion: 1\nChain ID: 1\nNonce: kJ3x9QmP2vLw8aZt\nIssued At: 2026-01-02T03:04:05Z",
