@@ -233,6 +233,9 @@ func (ws *Witnesses) Sync(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("failed to read the checkpoint: %w", err)
 	}
+	if cp == nil {
+		return nil // an empty log: nothing to submit until the first entry
+	}
 	tree, err := tiles.ParseCheckpointSize(cp)
 	if err != nil {
 		return fmt.Errorf("failed to parse the stored checkpoint: %w", err)
@@ -411,11 +414,11 @@ func truncate(s string) string {
 
 // Checkpoint returns the source's latest checkpoint with the cosignatures of
 // every witness that cosigned exactly it: what /v1/audit/checkpoint serves
-// (tiles.Options.Checkpoint).
+// (tiles.Options.Checkpoint). While the log is empty it is nil.
 func (ws *Witnesses) Checkpoint(ctx context.Context) ([]byte, error) {
 	cp, err := ws.cfg.Source.Checkpoint(ctx)
-	if err != nil {
-		return nil, err
+	if err != nil || cp == nil {
+		return nil, err // nil, nil for an empty log
 	}
 	i := bytes.Index(cp, []byte("\n\n"))
 	if i < 0 {
