@@ -452,3 +452,21 @@ func (ws *Witnesses) Status() []Status {
 	}
 	return out
 }
+
+// ParseWitness parses a witness as the host's --witness flag gives it,
+// URL=VKEY: the submission prefix and the cosignature/v1 verifier key (whose
+// base64 has no '=', so the last '=' separates them).
+func ParseWitness(s string) (Witness, error) {
+	i := strings.LastIndex(s, "=")
+	if i < 0 {
+		return Witness{}, fmt.Errorf("%q is not URL=VKEY", s)
+	}
+	w := Witness{URL: strings.TrimSpace(s[:i]), VerifierKey: strings.TrimSpace(s[i+1:])}
+	if !strings.HasPrefix(w.URL, "http://") && !strings.HasPrefix(w.URL, "https://") {
+		return Witness{}, fmt.Errorf("%q: the URL %q is not http(s)", s, w.URL)
+	}
+	if _, err := tlogproof.NewCosignatureVerifier(w.VerifierKey); err != nil {
+		return Witness{}, fmt.Errorf("%q: the key is not a cosignature/v1 verifier key: %w", s, err)
+	}
+	return w, nil
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -19,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"filippo.io/torchwood"
 	"github.com/rogpeppe/go-internal/testscript"
 
 	"github.com/agentkeys/broker/enclave/logtree"
@@ -91,6 +93,19 @@ func cmdWaitHTTP(ts *testscript.TestScript, neg bool, args []string) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	ts.Fatalf("%s never answered %s (last: %s)", args[0], args[1], last)
+}
+
+// Cosignature/v1 verifier keys of two witnesses (Ed25519 keys from fixed
+// seeds).
+var testWitnessKey, testWitnessKey2 = cosignatureKey("a.example/witness"), cosignatureKey("b.example/witness")
+
+func cosignatureKey(name string) string {
+	seed := sha256.Sum256([]byte(name))
+	s, err := torchwood.NewCosignatureSigner(name, ed25519.NewKeyFromSeed(seed[:]))
+	if err != nil {
+		panic(err)
+	}
+	return s.Verifier().String()
 }
 
 func TestConfig(t *testing.T) {
@@ -193,6 +208,18 @@ func TestConfig(t *testing.T) {
 		{"refusal interval too short", nil, env("BROKER_REFUSAL_INTERVAL", "100ms"), nil, "BROKER_REFUSAL_INTERVAL"},
 		{"refusal interval too long", []string{"--refusal-interval", "2h"}, env(), nil, "BROKER_REFUSAL_INTERVAL"},
 		{"bad refusal clients", nil, env("BROKER_REFUSAL_CLIENTS", "0"), nil, "BROKER_REFUSAL_CLIENTS"},
+		{"no witnesses", nil, env(), func(c *config) bool { return len(c.Witnesses) == 0 && c.WitnessInterval == 5*time.Second }, ""},
+		{"witnesses env", nil, env("BROKER_WITNESSES", "https://a.example/w="+testWitnessKey+",http://127.0.0.1:9="+testWitnessKey2, "BROKER_WITNESS_INTERVAL", "30s"), func(c *config) bool {
+			return len(c.Witnesses) == 2 && c.Witnesses[0].URL == "https://a.example/w" && c.Witnesses[0].VerifierKey == testWitnessKey &&
+				c.Witnesses[1].URL == "http://127.0.0.1:9" && c.WitnessInterval == 30*time.Second
+		}, ""},
+		{"witness flags beat env", []string{"--witness", "https://b.example=" + testWitnessKey2, "--witness", "https://c.example=" + testWitnessKey},
+			env("BROKER_WITNESSES", "https://a.example/w="+testWitnessKey), func(c *config) bool {
+				return len(c.Witnesses) == 2 && c.Witnesses[0].URL == "https://b.example" && c.Witnesses[1].URL == "https://c.example"
+			}, ""},
+		{"bad witness", []string{"--witness", "https://a.example"}, env(), nil, "invalid --witness (BROKER_WITNESSES)"},
+		{"bad witness key", nil, env("BROKER_WITNESSES", "https://a.example=a.example+00000000+AQ"), nil, "BROKER_WITNESSES"},
+		{"bad witness interval", []string{"--witness-interval", "100ms"}, env(), nil, "BROKER_WITNESS_INTERVAL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
