@@ -160,7 +160,7 @@ func parseConfig(args []string, getenv func(string) string, stdout io.Writer) (*
 	// BROKER_WITNESSES (comma-separated).
 	envOf["witness"] = "BROKER_WITNESSES"
 	var witnessFlags []string
-	fs.Func("witness", "a witness to cosign the audit log's checkpoints, URL=VKEY (submission prefix and cosignature/v1 verifier key); repeatable; none: checkpoints are served with the enclave's signature alone [BROKER_WITNESSES, comma-separated]",
+	fs.Func("witness", "a witness to cosign the audit log's checkpoints, `URL=VKEY` (submission prefix and cosignature/v1 verifier key); repeatable; none: checkpoints are served with the enclave's signature alone [BROKER_WITNESSES, comma-separated]",
 		func(v string) error { witnessFlags = append(witnessFlags, v); return nil })
 	if err := cliflag.Parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
