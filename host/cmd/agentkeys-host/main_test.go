@@ -513,3 +513,40 @@ func TestStandardLogIsJSON(t *testing.T) {
 		t.Fatalf("standard log output: %q (%v)", buf.String(), err)
 	}
 }
+
+// TestWitnessWiring: --witness builds the witness set over the audit store,
+// its lag gauge on the host's metrics registry, and hands it to the API;
+// without the flag there is none.
+func TestWitnessWiring(t *testing.T) {
+	for _, withWitness := range []bool{false, true} {
+		dir := t.TempDir()
+		args := []string{"--state-dir", dir, "--enclave", "unix:" + dir + "/none.sock"}
+		if withWitness {
+			args = append(args, "--witness", "http://127.0.0.1:1="+testWitnessKey)
+		}
+		cfg, err := parseConfig(args, func(string) string { return "" }, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := openDeps(context.Background(), cfg, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		apiCfg, err := apiConfig(cfg, d, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		mfs, err := d.metrics.Registry.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		gauge := false
+		for _, mf := range mfs {
+			gauge = gauge || mf.GetName() == "agentkeys_witness_lag_entries"
+		}
+		if (d.witnesses != nil) != withWitness || (apiCfg.Witnesses != nil) != withWitness || gauge != withWitness {
+			t.Errorf("--witness %v: witnesses %v, in the API config %v, lag gauge registered %v", withWitness, d.witnesses != nil, apiCfg.Witnesses != nil, gauge)
+		}
+		d.close()
+	}
+}
