@@ -176,8 +176,12 @@ func (b *Broker) startWitnesses(opts Options) {
 	if err != nil {
 		b.t.Fatal(err)
 	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	ws, err := witness.New(witness.Config{Source: b.Audit, Witnesses: opts.Witnesses(v.Name(), info.CheckpointVerifierKey),
-		Interval: opts.WitnessInterval, Registerer: b.Metrics.Registry, Logger: opts.Logger})
+		Interval: opts.WitnessInterval, Registerer: b.Metrics.Registry, Logger: log})
 	if err != nil {
 		b.t.Fatal(err)
 	}
