@@ -20,6 +20,8 @@ import (
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 
+	"github.com/agentkeys/broker/shared/auditlog"
+	"github.com/agentkeys/broker/shared/claims"
 	"github.com/agentkeys/broker/shared/tlogproof"
 )
 
@@ -278,29 +280,66 @@ func (m *memHashes) ReadHashes(idx []int64) ([]tlog.Hash, error) {
 // JWTIndex returns the log index a JWT names in its jti claim. It does not
 // verify the token (verify --jwt does).
 func JWTIndex(token string) (int64, error) {
-	parts := strings.Split(strings.TrimSpace(token), ".")
-	if len(parts) != 3 {
-		return 0, errors.New("not a compact JWT (three dot-separated parts)")
-	}
-	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	c, err := jwtLogClaims(token)
 	if err != nil {
-		return 0, fmt.Errorf("JWT payload is not base64url: %w", err)
+		return 0, err
 	}
-	var claims struct {
-		JTI string `json:"jti"`
-	}
-	if err := json.Unmarshal(payload, &claims); err != nil {
-		return 0, fmt.Errorf("JWT payload is not JSON: %w", err)
-	}
-	i, err := strconv.ParseInt(claims.JTI, 10, 64)
-	if err != nil || i < 0 || strconv.FormatInt(i, 10) != claims.JTI {
-		return 0, fmt.Errorf("JWT jti %q is not a decimal log index", claims.JTI)
+	i, err := strconv.ParseInt(c.JTI, 10, 64)
+	if err != nil || i < 0 || strconv.FormatInt(i, 10) != c.JTI {
+		return 0, fmt.Errorf("JWT jti %q is not a decimal log index", c.JTI)
 	}
 	return i, nil
 }
 
-// entryContentNote is what the jwt check says until the entry format lands.
-const entryContentNote = "entry content (that entry %d carries the JWT's SHA-256) is not checked: the entry format (shared/auditlog) is not in this build"
+// logClaims are the claims of a JWT its log entry repeats.
+type logClaims struct {
+	JTI    string `json:"jti"`
+	Wallet string `json:"agentkeys_user_wallet"` // claims.Wallet
+}
+
+// jwtLogClaims decodes a JWT's payload (unverified).
+func jwtLogClaims(token string) (logClaims, error) {
+	parts := strings.Split(strings.TrimSpace(token), ".")
+	if len(parts) != 3 {
+		return logClaims{}, errors.New("not a compact JWT (three dot-separated parts)")
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return logClaims{}, fmt.Errorf("JWT payload is not base64url: %w", err)
+	}
+	var c logClaims
+	if err := json.Unmarshal(payload, &c); err != nil {
+		return logClaims{}, fmt.Errorf("JWT payload is not JSON: %w", err)
+	}
+	return c, nil
+}
+
+// checkJWTEntry checks that entry, the log's entry at the JWT's index,
+// records this JWT: an oidc_jwt entry with the JWT's jti, the SHA-256 of
+// its bytes and the wallet of its agentkeys_user_wallet claim.
+func checkJWTEntry(r *Report, token string, index int64, entry []byte) {
+	token = strings.TrimSpace(token)
+	c, err := jwtLogClaims(token)
+	if err != nil {
+		r.fail("jwt entry", "%v", err)
+		return
+	}
+	e, err := auditlog.Parse(entry)
+	switch want := auditlog.JWTHash(token); {
+	case err != nil:
+		r.fail("jwt entry", "entry %d is not an audit log entry: %v", index, err)
+	case e.Kind != auditlog.KindOIDCJWT:
+		r.fail("jwt entry", "entry %d is a %s entry, not the oidc_jwt entry of a JWT", index, e.Kind)
+	case e.JWTSHA256 != want:
+		r.fail("jwt entry", "entry %d names another JWT (SHA-256 %s), not this one (%s)", index, e.JWTSHA256, want)
+	case e.JTI != auditlog.IndexString(index):
+		r.fail("jwt entry", "entry %d carries jti %q, not %d", index, e.JTI, index)
+	case e.Wallet != c.Wallet:
+		r.fail("jwt entry", "entry %d names wallet %s, the JWT's %s is %q", index, e.Wallet, claims.Wallet, c.Wallet)
+	default:
+		r.pass("jwt entry", "entry %d is the oidc_jwt entry of this JWT (SHA-256 %s, wallet %s, outcome %s)", index, want, e.Wallet, e.Outcome)
+	}
+}
 
 // VerifyAuditLog verifies a whole log; see the comment at the top of this
 // file.
@@ -418,7 +457,7 @@ func VerifyAuditLog(ctx context.Context, log AuditLog, opts AuditOptions) AuditR
 			r.fail("jwt", "entry %d is not included under the checkpoint: %v", jwtIndex, err)
 		} else {
 			r.pass("jwt", "entry %d (jti) is included under the checkpoint (%d bytes)", jwtIndex, len(jwtEntry))
-			r.skip("jwt entry", entryContentNote, jwtIndex)
+			checkJWTEntry(r, opts.JWT, jwtIndex, jwtEntry)
 		}
 	}
 	res.Checkpoint, res.Tree = raw, tree
@@ -513,7 +552,7 @@ func VerifyAuditProof(proof []byte, entry []byte, opts AuditOptions) Report {
 		return r
 	}
 	if entry == nil {
-		r.skip("inclusion", "no entry bytes to hash (give --log with the entry); "+entryContentNote, p.Index)
+		r.skip("inclusion", "no entry bytes to hash: give --log to read entry %d and check that it is included and records the JWT", p.Index)
 		return r
 	}
 	if err := tlog.CheckRecord(p.Hashes, tree.N, tree.Hash, p.Index, tlog.RecordHash(entry)); err != nil {
@@ -521,6 +560,9 @@ func VerifyAuditProof(proof []byte, entry []byte, opts AuditOptions) Report {
 		return r
 	}
 	r.pass("inclusion", "entry %d is included under the checkpoint of size %d", p.Index, tree.N)
+	if opts.JWT != "" {
+		checkJWTEntry(&r, opts.JWT, p.Index, entry)
+	}
 	return r
 }
 

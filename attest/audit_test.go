@@ -22,6 +22,7 @@ import (
 	"github.com/agentkeys/broker/attest"
 	"github.com/agentkeys/broker/host/tiles"
 	"github.com/agentkeys/broker/host/tiles/tilestest"
+	"github.com/agentkeys/broker/shared/auditlog"
 )
 
 func serveLog(t *testing.T, src tiles.Source, opts tiles.Options) attest.AuditLog {
@@ -267,29 +268,92 @@ func TestAuditWitnesses(t *testing.T) {
 	mustFail(t, verifyLog(t, src, attest.AuditOptions{Witnesses: []string{tilestest.VerifierKey()}}).Report, "not a cosignature/v1")
 }
 
-func fakeJWT(jti string) string {
+const testWallet = "0x00000000000000000000000000000000000000aa"
+
+func fakeJWT(jti string) string { return walletJWT(jti, testWallet) }
+
+func walletJWT(jti, wallet string) string {
 	enc := base64.RawURLEncoding.EncodeToString
-	return enc([]byte(`{"alg":"ES256"}`)) + "." + enc([]byte(`{"jti":"`+jti+`"}`)) + "." + enc([]byte("sig"))
+	return enc([]byte(`{"alg":"ES256"}`)) + "." + enc([]byte(`{"jti":"`+jti+`","agentkeys_user_wallet":"`+wallet+`"}`)) + "." + enc([]byte("sig"))
+}
+
+// jwtEntry is the log entry the enclave writes for a JWT it minted.
+func jwtEntry(t *testing.T, jti, wallet, token string) []byte {
+	t.Helper()
+	b, err := auditlog.Entry{Version: auditlog.Version, Time: 1700000000, Kind: auditlog.KindOIDCJWT, Outcome: auditlog.OutcomeOK,
+		Wallet: wallet, SessionID: "s", JTI: jti, JWTSHA256: auditlog.JWTHash(token)}.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// jwtLog is a log of n test entries whose entry at is entry.
+func jwtLog(n, at int64, entry []byte) *tilestest.Log {
+	l := tilestest.New(nil)
+	l.AppendN(at)
+	l.Append(entry)
+	l.AppendN(n - at - 1)
+	return l
 }
 
 func TestAuditJWT(t *testing.T) {
-	l := tilestest.New(nil)
-	l.AppendN(300)
-	src := serveLog(t, l, tiles.Options{})
-	r := verifyLog(t, src, attest.AuditOptions{JWT: fakeJWT("257")}).Report
+	jwt := fakeJWT("257")
+	src := serveLog(t, jwtLog(300, 257, jwtEntry(t, "257", testWallet, jwt)), tiles.Options{})
+	r := verifyLog(t, src, attest.AuditOptions{JWT: jwt}).Report
 	mustPass(t, r)
 	if c := r.Find("jwt"); c == nil || !strings.Contains(c.Detail, "entry 257") {
 		t.Errorf("jwt check: %+v", c)
 	}
+	if c := r.Find("jwt entry"); c == nil || c.Status != attest.StatusPass || !strings.Contains(c.Detail, auditlog.JWTHash(jwt)) {
+		t.Errorf("jwt entry check: %+v", c)
+	}
+	mustPass(t, verifyLog(t, src, attest.AuditOptions{JWT: jwt + "\n"}).Report) // as read from a file
 	mustFail(t, verifyLog(t, src, attest.AuditOptions{JWT: fakeJWT("300")}).Report, "jti 300 is not in the log")
 	mustFail(t, verifyLog(t, src, attest.AuditOptions{JWT: fakeJWT("0257")}).Report, "not a decimal log index")
 	mustFail(t, verifyLog(t, src, attest.AuditOptions{JWT: "nope"}).Report, "not a compact JWT")
 }
 
+// TestAuditJWTEntry: the entry at the JWT's index must record that JWT; an
+// entry of another JWT, kind, jti or wallet fails at that index.
+func TestAuditJWTEntry(t *testing.T) {
+	jwt := fakeJWT("257")
+	aws, _ := auditlog.Entry{Version: auditlog.Version, Time: 1, Kind: auditlog.KindAWSCreds, Outcome: auditlog.OutcomeOK,
+		Wallet: testWallet, JTI: "257", JWTSHA256: auditlog.JWTHash(jwt), HostAsserted: true}.Marshal()
+	for _, c := range []struct {
+		name  string
+		entry []byte
+		want  string
+	}{
+		{"another JWT", jwtEntry(t, "257", testWallet, walletJWT("257", "0x00000000000000000000000000000000000000bb")), "jwt entry: entry 257 names another JWT"},
+		{"another wallet", jwtEntry(t, "257", "0x00000000000000000000000000000000000000bb", jwt), "jwt entry: entry 257 names wallet 0x00000000000000000000000000000000000000bb"},
+		{"another jti", jwtEntry(t, "256", testWallet, jwt), `jwt entry: entry 257 carries jti "256"`},
+		{"another kind", aws, "jwt entry: entry 257 is a aws_creds entry"},
+		{"not an entry", tilestest.Entry(257), "jwt entry: entry 257 is not an audit log entry"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			src := serveLog(t, jwtLog(300, 257, c.entry), tiles.Options{})
+			mustFail(t, verifyLog(t, src, attest.AuditOptions{JWT: jwt}).Report, c.want)
+			r := attest.VerifyAuditProofFromLog(context.Background(), proofOf(t, src, 257), src, attest.AuditOptions{Key: tilestest.VerifierKey(), JWT: jwt})
+			mustFail(t, r, c.want)
+		})
+	}
+}
+
+func proofOf(t *testing.T, log attest.AuditLog, index int64) []byte {
+	t.Helper()
+	b, err := log.ReadEndpoint(context.Background(), fmt.Sprintf("proof/%d", index))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 func TestAuditProof(t *testing.T) {
 	ctx := context.Background()
-	l := tilestest.New(nil)
-	l.AppendN(300)
+	jwt := fakeJWT("257")
+	entry := jwtEntry(t, "257", testWallet, jwt)
+	l := jwtLog(300, 257, entry)
 	w1 := witnessSigner(t, "w1.example")
 	srv := httptest.NewServer(tiles.New(l, tiles.Options{Checkpoint: cosigned(l, w1)}))
 	defer srv.Close()
@@ -300,20 +364,24 @@ func TestAuditProof(t *testing.T) {
 	var proof bytes.Buffer
 	proof.ReadFrom(resp.Body)
 	resp.Body.Close()
-	opts := attest.AuditOptions{Key: tilestest.VerifierKey(), Witnesses: []string{w1.Verifier().String()}, JWT: fakeJWT("257")}
-	mustPass(t, attest.VerifyAuditProof(proof.Bytes(), tilestest.Entry(257), opts))
-	r := attest.VerifyAuditProof(proof.Bytes(), nil, opts)
+	opts := attest.AuditOptions{Key: tilestest.VerifierKey(), Witnesses: []string{w1.Verifier().String()}, JWT: jwt}
+	r := attest.VerifyAuditProof(proof.Bytes(), entry, opts)
+	mustPass(t, r)
+	if c := r.Find("jwt entry"); c == nil || c.Status != attest.StatusPass {
+		t.Errorf("jwt entry check: %+v", c)
+	}
+	r = attest.VerifyAuditProof(proof.Bytes(), nil, opts)
 	if !r.OK() || r.Find("inclusion").Status != attest.StatusSkip {
 		t.Errorf("without the entry: %+v", r)
 	}
 	mustFail(t, attest.VerifyAuditProof(proof.Bytes(), tilestest.Entry(256), opts), "inclusion: entry 257 is not included")
 	o := opts
 	o.JWT = fakeJWT("256")
-	mustFail(t, attest.VerifyAuditProof(proof.Bytes(), tilestest.Entry(257), o), "the proof is for entry 257, the JWT's jti is 256")
+	mustFail(t, attest.VerifyAuditProof(proof.Bytes(), entry, o), "the proof is for entry 257, the JWT's jti is 256")
 	mustFail(t, attest.VerifyAuditProof([]byte("junk"), nil, opts), "proof: malformed")
 	log, _ := attest.NewHTTPAuditLog(srv.URL, srv.Client(), 0)
 	e, err := attest.ReadAuditEntry(ctx, log, tlog.Tree{N: 300}, 257)
-	if err != nil || !bytes.Equal(e, tilestest.Entry(257)) {
+	if err != nil || !bytes.Equal(e, entry) {
 		t.Errorf("ReadAuditEntry = %q, %v", e, err)
 	}
 }

@@ -95,6 +95,11 @@ type Config struct {
 	// policy. It must lie within the policy's aws_duration bounds: New checks
 	// when the enclave's Info is known, every request checks again.
 	SessionDuration time.Duration
+	// Witnesses, if set, cosign the audit log's checkpoints: /v1/audit/
+	// serves the cosigned checkpoint, each mint nudges them, and /readyz
+	// reports each one's cosigned size and lag (informative: a witness that
+	// is down or behind never makes the host unready).
+	Witnesses Witnesses
 }
 
 // API is the host's HTTP handler.
@@ -180,6 +185,7 @@ func New(cfg Config) (*API, error) {
 	a.route("POST /v1/session/revoke", "session_revoke", a.bearerLimited(audit.KindSessionRevoke, a.issuing(a.revokeSession)))
 	a.route("POST /v1/mint-oidc-jwt", "mint_oidc_jwt", a.bearerLimited(audit.KindOIDCJWT, a.issuing(a.mintOIDCJWT)))
 	a.route("POST /v1/mint-aws-creds", "mint_aws_creds", a.bearerLimited(audit.KindAWSCreds, a.issuing(a.mintAWSCreds)))
+	a.mountAuditLog()
 	if !cfg.MetricsElsewhere {
 		a.mux.Handle("GET /metrics", a.m.Handler())
 		a.allowed["/metrics"] = "GET"
@@ -361,7 +367,7 @@ func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
 func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
-	status := map[string]string{"status": "ready", "enclave": "ok", "audit": "ok", "issuer": a.cfg.Issuer}
+	status := map[string]any{"status": "ready", "enclave": "ok", "audit": "ok", "issuer": a.cfg.Issuer}
 	var failed []string
 	if !a.cfg.Enclave.Connected() {
 		status["enclave"] = "unreachable"
@@ -374,6 +380,10 @@ func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
 	if off, ok := a.cfg.Enclave.ClockOffset(); ok {
 		// Informative, never a failure: the enclave keeps its own time.
 		status["enclave_clock_offset_ms"] = strconv.FormatInt(off.Milliseconds(), 10)
+	}
+	if a.cfg.Witnesses != nil {
+		// Informative, never a failure: minting goes on without witnesses.
+		status["witnesses"] = a.cfg.Witnesses.Status()
 	}
 	if err := a.cfg.Audit.Ping(ctx); err != nil {
 		status["audit"] = "failing"

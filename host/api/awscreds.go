@@ -139,6 +139,7 @@ func (a *API) mintAWSCreds(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.m.Mints.WithLabelValues(rec.Kind, audit.OutcomeOK).Inc()
+	a.notifyWitnesses()
 	writeJSON(w, http.StatusOK, httpapi.MintAWSCredsResponse{
 		AccessKeyID:     creds.AccessKeyID,
 		SecretAccessKey: creds.SecretAccessKey,

@@ -29,6 +29,11 @@
 // the store fetch what it lacks from the enclave (audit.Resume) and mints
 // nothing until it has.
 //
+// The stored log is served under /v1/audit/ (package tiles over the store;
+// the verifier key from the enclave's Info). With [Config.Witnesses] the
+// checkpoint served is the cosigned one, each mint nudges the witnesses, and
+// /readyz reports them without ever failing on them.
+//
 // # Requests and tokens
 //
 // Every body is a shared/httpapi type, the one definition the client reads

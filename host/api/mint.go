@@ -129,5 +129,6 @@ func (a *API) mintOIDCJWT(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.m.Mints.WithLabelValues(rec.Kind, audit.OutcomeOK).Inc()
+	a.notifyWitnesses()
 	writeJSON(w, http.StatusOK, httpapi.MintJWTResponse{JWT: resp.JWT, Wallet: resp.Wallet, Expiration: resp.ExpiresAt, LogProof: proof})
 }

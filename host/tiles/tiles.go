@@ -18,7 +18,9 @@
 // 1234067 is x001/x234/067. A tile or bundle that the current checkpoint's
 // tree does not contain is 404. Full tiles and bundles never change and are
 // served "public, max-age=31536000, immutable"; partial ones for a minute;
-// the checkpoint and proofs with no-cache.
+// the checkpoint and proofs with no-cache. While the log is empty (the
+// Source has no checkpoint) the checkpoint, every tile and every proof are
+// 404.
 //
 // # Trust
 //
@@ -40,20 +42,17 @@ import (
 
 	"golang.org/x/mod/sumdb/tlog"
 
+	"github.com/agentkeys/broker/host/audit"
 	"github.com/agentkeys/broker/shared/tlogproof"
 )
 
-// Source is the stored log. The lead replaces it with audit.LogReader at
-// merge; the method set is the same.
-type Source interface {
-	// Checkpoint returns the latest signed checkpoint note.
-	Checkpoint(ctx context.Context) ([]byte, error)
-	// ReadHashes returns the stored hashes at the given tlog stored-hash
-	// indexes.
-	ReadHashes(ctx context.Context, indexes []int64) ([]tlog.Hash, error)
-	// ReadEntries returns the entries [start, end).
-	ReadEntries(ctx context.Context, start, end int64) ([][]byte, error)
-}
+// Source is the stored log: the audit store's LogReader. Its Checkpoint is
+// nil while the log is empty; the handler then answers 404 to the
+// checkpoint, every tile and every proof.
+type Source = audit.LogReader
+
+// errEmpty is current's error for a log with no checkpoint yet.
+var errEmpty = errors.New("the audit log is empty: no checkpoint yet")
 
 // Height is the tile height of C2SP tlog-tiles.
 const Height = 8
@@ -129,6 +128,9 @@ func (h *handler) current(ctx context.Context) ([]byte, tlog.Tree, error) {
 	if err != nil {
 		return nil, tlog.Tree{}, fmt.Errorf("failed to read the checkpoint: %w", err)
 	}
+	if cp == nil {
+		return nil, tlog.Tree{}, errEmpty
+	}
 	tree, err := ParseCheckpointSize(cp)
 	if err != nil {
 		return nil, tlog.Tree{}, fmt.Errorf("failed to parse the stored checkpoint: %w", err)
@@ -136,7 +138,13 @@ func (h *handler) current(ctx context.Context) ([]byte, tlog.Tree, error) {
 	return cp, tree, nil
 }
 
+// internal answers a failure of current or of reading the source: 404 for
+// an empty log, 500 otherwise.
 func (h *handler) internal(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, errEmpty) {
+		http.Error(w, err.Error(), http.StatusNotFound)
+		return
+	}
 	h.opts.Logger.ErrorContext(r.Context(), "audit log read failed", "path", r.URL.Path, "err", err.Error())
 	http.Error(w, "internal error reading the audit log", http.StatusInternalServerError)
 }

@@ -354,3 +354,24 @@ func FuzzParsePath(f *testing.F) {
 		}
 	})
 }
+
+// emptySource is a Source with no checkpoint yet, as the audit stores are
+// before the first entry.
+type emptySource struct{ *tilestest.Log }
+
+func (emptySource) Checkpoint(context.Context) ([]byte, error) { return nil, nil }
+
+// TestEmptyLog: before the first entry (a nil checkpoint) the checkpoint,
+// tiles and proofs are 404, not 500, and the verifier key is still served.
+func TestEmptyLog(t *testing.T) {
+	srv := httptest.NewServer(tiles.New(emptySource{tilestest.New(nil)}, tiles.Options{VerifierKey: tilestest.VerifierKey()}))
+	defer srv.Close()
+	for path, status := range map[string]int{
+		"checkpoint": 404, "tile/0/000.p/1": 404, "tile/entries/000.p/1": 404, "proof/0": 404, "verifier-key": 200,
+	} {
+		resp, body := get(t, srv.URL+"/v1/audit/"+path)
+		if resp.StatusCode != status {
+			t.Errorf("%s: status %d, want %d: %s", path, resp.StatusCode, status, body)
+		}
+	}
+}

@@ -58,3 +58,34 @@ func FuzzParseResponse(f *testing.F) {
 		}
 	})
 }
+
+func TestParseWitness(t *testing.T) {
+	seed := sha256.Sum256([]byte("parse witness"))
+	s, err := torchwood.NewCosignatureSigner("w.example/witness", ed25519.NewKeyFromSeed(seed[:]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := s.Verifier().String()
+	for _, c := range []struct {
+		in, url, err string
+	}{
+		{"https://w.example/w=" + key, "https://w.example/w", ""},
+		{"http://127.0.0.1:9/a?b=c=" + key, "http://127.0.0.1:9/a?b=c", ""},
+		{" https://w.example = " + key + " ", "https://w.example", ""},
+		{"https://w.example", "", "is not URL=VKEY"},
+		{"w.example=" + key, "", "is not http(s)"},
+		{"https://w.example=" + tilestest.VerifierKey(), "", "not a cosignature/v1"},
+		{"https://w.example=", "", "not a cosignature/v1"},
+	} {
+		w, err := ParseWitness(c.in)
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("ParseWitness(%q) = %+v, %v; want an error %q", c.in, w, err, c.err)
+			}
+			continue
+		}
+		if err != nil || w.URL != c.url || w.VerifierKey != key {
+			t.Errorf("ParseWitness(%q) = %+v, %v", c.in, w, err)
+		}
+	}
+}

@@ -233,6 +233,9 @@ func (ws *Witnesses) Sync(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("failed to read the checkpoint: %w", err)
 	}
+	if cp == nil {
+		return nil // an empty log: nothing to submit until the first entry
+	}
 	tree, err := tiles.ParseCheckpointSize(cp)
 	if err != nil {
 		return fmt.Errorf("failed to parse the stored checkpoint: %w", err)
@@ -411,11 +414,11 @@ func truncate(s string) string {
 
 // Checkpoint returns the source's latest checkpoint with the cosignatures of
 // every witness that cosigned exactly it: what /v1/audit/checkpoint serves
-// (tiles.Options.Checkpoint).
+// (tiles.Options.Checkpoint). While the log is empty it is nil.
 func (ws *Witnesses) Checkpoint(ctx context.Context) ([]byte, error) {
 	cp, err := ws.cfg.Source.Checkpoint(ctx)
-	if err != nil {
-		return nil, err
+	if err != nil || cp == nil {
+		return nil, err // nil, nil for an empty log
 	}
 	i := bytes.Index(cp, []byte("\n\n"))
 	if i < 0 {
@@ -448,4 +451,22 @@ func (ws *Witnesses) Status() []Status {
 		out = append(out, Status{Name: s.name, URL: s.w.URL, CosignedSize: s.cosigned, Lag: ws.lagLocked(s), LastError: s.lastErr})
 	}
 	return out
+}
+
+// ParseWitness parses a witness as the host's --witness flag gives it,
+// URL=VKEY: the submission prefix and the cosignature/v1 verifier key (whose
+// base64 has no '=', so the last '=' separates them).
+func ParseWitness(s string) (Witness, error) {
+	i := strings.LastIndex(s, "=")
+	if i < 0 {
+		return Witness{}, fmt.Errorf("%q is not URL=VKEY", s)
+	}
+	w := Witness{URL: strings.TrimSpace(s[:i]), VerifierKey: strings.TrimSpace(s[i+1:])}
+	if !strings.HasPrefix(w.URL, "http://") && !strings.HasPrefix(w.URL, "https://") {
+		return Witness{}, fmt.Errorf("%q: the URL %q is not http(s)", s, w.URL)
+	}
+	if _, err := tlogproof.NewCosignatureVerifier(w.VerifierKey); err != nil {
+		return Witness{}, fmt.Errorf("%q: the key is not a cosignature/v1 verifier key: %w", s, err)
+	}
+	return w, nil
 }

@@ -311,3 +311,61 @@ func TestRunNotify(t *testing.T) {
 	cancel()
 	<-done
 }
+
+// emptySource is a Source with no checkpoint yet (nil), as the audit stores
+// are before the first entry, until fill.
+type emptySource struct {
+	*tilestest.Log
+	filled chan struct{}
+}
+
+func (s emptySource) Checkpoint(ctx context.Context) ([]byte, error) {
+	select {
+	case <-s.filled:
+		return s.Log.Checkpoint(ctx)
+	default:
+		return nil, nil
+	}
+}
+
+// TestEmptyLog: while the log is empty a witness is not contacted (Sync
+// waits without an error), Checkpoint is nil and the lag is 0; the first
+// checkpoint is then submitted.
+func TestEmptyLog(t *testing.T) {
+	ctx := context.Background()
+	got := make(chan string, 10)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- string(b)
+		http.Error(w, "no", 403)
+	}))
+	defer srv.Close()
+	src := emptySource{tilestest.New(nil), make(chan struct{})}
+	ws, err := witness.New(witness.Config{Source: src, Logger: slog.New(slog.DiscardHandler),
+		Witnesses: []witness.Witness{{URL: srv.URL, VerifierKey: randomKey(t, "fake.example/w")}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ws.Sync(ctx); err != nil {
+		t.Fatalf("Sync on an empty log: %v", err)
+	}
+	if cp, err := ws.Checkpoint(ctx); cp != nil || err != nil {
+		t.Fatalf("Checkpoint on an empty log = %q, %v; want nil, nil", cp, err)
+	}
+	if st := ws.Status(); len(st) != 1 || st[0].Lag != 0 || st[0].CosignedSize != -1 || st[0].LastError != "" {
+		t.Fatalf("Status on an empty log = %+v", st)
+	}
+	select {
+	case b := <-got:
+		t.Fatalf("submitted %q on an empty log", b)
+	default:
+	}
+	src.AppendN(1)
+	close(src.filled)
+	if err := ws.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if b := <-got; !strings.HasPrefix(b, "old 0\n\n"+tilestest.Origin+"\n1\n") {
+		t.Fatalf("first submission %q", b)
+	}
+}

@@ -30,6 +30,7 @@ import (
 	"github.com/agentkeys/broker/host/metrics"
 	"github.com/agentkeys/broker/host/ratelimit"
 	"github.com/agentkeys/broker/host/revocation"
+	"github.com/agentkeys/broker/host/witness"
 	"github.com/agentkeys/broker/shared/auditlog"
 	"github.com/agentkeys/broker/shared/policy"
 	"github.com/agentkeys/broker/shared/protocol"
@@ -60,6 +61,14 @@ type Options struct {
 	Configure func(*api.Config)
 	// EnclaveAudit tunes the enclave's audit log (batching, bounds).
 	EnclaveAudit logtree.Config
+	// Witnesses, if set, is called once the enclave's checkpoint verifier
+	// key is known (origin is its name) and returns the witnesses the host
+	// submits checkpoints to (Broker.Witnesses, running until the test
+	// ends).
+	Witnesses func(origin, verifierKey string) []witness.Witness
+	// WitnessInterval is the witnesses' Run interval (default
+	// witness.DefaultInterval).
+	WitnessInterval time.Duration
 }
 
 // Broker is a running in-process broker.
@@ -72,6 +81,7 @@ type Broker struct {
 	Enclave     *enclaveclient.Client
 	Metrics     *metrics.Metrics
 	Attester    *attester.Simulated
+	Witnesses   *witness.Witnesses // nil without Options.Witnesses
 
 	t        testing.TB
 	now      func() time.Time
@@ -130,6 +140,10 @@ func Start(t testing.TB, opts Options) *Broker {
 			t.Fatal(err)
 		}
 	}
+	if opts.Witnesses != nil {
+		b.startWitnesses(opts)
+		cfg.Witnesses = b.Witnesses
+	}
 	if opts.Configure != nil {
 		opts.Configure(&cfg)
 	}
@@ -147,6 +161,35 @@ func Start(t testing.TB, opts Options) *Broker {
 		b.StopEnclave()
 	})
 	return b
+}
+
+// startWitnesses builds Broker.Witnesses, its metrics on Broker.Metrics,
+// and runs it until the test ends.
+func (b *Broker) startWitnesses(opts Options) {
+	b.t.Helper()
+	b.WaitConnected()
+	info, ok := b.Enclave.Info()
+	if !ok {
+		b.t.Fatal("no enclave Info after connecting")
+	}
+	v, err := note.NewVerifier(info.CheckpointVerifierKey)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ws, err := witness.New(witness.Config{Source: b.Audit, Witnesses: opts.Witnesses(v.Name(), info.CheckpointVerifierKey),
+		Interval: opts.WitnessInterval, Registerer: b.Metrics.Registry, Logger: log})
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { ws.Run(ctx); close(done) }()
+	b.t.Cleanup(func() { cancel(); <-done })
+	b.Witnesses = ws
 }
 
 // StartEnclave starts (or restarts) the simulated enclave on the same socket,

@@ -23,14 +23,16 @@ import (
 
 	"github.com/agentkeys/broker/host/tiles"
 	"github.com/agentkeys/broker/host/tiles/tilestest"
+	"github.com/agentkeys/broker/shared/auditlog"
 )
 
 // TestAuditScript runs the scripts in testdata/audit. Each gets logs served
 // by host/tiles over in-memory stores: $LOG (300 entries, cosigned by
 // $WITNESS), $FORKLOG (another history of 400 entries, same key), $SHORTLOG
 // (the first 100 entries of $LOG); $KEY is the log key, $OTHERWITNESS a
-// witness that did not cosign; $WORK/jwt.txt has jti 257, $WORK/far-jwt.txt
-// jti 999; $WORK/proof.txt is the tlog-proof of entry 257.
+// witness that did not cosign; $WORK/jwt.txt has jti 257 (entry 257 is its
+// oidc_jwt entry), $WORK/other-jwt.txt is another JWT of jti 257,
+// $WORK/far-jwt.txt jti 999; $WORK/proof.txt is the tlog-proof of entry 257.
 func TestAuditScript(t *testing.T) {
 	testscript.Run(t, testscript.Params{
 		Dir:                 "testdata/audit",
@@ -50,8 +52,17 @@ func TestAuditScript(t *testing.T) {
 				tb.Cleanup(srv.Close)
 				return srv.URL
 			}
+			// Entry 257 is the enclave's entry of jwt.txt's JWT.
+			jwt := fakeJWT("257")
+			entry, err := auditlog.Entry{Version: auditlog.Version, Time: 1700000000, Kind: auditlog.KindOIDCJWT, Outcome: auditlog.OutcomeOK,
+				Wallet: testWallet, SessionID: "s", JTI: "257", JWTSHA256: auditlog.JWTHash(jwt)}.Marshal()
+			if err != nil {
+				return err
+			}
 			l := tilestest.New(nil)
-			l.AppendN(300)
+			l.AppendN(257)
+			l.Append(entry)
+			l.AppendN(42)
 			fork := tilestest.New(nil)
 			fork.Append([]byte("forged"))
 			fork.AppendN(399)
@@ -67,7 +78,10 @@ func TestAuditScript(t *testing.T) {
 			write := func(name string, data []byte) error {
 				return os.WriteFile(filepath.Join(env.WorkDir, name), data, 0o644)
 			}
-			if err := write("jwt.txt", []byte(fakeJWT("257")+"\n")); err != nil {
+			if err := write("jwt.txt", []byte(jwt+"\n")); err != nil {
+				return err
+			}
+			if err := write("other-jwt.txt", []byte(fakeJWT("257", "other")+"\n")); err != nil {
 				return err
 			}
 			if err := write("far-jwt.txt", []byte(fakeJWT("999")+"\n")); err != nil {
@@ -159,9 +173,13 @@ func cosigned(l *tilestest.Log, w *torchwood.CosignatureSigner) func(context.Con
 	}
 }
 
-func fakeJWT(jti string) string {
+const testWallet = "0x00000000000000000000000000000000000000aa"
+
+// fakeJWT is an unsigned JWT of jti for testWallet; extra makes another
+// token of the same claims.
+func fakeJWT(jti string, extra ...string) string {
 	enc := base64.RawURLEncoding.EncodeToString
-	return enc([]byte(`{"alg":"ES256"}`)) + "." + enc([]byte(`{"jti":"`+jti+`"}`)) + "." + enc([]byte("sig"))
+	return enc([]byte(`{"alg":"ES256"}`)) + "." + enc([]byte(`{"jti":"`+jti+`","agentkeys_user_wallet":"`+testWallet+`"}`)) + "." + enc([]byte("sig"+strings.Join(extra, "")))
 }
 
 func TestProgressBar(t *testing.T) {

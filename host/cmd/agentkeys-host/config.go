@@ -17,6 +17,7 @@ import (
 	"github.com/agentkeys/broker/host/awscreds"
 	"github.com/agentkeys/broker/host/ratelimit"
 	"github.com/agentkeys/broker/host/sealedseed"
+	"github.com/agentkeys/broker/host/witness"
 	"github.com/agentkeys/broker/shared/cliflag"
 	"github.com/agentkeys/broker/shared/policy"
 )
@@ -77,6 +78,9 @@ type config struct {
 	RelayMaxConns     int
 	RelayHelloTimeout time.Duration
 	RelayIdleTimeout  time.Duration
+	// Witnesses cosign the audit log's checkpoints (--witness URL=VKEY).
+	Witnesses       []witness.Witness
+	WitnessInterval time.Duration
 }
 
 // parseConfig parses the flags and the environment. On -h or --help it writes
@@ -85,7 +89,7 @@ func parseConfig(args []string, getenv func(string) string, stdout io.Writer) (*
 	c := &config{}
 	var port, ttl, grace, httpsPort, httpPort, sessDur, signInRate string
 	var trustedProxies, mintRate, mintBurst, walletMintRate, refusalRate, refusalBurst, refusalInterval, refusalClients string
-	var originPort, relayMaxConns, relayHelloTimeout, relayIdleTimeout string
+	var originPort, relayMaxConns, relayHelloTimeout, relayIdleTimeout, witnessInterval string
 	fs := flag.NewFlagSet("agentkeys-host", flag.ContinueOnError)
 	flags := []struct {
 		name, env, def, usage string
@@ -128,6 +132,7 @@ func parseConfig(args []string, getenv func(string) string, stdout io.Writer) (*
 		{"relay-max-conns", "BROKER_RELAY_MAX_CONNS", "256", "connections the TLS relay holds at once (issuer origin and, when sharing the port, the API); more are closed at once", &relayMaxConns},
 		{"relay-hello-timeout", "BROKER_RELAY_HELLO_TIMEOUT", "10s", "time a client has to send its whole TLS ClientHello to the relay", &relayHelloTimeout},
 		{"relay-idle-timeout", "BROKER_RELAY_IDLE_TIMEOUT", "2m", "close a relayed issuer origin connection idle this long", &relayIdleTimeout},
+		{"witness-interval", "BROKER_WITNESS_INTERVAL", witness.DefaultInterval.String(), "how often checkpoints are submitted to the witnesses and those behind retried (1s to 1h); each mint also submits at once", &witnessInterval},
 		{"refusal-clients", "BROKER_REFUSAL_CLIENTS", "1000", "clients with aggregate records of their own per --refusal-interval; further clients are counted together as \"other\"", &refusalClients},
 	}
 	envOf := map[string]string{}
@@ -167,6 +172,12 @@ func parseConfig(args []string, getenv func(string) string, stdout io.Writer) (*
 	}
 	envOf["metrics-public"] = "BROKER_METRICS_PUBLIC"
 	fs.BoolVar(&c.MetricsPublic, "metrics-public", c.MetricsPublic, "serve /metrics on the API listener even with --tls-domain or --behind-proxy, where it is off by default [BROKER_METRICS_PUBLIC]")
+	// --witness is repeatable; given on the command line, it replaces
+	// BROKER_WITNESSES (comma-separated).
+	envOf["witness"] = "BROKER_WITNESSES"
+	var witnessFlags []string
+	fs.Func("witness", "a witness to cosign the audit log's checkpoints, `URL=VKEY` (submission prefix and cosignature/v1 verifier key); repeatable; none: checkpoints are served with the enclave's signature alone [BROKER_WITNESSES, comma-separated]",
+		func(v string) error { witnessFlags = append(witnessFlags, v); return nil })
 	if err := cliflag.Parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintln(stdout, "usage: agentkeys-host [flags]\n\nThe AgentKeys host: OIDC issuer and credential broker in front of an agentkeys-enclave.\nEvery flag can also be set by the environment variable named in brackets.\n\nFlags:")
@@ -325,6 +336,19 @@ func parseConfig(args []string, getenv func(string) string, stdout io.Writer) (*
 	}
 	if c.RefusalClients, err = strconv.Atoi(refusalClients); err != nil || c.RefusalClients < 1 || c.RefusalClients > 1_000_000 {
 		return nil, bad("refusal-clients", refusalClients, "want clients in [1, 1000000]")
+	}
+	if c.WitnessInterval, err = time.ParseDuration(witnessInterval); err != nil || c.WitnessInterval < time.Second || c.WitnessInterval > time.Hour {
+		return nil, bad("witness-interval", witnessInterval, "want a duration from 1s to 1h, such as 5s")
+	}
+	if witnessFlags == nil && getenv("BROKER_WITNESSES") != "" {
+		witnessFlags = strings.Split(getenv("BROKER_WITNESSES"), ",")
+	}
+	for _, v := range witnessFlags {
+		w, err := witness.ParseWitness(v)
+		if err != nil {
+			return nil, bad("witness", v, err.Error())
+		}
+		c.Witnesses = append(c.Witnesses, w)
 	}
 	if c.RoleARN != "" || getenv("BROKER_AGENT_ROLE_ARN") != "" || getenv("ACCOUNT_ID") != "" {
 		arn, err := awscreds.ResolveRoleARN(c.RoleARN, getenv("BROKER_AGENT_ROLE_ARN"), getenv("ACCOUNT_ID"))

@@ -35,6 +35,7 @@ import (
 	"github.com/agentkeys/broker/host/sealedseed"
 	"github.com/agentkeys/broker/host/server"
 	"github.com/agentkeys/broker/host/tlsacme"
+	"github.com/agentkeys/broker/host/witness"
 	"github.com/agentkeys/broker/shared/protocol"
 )
 
@@ -82,7 +83,9 @@ type deps struct {
 	enc     *enclaveclient.Client
 	metrics *metrics.Metrics
 	aws     *awscreds.Broker
-	closers []func() error
+	// witnesses is nil without --witness.
+	witnesses *witness.Witnesses
+	closers   []func() error
 }
 
 func (d *deps) close() {
@@ -157,6 +160,18 @@ func openDeps(ctx context.Context, cfg *config, log *slog.Logger) (_ *deps, err 
 	go keeper.Refresh(rctx, d.enc.Call)
 	d.closers = append(d.closers, func() error { stopRefresh(); return nil })
 	d.metrics = metrics.New(d.enc)
+	if len(cfg.Witnesses) > 0 {
+		ws, err := witness.New(witness.Config{Source: store, Witnesses: cfg.Witnesses, Interval: cfg.WitnessInterval,
+			Registerer: d.metrics.Registry, Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("invalid --witness (BROKER_WITNESSES): %w", err)
+		}
+		wctx, stopWitnesses := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { ws.Run(wctx); close(done) }()
+		d.witnesses, d.closers = ws, append(d.closers, func() error { stopWitnesses(); <-done; return nil })
+		log.Info("audit log witnesses", "count", len(cfg.Witnesses), "interval", cfg.WitnessInterval.String())
+	}
 
 	if cfg.RoleARN == "" {
 		log.Info("AWS credential minting off: no role configured (BROKER_DATA_ROLE_ARN)")
@@ -185,6 +200,9 @@ func openDeps(ctx context.Context, cfg *config, log *slog.Logger) (_ *deps, err 
 func apiConfig(cfg *config, d *deps, log *slog.Logger) (api.Config, error) {
 	apiCfg := api.Config{Issuer: cfg.Issuer, Enclave: d.enc, Audit: d.audit, Revocations: d.revs,
 		Metrics: d.metrics, Logger: log, DefaultTTLSeconds: cfg.JWTTTL, AWS: d.aws}
+	if d.witnesses != nil {
+		apiCfg.Witnesses = d.witnesses
+	}
 	if cfg.SessionBackend != "" {
 		var err error
 		if apiCfg.SessionBackend, err = api.NewSessionBackend(cfg.SessionBackend); err != nil {

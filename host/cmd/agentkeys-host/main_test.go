@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -19,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"filippo.io/torchwood"
 	"github.com/rogpeppe/go-internal/testscript"
 
 	"github.com/agentkeys/broker/enclave/logtree"
@@ -91,6 +93,19 @@ func cmdWaitHTTP(ts *testscript.TestScript, neg bool, args []string) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	ts.Fatalf("%s never answered %s (last: %s)", args[0], args[1], last)
+}
+
+// Cosignature/v1 verifier keys of two witnesses (Ed25519 keys from fixed
+// seeds).
+var testWitnessKey, testWitnessKey2 = cosignatureKey("a.example/witness"), cosignatureKey("b.example/witness")
+
+func cosignatureKey(name string) string {
+	seed := sha256.Sum256([]byte(name))
+	s, err := torchwood.NewCosignatureSigner(name, ed25519.NewKeyFromSeed(seed[:]))
+	if err != nil {
+		panic(err)
+	}
+	return s.Verifier().String()
 }
 
 func TestConfig(t *testing.T) {
@@ -214,6 +229,18 @@ func TestConfig(t *testing.T) {
 		{"issuer origin: bad mode", []string{"--issuer-origin", "both"}, env(), nil, "want enclave or host"},
 		{"relay: bad max conns", nil, env("BROKER_RELAY_MAX_CONNS", "0"), nil, "BROKER_RELAY_MAX_CONNS"},
 		{"relay: bad hello timeout", nil, env("BROKER_RELAY_HELLO_TIMEOUT", "10"), nil, "BROKER_RELAY_HELLO_TIMEOUT"},
+		{"no witnesses", nil, env(), func(c *config) bool { return len(c.Witnesses) == 0 && c.WitnessInterval == 5*time.Second }, ""},
+		{"witnesses env", nil, env("BROKER_WITNESSES", "https://a.example/w="+testWitnessKey+",http://127.0.0.1:9="+testWitnessKey2, "BROKER_WITNESS_INTERVAL", "30s"), func(c *config) bool {
+			return len(c.Witnesses) == 2 && c.Witnesses[0].URL == "https://a.example/w" && c.Witnesses[0].VerifierKey == testWitnessKey &&
+				c.Witnesses[1].URL == "http://127.0.0.1:9" && c.WitnessInterval == 30*time.Second
+		}, ""},
+		{"witness flags beat env", []string{"--witness", "https://b.example=" + testWitnessKey2, "--witness", "https://c.example=" + testWitnessKey},
+			env("BROKER_WITNESSES", "https://a.example/w="+testWitnessKey), func(c *config) bool {
+				return len(c.Witnesses) == 2 && c.Witnesses[0].URL == "https://b.example" && c.Witnesses[1].URL == "https://c.example"
+			}, ""},
+		{"bad witness", []string{"--witness", "https://a.example"}, env(), nil, "invalid --witness (BROKER_WITNESSES)"},
+		{"bad witness key", nil, env("BROKER_WITNESSES", "https://a.example=a.example+00000000+AQ"), nil, "BROKER_WITNESSES"},
+		{"bad witness interval", []string{"--witness-interval", "100ms"}, env(), nil, "BROKER_WITNESS_INTERVAL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -506,5 +533,42 @@ func TestStandardLogIsJSON(t *testing.T) {
 	var rec map[string]any
 	if err := json.Unmarshal([]byte(buf.String()), &rec); err != nil || rec["msg"] != "a library speaks" {
 		t.Fatalf("standard log output: %q (%v)", buf.String(), err)
+	}
+}
+
+// TestWitnessWiring: --witness builds the witness set over the audit store,
+// its lag gauge on the host's metrics registry, and hands it to the API;
+// without the flag there is none.
+func TestWitnessWiring(t *testing.T) {
+	for _, withWitness := range []bool{false, true} {
+		dir := t.TempDir()
+		args := []string{"--state-dir", dir, "--enclave", "unix:" + dir + "/none.sock"}
+		if withWitness {
+			args = append(args, "--witness", "http://127.0.0.1:1="+testWitnessKey)
+		}
+		cfg, err := parseConfig(args, func(string) string { return "" }, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := openDeps(context.Background(), cfg, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		apiCfg, err := apiConfig(cfg, d, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		mfs, err := d.metrics.Registry.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		gauge := false
+		for _, mf := range mfs {
+			gauge = gauge || mf.GetName() == "agentkeys_witness_lag_entries"
+		}
+		if (d.witnesses != nil) != withWitness || (apiCfg.Witnesses != nil) != withWitness || gauge != withWitness {
+			t.Errorf("--witness %v: witnesses %v, in the API config %v, lag gauge registered %v", withWitness, d.witnesses != nil, apiCfg.Witnesses != nil, gauge)
+		}
+		d.close()
 	}
 }
