@@ -1,90 +1,16 @@
 package pebbletest
 
-import (
-	"bytes"
-	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
-	"sync"
-)
+import "github.com/agentkeys/broker/internal/modbuild"
 
-// pebbleModule is built from the module cache; its version is the one in
-// go.mod (kept there by tools.go).
-const pebbleModule = "github.com/letsencrypt/pebble/v2"
-
-// built is the Pebble binary of this test process. mu is held from looking
-// the binary up to starting it, so that Cleanup cannot remove it in between.
-var built struct {
-	mu  sync.Mutex
-	dir string // temporary directory holding the binary
-	bin string
-	err error // a failed build is not retried until Cleanup
-}
+// pebble is built from the module cache; its version is the one in go.mod
+// (kept there by tools.go).
+var pebble = &modbuild.Binary{Module: "github.com/letsencrypt/pebble/v2", Package: "./cmd/pebble", Name: "pebble"}
 
 // startBinary starts cmd (Args, Env and output set) as the Pebble binary,
 // building the binary on first use.
-func startBinary(cmd *exec.Cmd) error {
-	built.mu.Lock()
-	defer built.mu.Unlock()
-	if built.bin == "" && built.err == nil {
-		built.dir, built.bin, built.err = build()
-	}
-	if built.err != nil {
-		return built.err
-	}
-	cmd.Path = built.bin
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("failed to start pebble: %w", err)
-	}
-	return nil
-}
+var startBinary = pebble.Start
 
 // Cleanup removes the Pebble binary built by Start, if any. Call it from
 // TestMain after m.Run. Running Pebbles are not affected; a later Start
 // builds the binary again.
-func Cleanup() {
-	built.mu.Lock()
-	defer built.mu.Unlock()
-	if built.dir != "" {
-		os.RemoveAll(built.dir)
-	}
-	built.dir, built.bin, built.err = "", "", nil
-}
-
-// build builds Pebble's command into a new temporary directory.
-func build() (dir, bin string, err error) {
-	// go test puts its own toolchain first on PATH.
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		return "", "", fmt.Errorf("failed to find the go command: %w", err)
-	}
-	var stderr bytes.Buffer
-	list := exec.Command(goBin, "list", "-m", "-f", "{{.Dir}}", pebbleModule)
-	list.Stderr = &stderr
-	out, err := list.Output()
-	if err != nil {
-		return "", "", fmt.Errorf("failed to locate %s (it must be required in go.mod; see tools.go): %w\n%s", pebbleModule, err, stderr.Bytes())
-	}
-	src := strings.TrimSpace(string(out))
-	if src == "" {
-		return "", "", fmt.Errorf("%s is not in the module cache; run: go mod download %s", pebbleModule, pebbleModule)
-	}
-	dir, err = os.MkdirTemp("", "pebbletest-")
-	if err != nil {
-		return "", "", err
-	}
-	bin = filepath.Join(dir, "pebble")
-	// Linking is most of the cost (the packages come from the build cache);
-	// -s -w makes it quicker. Pebble's own go.mod, not this module's, picks
-	// its dependencies.
-	cmd := exec.Command(goBin, "build", "-ldflags=-s -w", "-o", bin, "./cmd/pebble")
-	cmd.Dir = src
-	cmd.Env = append(os.Environ(), "GOWORK=off")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		os.RemoveAll(dir)
-		return "", "", fmt.Errorf("failed to build pebble: %w\n%s", err, out)
-	}
-	return dir, bin, nil
-}
+func Cleanup() { pebble.Cleanup() }

@@ -67,9 +67,7 @@ func TestStart(t *testing.T) {
 func TestCleanup(t *testing.T) {
 	closed := freePort(t)
 	p := Start(t, Options{HTTPPort: closed, TLSPort: closed})
-	built.mu.Lock()
-	bin := built.bin
-	built.mu.Unlock()
+	bin := pebble.Path()
 	Cleanup()
 	if _, err := os.Stat(bin); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("binary %s still there after Cleanup: %v", bin, err)
