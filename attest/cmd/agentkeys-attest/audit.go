@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/agentkeys/broker/attest"
+	"github.com/agentkeys/broker/shared/cliflag"
 	"github.com/agentkeys/broker/shared/tlogproof"
 )
 
@@ -96,7 +97,7 @@ func parseAuditFlags(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) 
 	// Flags may follow the positional DIR of export.
 	var pos []string
 	for {
-		if err := fs.Parse(args); err != nil {
+		if err := cliflag.Parse(fs, args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
 				fmt.Fprint(stdout, auditUsage)
 				return nil, 0, false

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/agentkeys/broker/attest"
+	"github.com/agentkeys/broker/shared/cliflag"
 	"github.com/agentkeys/broker/shared/jwk"
 	"github.com/agentkeys/broker/shared/manifest"
 )
@@ -223,7 +224,7 @@ func (f *trustFlags) live() attest.LiveOptions {
 // parseFlags parses args; ok is false when the command should exit with code.
 func parseFlags(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) (code int, ok bool) {
 	fs.SetOutput(io.Discard)
-	if err := fs.Parse(args); err != nil {
+	if err := cliflag.Parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stdout, usage)
 			return 0, false

@@ -9,6 +9,7 @@ import (
 	"os"
 
 	"github.com/agentkeys/broker/eif"
+	"github.com/agentkeys/broker/shared/cliflag"
 )
 
 const pcrsUsage = `Usage:
@@ -24,7 +25,7 @@ so that the output can be given to verify --measurements.
 func pcrs(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("pcrs", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	if err := fs.Parse(args); err != nil {
+	if err := cliflag.Parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stdout, pcrsUsage)
 			return 0

@@ -29,6 +29,7 @@ import (
 	"github.com/agentkeys/broker/eif"
 	"github.com/agentkeys/broker/eif/build"
 	"github.com/agentkeys/broker/eif/cpio"
+	"github.com/agentkeys/broker/shared/cliflag"
 )
 
 const usage = `usage: agentkeys-eif COMMAND [flags]
@@ -75,9 +76,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, usage)
 		return 0
 	case "binary":
-		err = binary(ctx, args, stderr)
+		err = binary(ctx, args, stdout, stderr)
 	case "build":
-		err = buildImage(args, stderr)
+		err = buildImage(args, stdout, stderr)
 	case "pins":
 		err = pins(args, stdout, stderr)
 	case "ls":
@@ -94,15 +95,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// parse parses a subcommand's flags; -h prints them to stderr.
-func parse(fs *flag.FlagSet, args []string, stderr io.Writer, synopsis string) error {
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: agentkeys-eif %s\n\nFlags:\n", synopsis)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+// parse parses a subcommand's flags; -h prints them to stdout. Errors name
+// the flag with -- (shared/cliflag).
+func parse(fs *flag.FlagSet, args []string, stdout io.Writer, synopsis string) error {
+	if err := cliflag.Parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(stdout, "usage: agentkeys-eif %s\n\nFlags:\n", synopsis)
+			cliflag.PrintDefaults(stdout, fs)
 			return err
 		}
 		return usageError{err.Error()}
@@ -117,13 +116,13 @@ func archFlag(fs *flag.FlagSet) *string {
 	return fs.String("arch", "x86_64", "enclave architecture: x86_64 or aarch64")
 }
 
-func binary(ctx context.Context, args []string, stderr io.Writer) error {
+func binary(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("binary", flag.ContinueOnError)
 	source := fs.String("source", ".", "module root of the source tree to build")
 	out := fs.String("out", "", "where to write the enclave binary; required")
 	arch := archFlag(fs)
 	toolchain := fs.String("go-toolchain", build.DefaultToolchain, `Go toolchain (GOTOOLCHAIN); "local" for the go command as it is`)
-	if err := parse(fs, args, stderr, "binary --out FILE [--source DIR] [--arch A] [--go-toolchain V]"); err != nil {
+	if err := parse(fs, args, stdout, "binary --out FILE [--source DIR] [--arch A] [--go-toolchain V]"); err != nil {
 		return err
 	}
 	a, err := build.ParseArch(*arch)
@@ -148,7 +147,7 @@ func binary(ctx context.Context, args []string, stderr io.Writer) error {
 	return nil
 }
 
-func buildImage(args []string, stderr io.Writer) error {
+func buildImage(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("build", flag.ContinueOnError)
 	blobs := fs.String("blobs", "", "AWS Nitro Enclaves blobs directory (e.g. /usr/share/nitro_enclaves/blobs); required")
 	pinFile := fs.String("blobs-pins", "", "pin file: the SHA-384 of each blob, sha384sum format (e.g. eif/blobs.sha384); required")
@@ -163,7 +162,7 @@ func buildImage(args []string, stderr io.Writer) error {
 		enclaveArgs = append(enclaveArgs, s)
 		return nil
 	})
-	if err := parse(fs, args, stderr, "build --blobs DIR --blobs-pins FILE --policy FILE --enclave-binary FILE --out FILE [--arch A] [--enclave-arg ARG]..."); err != nil {
+	if err := parse(fs, args, stdout, "build --blobs DIR --blobs-pins FILE --policy FILE --enclave-binary FILE --out FILE [--arch A] [--enclave-arg ARG]..."); err != nil {
 		return err
 	}
 	for name, v := range map[string]string{"--blobs": *blobs, "--blobs-pins": *pinFile, "--policy": *policyFile, "--enclave-binary": *binFile, "--out": *out} {
@@ -236,7 +235,7 @@ func pins(args []string, stdout, stderr io.Writer) error {
 	blobs := fs.String("blobs", "/usr/share/nitro_enclaves/blobs", "AWS Nitro Enclaves blobs directory")
 	arch := archFlag(fs)
 	maxSize := fs.Int64("max-input-size", build.DefaultMaxInputSize, "largest blob read, in bytes")
-	if err := parse(fs, args, stderr, "pins [--blobs DIR] [--arch A]"); err != nil {
+	if err := parse(fs, args, stdout, "pins [--blobs DIR] [--arch A]"); err != nil {
 		return err
 	}
 	a, err := build.ParseArch(*arch)
@@ -273,13 +272,10 @@ func list(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("ls", flag.ContinueOnError)
 	maxSize := fs.Int64("max-ramdisk-size", 1<<30, "largest ramdisk read, in bytes")
 	maxEntries := fs.Int("max-entries", 100000, "most entries read per ramdisk")
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: agentkeys-eif ls [flags] FILE.eif\n\nFlags:\n")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
+	if err := cliflag.Parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintf(stdout, "usage: agentkeys-eif ls [flags] FILE.eif\n\nFlags:\n")
+			cliflag.PrintDefaults(stdout, fs)
 			return err
 		}
 		return usageError{err.Error()}

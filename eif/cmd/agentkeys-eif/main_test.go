@@ -130,7 +130,7 @@ func TestUsage(t *testing.T) {
 		{nil, 2, "usage"},
 		{[]string{"frob"}, 2, "unknown command"},
 		{[]string{"build", "--blobs", "x"}, 2, "is required"},
-		{[]string{"build", "-h"}, 0, "--blobs-pins"},
+		{[]string{"build", "--nope"}, 2, "--nope: no such flag"},
 		{[]string{"binary"}, 2, "--out is required"},
 		{[]string{"binary", "--out", "x", "--arch", "mips"}, 2, "unknown architecture"},
 		{[]string{"ls"}, 2, "exactly one"},
@@ -140,6 +140,13 @@ func TestUsage(t *testing.T) {
 		code, _, stderr := runCmd(tc.args...)
 		if code != tc.code || !strings.Contains(stderr, tc.want) {
 			t.Errorf("%q: exit %d, stderr %q; want %d and %q", tc.args, code, stderr, tc.code, tc.want)
+		}
+	}
+	// Help goes to stdout, with the flags named with --.
+	for _, cmd := range []string{"build", "binary", "pins", "ls"} {
+		code, stdout, stderr := runCmd(cmd, "-h")
+		if code != 0 || stderr != "" || !strings.Contains(stdout, "usage: agentkeys-eif "+cmd) || !strings.Contains(stdout, "  --") {
+			t.Errorf("%s -h: exit %d, stdout %q, stderr %q", cmd, code, stdout, stderr)
 		}
 	}
 }
