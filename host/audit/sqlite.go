@@ -132,7 +132,11 @@ type SQLite struct {
 	// files are the database and -wal files as they were when the store
 	// opened them. The writer compares each path with them around every
 	// commit; lost is set, for good, once one no longer matches.
-	files      []watchedFile
+	files []watchedFile
+	// stmts are the writer's statements, prepared once: the writer's
+	// transactions reuse them on its connection (sql.Tx.StmtContext) rather
+	// than parse each statement again for every record and log batch.
+	stmts      writerStmts
 	lost       atomic.Pointer[error]
 	agg        *aggregator
 	flushEvery time.Duration
@@ -307,6 +311,12 @@ func OpenSQLite(path string, opts ...Option) (*SQLite, error) {
 		db.Close()
 		return nil, err
 	}
+	stmts, err := prepareWriter(db)
+	if err != nil {
+		conn.Close()
+		db.Close()
+		return nil, err
+	}
 
 	// The queue holds at least a default batch even when batches are small,
 	// so callers rarely block handing a record over.
@@ -314,6 +324,7 @@ func OpenSQLite(path string, opts ...Option) (*SQLite, error) {
 		db:         db,
 		conn:       conn,
 		files:      files,
+		stmts:      stmts,
 		agg:        newAggregator(cfg.aggClients),
 		flushEvery: cfg.aggEvery,
 		flushStop:  make(chan struct{}),
@@ -789,11 +800,8 @@ func (s *SQLite) insert(batch []*appendRequest) (res []appendResult, tip logStat
 		return nil, tip, 0, fmt.Errorf("failed to begin transaction: %w", err)
 	}
 	defer tx.Rollback() // after Commit, a no-op
-	stmt, err := tx.PrepareContext(ctx, insertRecord)
-	if err != nil {
-		return nil, tip, 0, fmt.Errorf("failed to prepare insert: %w", err)
-	}
-	defer stmt.Close()
+	st := s.stmts.in(ctx, tx)
+	stmt := st.record
 	res = make([]appendResult, len(batch))
 	probed := false
 	for i, req := range batch {
@@ -804,7 +812,7 @@ func (s *SQLite) insert(batch []*appendRequest) (res []appendResult, tip logStat
 		if req.batch != nil {
 			var fits error
 			before := tip.size
-			if tip, res[i].parked, fits, err = s.storeBatch(ctx, tx, tip, *req.batch); err != nil {
+			if tip, res[i].parked, fits, err = s.storeBatch(ctx, tx, st, tip, *req.batch); err != nil {
 				return nil, tip, 0, err
 			}
 			if tip.size > before {
@@ -857,7 +865,7 @@ func (s *SQLite) insert(batch []*appendRequest) (res []appendResult, tip logStat
 // batch already stored is checked against the stored checkpoint and written
 // again never; one past tip is parked; one that does not fit gets fits, an
 // error of its own. err is a database error, failing the transaction.
-func (s *SQLite) storeBatch(ctx context.Context, tx *sql.Tx, tip logState, b protocol.AuditBatch) (next logState, parked bool, fits, err error) {
+func (s *SQLite) storeBatch(ctx context.Context, tx *sql.Tx, st writerStmts, tip logState, b protocol.AuditBatch) (next logState, parked bool, fits, err error) {
 	end := b.Start + int64(len(b.Entries))
 	switch {
 	case b.Start > tip.size:
@@ -878,19 +886,56 @@ func (s *SQLite) storeBatch(ctx context.Context, tx *sql.Tx, tip logState, b pro
 		return tip, false, fmt.Errorf("audit: %w", ferr), nil
 	}
 	for i, e := range b.Entries {
-		if _, err := tx.ExecContext(ctx, insertEntry, b.Start+int64(i), e); err != nil {
+		if _, err := st.entry.ExecContext(ctx, b.Start+int64(i), e); err != nil {
 			return tip, false, nil, fmt.Errorf("failed to insert a log entry: %w", err)
 		}
 	}
 	for k, h := range t.hashes {
-		if _, err := tx.ExecContext(ctx, insertHash, k, h[:]); err != nil {
+		if _, err := st.hash.ExecContext(ctx, k, h[:]); err != nil {
 			return tip, false, nil, fmt.Errorf("failed to insert a log hash: %w", err)
 		}
 	}
-	if _, err := tx.ExecContext(ctx, insertCheckpoint, end, b.Checkpoint); err != nil {
+	if _, err := st.checkpoint.ExecContext(ctx, end, b.Checkpoint); err != nil {
 		return tip, false, nil, fmt.Errorf("failed to insert a checkpoint: %w", err)
 	}
 	return t.next, false, nil, nil
+}
+
+// writerStmts are the statements the writer's transactions run.
+type writerStmts struct {
+	record, entry, hash, checkpoint *sql.Stmt
+}
+
+// prepareWriter prepares the writer's statements on db. Prepared on the
+// pool, each is cached per connection, so the writer's transactions (on its
+// own connection) prepare it once.
+func prepareWriter(db *sql.DB) (writerStmts, error) {
+	var st writerStmts
+	for _, p := range []struct {
+		stmt  **sql.Stmt
+		query string
+	}{{&st.record, insertRecord}, {&st.entry, insertEntry}, {&st.hash, insertHash}, {&st.checkpoint, insertCheckpoint}} {
+		var err error
+		if *p.stmt, err = db.Prepare(p.query); err != nil {
+			st.close()
+			return writerStmts{}, fmt.Errorf("audit: failed to prepare the writer's statements: %w", err)
+		}
+	}
+	return st, nil
+}
+
+// in returns the statements bound to tx; they close with it.
+func (st writerStmts) in(ctx context.Context, tx *sql.Tx) writerStmts {
+	return writerStmts{record: tx.StmtContext(ctx, st.record), entry: tx.StmtContext(ctx, st.entry),
+		hash: tx.StmtContext(ctx, st.hash), checkpoint: tx.StmtContext(ctx, st.checkpoint)}
+}
+
+func (st writerStmts) close() {
+	for _, x := range []*sql.Stmt{st.record, st.entry, st.hash, st.checkpoint} {
+		if x != nil {
+			x.Close()
+		}
+	}
 }
 
 func boolInt(b bool) int64 {
@@ -1047,6 +1092,7 @@ func (s *SQLite) Close() error {
 		close(s.reqs)
 		s.mu.Unlock()
 		<-s.writerDone
+		s.stmts.close()
 		s.conn.Close()
 		if err := s.db.Close(); err != nil {
 			s.closeErr = fmt.Errorf("audit: failed to close database: %w", err)
