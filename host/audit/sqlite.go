@@ -149,6 +149,7 @@ type SQLite struct {
 	maxBatch   int
 	stall      func() // testing only, see testingOnlyStallWriter
 	gapWait    time.Duration
+	gapGrace   time.Duration
 	// tip is the stored log's size, right edge and latest checkpoint. Only
 	// the writer replaces it, after a commit.
 	tip atomic.Pointer[logState]
@@ -214,6 +215,7 @@ type sqliteConfig struct {
 	aggEvery   time.Duration
 	aggClients int
 	gapWait    time.Duration
+	gapGrace   time.Duration
 }
 
 // WithLogGapWait sets how long a log batch that arrives before the batch
@@ -221,6 +223,15 @@ type sqliteConfig struct {
 // (default DefaultLogGapWait). Past it the Append fails with ErrLogGap.
 func WithLogGapWait(d time.Duration) Option {
 	return func(c *sqliteConfig) { c.gapWait = d }
+}
+
+// WithLogGapGrace sets how long the writer, about to commit a transaction
+// in which a log batch would wait for the batches before it (see
+// WithLogGapWait), first waits for those to arrive, between 0 (never) and
+// 10ms (default DefaultLogGapGrace). The other records of the transaction
+// wait as long.
+func WithLogGapGrace(d time.Duration) Option {
+	return func(c *sqliteConfig) { c.gapGrace = d }
 }
 
 // WithAggregateInterval sets how often the aggregates of Count are written,
@@ -264,7 +275,8 @@ func testingOnlyPragmas(p ...string) Option {
 // code. Close the returned store to stop its writer.
 func OpenSQLite(path string, opts ...Option) (*SQLite, error) {
 	cfg := sqliteConfig{maxBatch: DefaultMaxBatch, pragmas: sqlitePragmas,
-		aggEvery: DefaultAggregateInterval, aggClients: DefaultAggregateClients, gapWait: DefaultLogGapWait}
+		aggEvery: DefaultAggregateInterval, aggClients: DefaultAggregateClients, gapWait: DefaultLogGapWait,
+		gapGrace: DefaultLogGapGrace}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -279,6 +291,9 @@ func OpenSQLite(path string, opts ...Option) (*SQLite, error) {
 	}
 	if cfg.gapWait < time.Millisecond || cfg.gapWait > time.Minute {
 		return nil, fmt.Errorf("audit: log gap wait is %s, must be between 1ms and 1m", cfg.gapWait)
+	}
+	if cfg.gapGrace < 0 || cfg.gapGrace > 10*time.Millisecond {
+		return nil, fmt.Errorf("audit: log gap grace is %s, must be between 0 and 10ms", cfg.gapGrace)
 	}
 	if path == "" {
 		return nil, errors.New("audit: database path is empty")
@@ -334,6 +349,7 @@ func OpenSQLite(path string, opts ...Option) (*SQLite, error) {
 		maxBatch:   cfg.maxBatch,
 		stall:      cfg.stall,
 		gapWait:    cfg.gapWait,
+		gapGrace:   cfg.gapGrace,
 	}
 	s.tip.Store(&tip)
 	go s.writer()
@@ -673,11 +689,13 @@ func (s *SQLite) writer() {
 				s.stall()
 			}
 		}
+		closed := false
 	gather:
 		for len(batch) < limit {
 			select {
 			case req, ok := <-s.reqs:
 				if !ok {
+					closed = true
 					break gather // closed: commit this batch, then return above
 				}
 				batch = append(batch, req)
@@ -685,9 +703,61 @@ func (s *SQLite) writer() {
 				break gather
 			}
 		}
+		if !closed && s.gapGrace > 0 && len(batch) < limit && s.hasGap(batch) {
+			batch = s.fillGap(batch, limit)
+		}
 		parked = append(parked, s.commit(batch)...)
 		clear(batch)
 	}
+}
+
+// hasGap reports whether a log batch among reqs starts past the stored log
+// and the batches before it in reqs: committed now, it would be parked.
+func (s *SQLite) hasGap(reqs []*appendRequest) bool {
+	var starts []*protocol.AuditBatch
+	for _, r := range reqs {
+		if r.batch != nil {
+			starts = append(starts, r.batch)
+		}
+	}
+	if len(starts) == 0 {
+		return false
+	}
+	slices.SortFunc(starts, func(a, b *protocol.AuditBatch) int { return cmp.Compare(a.Start, b.Start) })
+	size := s.tip.Load().size
+	for _, b := range starts {
+		if b.Start > size {
+			return true
+		}
+		size = max(size, b.Start+int64(len(b.Entries)))
+	}
+	return false
+}
+
+// fillGap waits up to gapGrace for the requests that fill the gaps in batch
+// (see hasGap), taking every request that arrives meanwhile, and returns
+// batch with them. The batches ahead of a parked one are nearly always on
+// their way (the enclave answered them first; their callers raced), and
+// waiting for them here costs microseconds, where parking costs the parked
+// callers a whole transaction more.
+func (s *SQLite) fillGap(batch []*appendRequest, limit int) []*appendRequest {
+	t := time.NewTimer(s.gapGrace)
+	defer t.Stop()
+	for len(batch) < limit {
+		select {
+		case req, ok := <-s.reqs:
+			if !ok {
+				return batch // closed: the writer finds out at its next receive
+			}
+			batch = append(batch, req)
+			if !s.hasGap(batch) {
+				return batch
+			}
+		case <-t.C:
+			return batch
+		}
+	}
+	return batch
 }
 
 // commit stores batch in one transaction and answers every request in it
