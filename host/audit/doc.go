@@ -157,7 +157,11 @@
 // stored checkpoint and not written again; one that starts past the stored
 // size waits, within the same writer, until the batches before it arrive
 // (bounded: [DefaultLogGapWait], see [WithLogGapWait]; past it the Append
-// fails with [ErrLogGap]). Before storing a batch the store checks that its
+// fails with [ErrLogGap]). Such a gap is nearly always a race between the
+// callers of two consecutive batches, so the SQLite writer, before it
+// commits a transaction in which a batch would wait, waits a little for the
+// batches that fill the gap ([DefaultLogGapGrace], see [WithLogGapGrace]) and
+// commits them together: one fsync rather than two. Before storing a batch the store checks that its
 // hashes are those of its entries on top of the stored right edge and that
 // its checkpoint names the tree they make ([ErrLogMismatch] otherwise), so
 // the stored tree always agrees with its latest checkpoint. The tables are

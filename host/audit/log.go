@@ -17,6 +17,11 @@ import (
 // of it waits for that one, unless WithLogGapWait says otherwise.
 const DefaultLogGapWait = 5 * time.Second
 
+// DefaultLogGapGrace is how long the SQLite writer waits for the batches
+// that fill a gap before it commits a transaction in which a later batch
+// would wait for them, unless WithLogGapGrace says otherwise.
+const DefaultLogGapGrace = time.Millisecond
+
 // MaxReadEntries is the most entries one ReadEntries call returns.
 const MaxReadEntries = 4096
 

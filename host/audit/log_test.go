@@ -209,6 +209,40 @@ func TestLogGap(t *testing.T) {
 	})
 }
 
+// TestLogGapGrace: a batch that arrives before the batch ahead of it is
+// committed with that one, in one transaction, when that one comes within
+// the grace (here far longer than the test), rather than parked in a
+// transaction of its own.
+func TestLogGapGrace(t *testing.T) {
+	received := make(chan struct{}, 1)
+	s := openTestSQLite(t, testingOnlyStallWriter(func() {
+		select {
+		case received <- struct{}{}:
+		default:
+		}
+	}))
+	s.gapGrace = time.Minute // past what WithLogGapGrace allows: the test never depends on timing
+	ctx := context.Background()
+	tl := newTestLog(t)
+	first, second := tl.batch(t, 1), tl.batch(t, 1)
+	before := s.Stats().Commits
+	errs := make(chan error, 2)
+	go func() { _, err := s.Append(ctx, loggedRecord(second, 1)); errs <- err }()
+	<-received // the writer holds the later batch
+	go func() { _, err := s.Append(ctx, loggedRecord(first, 0)); errs <- err }()
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := s.Stats().Commits - before; got != 1 {
+		t.Errorf("the two batches took %d transactions, want 1", got)
+	}
+	if s.LogSize() != 2 {
+		t.Errorf("log size %d, want 2", s.LogSize())
+	}
+}
+
 // TestLogMismatch: a batch whose hashes, entries or checkpoint disagree, or
 // that overlaps the log differently, is refused with ErrLogMismatch and
 // stores nothing.

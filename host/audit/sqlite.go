@@ -132,7 +132,11 @@ type SQLite struct {
 	// files are the database and -wal files as they were when the store
 	// opened them. The writer compares each path with them around every
 	// commit; lost is set, for good, once one no longer matches.
-	files      []watchedFile
+	files []watchedFile
+	// stmts are the writer's statements, prepared once: the writer's
+	// transactions reuse them on its connection (sql.Tx.StmtContext) rather
+	// than parse each statement again for every record and log batch.
+	stmts      writerStmts
 	lost       atomic.Pointer[error]
 	agg        *aggregator
 	flushEvery time.Duration
@@ -145,6 +149,7 @@ type SQLite struct {
 	maxBatch   int
 	stall      func() // testing only, see testingOnlyStallWriter
 	gapWait    time.Duration
+	gapGrace   time.Duration
 	// tip is the stored log's size, right edge and latest checkpoint. Only
 	// the writer replaces it, after a commit.
 	tip atomic.Pointer[logState]
@@ -210,6 +215,7 @@ type sqliteConfig struct {
 	aggEvery   time.Duration
 	aggClients int
 	gapWait    time.Duration
+	gapGrace   time.Duration
 }
 
 // WithLogGapWait sets how long a log batch that arrives before the batch
@@ -217,6 +223,15 @@ type sqliteConfig struct {
 // (default DefaultLogGapWait). Past it the Append fails with ErrLogGap.
 func WithLogGapWait(d time.Duration) Option {
 	return func(c *sqliteConfig) { c.gapWait = d }
+}
+
+// WithLogGapGrace sets how long the writer, about to commit a transaction
+// in which a log batch would wait for the batches before it (see
+// WithLogGapWait), first waits for those to arrive, between 0 (never) and
+// 10ms (default DefaultLogGapGrace). The other records of the transaction
+// wait as long.
+func WithLogGapGrace(d time.Duration) Option {
+	return func(c *sqliteConfig) { c.gapGrace = d }
 }
 
 // WithAggregateInterval sets how often the aggregates of Count are written,
@@ -260,7 +275,8 @@ func testingOnlyPragmas(p ...string) Option {
 // code. Close the returned store to stop its writer.
 func OpenSQLite(path string, opts ...Option) (*SQLite, error) {
 	cfg := sqliteConfig{maxBatch: DefaultMaxBatch, pragmas: sqlitePragmas,
-		aggEvery: DefaultAggregateInterval, aggClients: DefaultAggregateClients, gapWait: DefaultLogGapWait}
+		aggEvery: DefaultAggregateInterval, aggClients: DefaultAggregateClients, gapWait: DefaultLogGapWait,
+		gapGrace: DefaultLogGapGrace}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -275,6 +291,9 @@ func OpenSQLite(path string, opts ...Option) (*SQLite, error) {
 	}
 	if cfg.gapWait < time.Millisecond || cfg.gapWait > time.Minute {
 		return nil, fmt.Errorf("audit: log gap wait is %s, must be between 1ms and 1m", cfg.gapWait)
+	}
+	if cfg.gapGrace < 0 || cfg.gapGrace > 10*time.Millisecond {
+		return nil, fmt.Errorf("audit: log gap grace is %s, must be between 0 and 10ms", cfg.gapGrace)
 	}
 	if path == "" {
 		return nil, errors.New("audit: database path is empty")
@@ -307,6 +326,12 @@ func OpenSQLite(path string, opts ...Option) (*SQLite, error) {
 		db.Close()
 		return nil, err
 	}
+	stmts, err := prepareWriter(db)
+	if err != nil {
+		conn.Close()
+		db.Close()
+		return nil, err
+	}
 
 	// The queue holds at least a default batch even when batches are small,
 	// so callers rarely block handing a record over.
@@ -314,6 +339,7 @@ func OpenSQLite(path string, opts ...Option) (*SQLite, error) {
 		db:         db,
 		conn:       conn,
 		files:      files,
+		stmts:      stmts,
 		agg:        newAggregator(cfg.aggClients),
 		flushEvery: cfg.aggEvery,
 		flushStop:  make(chan struct{}),
@@ -323,6 +349,7 @@ func OpenSQLite(path string, opts ...Option) (*SQLite, error) {
 		maxBatch:   cfg.maxBatch,
 		stall:      cfg.stall,
 		gapWait:    cfg.gapWait,
+		gapGrace:   cfg.gapGrace,
 	}
 	s.tip.Store(&tip)
 	go s.writer()
@@ -662,11 +689,13 @@ func (s *SQLite) writer() {
 				s.stall()
 			}
 		}
+		closed := false
 	gather:
 		for len(batch) < limit {
 			select {
 			case req, ok := <-s.reqs:
 				if !ok {
+					closed = true
 					break gather // closed: commit this batch, then return above
 				}
 				batch = append(batch, req)
@@ -674,9 +703,61 @@ func (s *SQLite) writer() {
 				break gather
 			}
 		}
+		if !closed && s.gapGrace > 0 && len(batch) < limit && s.hasGap(batch) {
+			batch = s.fillGap(batch, limit)
+		}
 		parked = append(parked, s.commit(batch)...)
 		clear(batch)
 	}
+}
+
+// hasGap reports whether a log batch among reqs starts past the stored log
+// and the batches before it in reqs: committed now, it would be parked.
+func (s *SQLite) hasGap(reqs []*appendRequest) bool {
+	var starts []*protocol.AuditBatch
+	for _, r := range reqs {
+		if r.batch != nil {
+			starts = append(starts, r.batch)
+		}
+	}
+	if len(starts) == 0 {
+		return false
+	}
+	slices.SortFunc(starts, func(a, b *protocol.AuditBatch) int { return cmp.Compare(a.Start, b.Start) })
+	size := s.tip.Load().size
+	for _, b := range starts {
+		if b.Start > size {
+			return true
+		}
+		size = max(size, b.Start+int64(len(b.Entries)))
+	}
+	return false
+}
+
+// fillGap waits up to gapGrace for the requests that fill the gaps in batch
+// (see hasGap), taking every request that arrives meanwhile, and returns
+// batch with them. The batches ahead of a parked one are nearly always on
+// their way (the enclave answered them first; their callers raced), and
+// waiting for them here costs microseconds, where parking costs the parked
+// callers a whole transaction more.
+func (s *SQLite) fillGap(batch []*appendRequest, limit int) []*appendRequest {
+	t := time.NewTimer(s.gapGrace)
+	defer t.Stop()
+	for len(batch) < limit {
+		select {
+		case req, ok := <-s.reqs:
+			if !ok {
+				return batch // closed: the writer finds out at its next receive
+			}
+			batch = append(batch, req)
+			if !s.hasGap(batch) {
+				return batch
+			}
+		case <-t.C:
+			return batch
+		}
+	}
+	return batch
 }
 
 // commit stores batch in one transaction and answers every request in it
@@ -789,11 +870,8 @@ func (s *SQLite) insert(batch []*appendRequest) (res []appendResult, tip logStat
 		return nil, tip, 0, fmt.Errorf("failed to begin transaction: %w", err)
 	}
 	defer tx.Rollback() // after Commit, a no-op
-	stmt, err := tx.PrepareContext(ctx, insertRecord)
-	if err != nil {
-		return nil, tip, 0, fmt.Errorf("failed to prepare insert: %w", err)
-	}
-	defer stmt.Close()
+	st := s.stmts.in(ctx, tx)
+	stmt := st.record
 	res = make([]appendResult, len(batch))
 	probed := false
 	for i, req := range batch {
@@ -804,7 +882,7 @@ func (s *SQLite) insert(batch []*appendRequest) (res []appendResult, tip logStat
 		if req.batch != nil {
 			var fits error
 			before := tip.size
-			if tip, res[i].parked, fits, err = s.storeBatch(ctx, tx, tip, *req.batch); err != nil {
+			if tip, res[i].parked, fits, err = s.storeBatch(ctx, tx, st, tip, *req.batch); err != nil {
 				return nil, tip, 0, err
 			}
 			if tip.size > before {
@@ -857,7 +935,7 @@ func (s *SQLite) insert(batch []*appendRequest) (res []appendResult, tip logStat
 // batch already stored is checked against the stored checkpoint and written
 // again never; one past tip is parked; one that does not fit gets fits, an
 // error of its own. err is a database error, failing the transaction.
-func (s *SQLite) storeBatch(ctx context.Context, tx *sql.Tx, tip logState, b protocol.AuditBatch) (next logState, parked bool, fits, err error) {
+func (s *SQLite) storeBatch(ctx context.Context, tx *sql.Tx, st writerStmts, tip logState, b protocol.AuditBatch) (next logState, parked bool, fits, err error) {
 	end := b.Start + int64(len(b.Entries))
 	switch {
 	case b.Start > tip.size:
@@ -878,19 +956,56 @@ func (s *SQLite) storeBatch(ctx context.Context, tx *sql.Tx, tip logState, b pro
 		return tip, false, fmt.Errorf("audit: %w", ferr), nil
 	}
 	for i, e := range b.Entries {
-		if _, err := tx.ExecContext(ctx, insertEntry, b.Start+int64(i), e); err != nil {
+		if _, err := st.entry.ExecContext(ctx, b.Start+int64(i), e); err != nil {
 			return tip, false, nil, fmt.Errorf("failed to insert a log entry: %w", err)
 		}
 	}
 	for k, h := range t.hashes {
-		if _, err := tx.ExecContext(ctx, insertHash, k, h[:]); err != nil {
+		if _, err := st.hash.ExecContext(ctx, k, h[:]); err != nil {
 			return tip, false, nil, fmt.Errorf("failed to insert a log hash: %w", err)
 		}
 	}
-	if _, err := tx.ExecContext(ctx, insertCheckpoint, end, b.Checkpoint); err != nil {
+	if _, err := st.checkpoint.ExecContext(ctx, end, b.Checkpoint); err != nil {
 		return tip, false, nil, fmt.Errorf("failed to insert a checkpoint: %w", err)
 	}
 	return t.next, false, nil, nil
+}
+
+// writerStmts are the statements the writer's transactions run.
+type writerStmts struct {
+	record, entry, hash, checkpoint *sql.Stmt
+}
+
+// prepareWriter prepares the writer's statements on db. Prepared on the
+// pool, each is cached per connection, so the writer's transactions (on its
+// own connection) prepare it once.
+func prepareWriter(db *sql.DB) (writerStmts, error) {
+	var st writerStmts
+	for _, p := range []struct {
+		stmt  **sql.Stmt
+		query string
+	}{{&st.record, insertRecord}, {&st.entry, insertEntry}, {&st.hash, insertHash}, {&st.checkpoint, insertCheckpoint}} {
+		var err error
+		if *p.stmt, err = db.Prepare(p.query); err != nil {
+			st.close()
+			return writerStmts{}, fmt.Errorf("audit: failed to prepare the writer's statements: %w", err)
+		}
+	}
+	return st, nil
+}
+
+// in returns the statements bound to tx; they close with it.
+func (st writerStmts) in(ctx context.Context, tx *sql.Tx) writerStmts {
+	return writerStmts{record: tx.StmtContext(ctx, st.record), entry: tx.StmtContext(ctx, st.entry),
+		hash: tx.StmtContext(ctx, st.hash), checkpoint: tx.StmtContext(ctx, st.checkpoint)}
+}
+
+func (st writerStmts) close() {
+	for _, x := range []*sql.Stmt{st.record, st.entry, st.hash, st.checkpoint} {
+		if x != nil {
+			x.Close()
+		}
+	}
 }
 
 func boolInt(b bool) int64 {
@@ -1047,6 +1162,7 @@ func (s *SQLite) Close() error {
 		close(s.reqs)
 		s.mu.Unlock()
 		<-s.writerDone
+		s.stmts.close()
 		s.conn.Close()
 		if err := s.db.Close(); err != nil {
 			s.closeErr = fmt.Errorf("audit: failed to close database: %w", err)
