@@ -21,7 +21,7 @@ const AWSRootName = "AWS Nitro Enclaves root G1"
 // awsRootPEM is the AWS Nitro Enclaves root G1, the same PEM github.com/hf/nitrite
 // embeds (nitrite.DefaultCARoots). It is checked against AWSRootSHA256 at init.
 //
-//go:embed aws-nitro-root-g1.pem
+//go:embed aws-nitro-root-g1.crt
 var awsRootPEM []byte
 
 var awsRoot = mustAWSRoot()
