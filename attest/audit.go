@@ -123,7 +123,8 @@ type AuditOptions struct {
 	Progress func(done, total int64)
 	// Entry, if set, is called with every entry VerifyAuditLog reads, in
 	// index order, before the entries are checked against the checkpoint:
-	// trust what it was given only if the report is OK.
+	// trust what it was given only if the report is OK. entry is only valid
+	// during the call.
 	Entry func(index int64, entry []byte)
 }
 

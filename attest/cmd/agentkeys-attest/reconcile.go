@@ -47,7 +47,7 @@ func auditReconcile(ctx context.Context, args []string, stdout, stderr io.Writer
 		if !strings.HasPrefix(f.log, "https://") && !strings.HasPrefix(f.log, "http://") {
 			return fail(stderr, usagef("audit reconcile needs --issuer URL when --log is a directory"))
 		}
-		issuer = strings.TrimSuffix(f.log, "/")
+		issuer = strings.TrimSuffix(strings.TrimSuffix(f.log, "/"), "/v1/audit")
 	}
 	log, err := f.openLog()
 	if err != nil {
