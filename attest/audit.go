@@ -121,6 +121,11 @@ type AuditOptions struct {
 	JWT string
 	// Progress, if set, is called as tiles are read.
 	Progress func(done, total int64)
+	// Entry, if set, is called with every entry VerifyAuditLog reads, in
+	// index order, before the entries are checked against the checkpoint:
+	// trust what it was given only if the report is OK. entry is only valid
+	// during the call.
+	Entry func(index int64, entry []byte)
 }
 
 // AuditResult is a verification's report, and the checkpoint verified (to
@@ -394,6 +399,9 @@ func VerifyAuditLog(ctx context.Context, log AuditLog, opts AuditOptions) AuditR
 		}
 		for i, e := range es {
 			leaves[k] = append(leaves[k], tlog.RecordHash(e))
+			if opts.Entry != nil {
+				opts.Entry(t.N*auditTileWidth+int64(i), e)
+			}
 			if t.N*auditTileWidth+int64(i) == jwtIndex {
 				jwtEntry = bytes.Clone(e)
 			}

@@ -2,6 +2,8 @@ package attest
 
 import (
 	"encoding/binary"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -41,6 +43,37 @@ func FuzzJWTIndex(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		if i, err := JWTIndex(s); err == nil && i < 0 {
 			t.Fatalf("negative index %d", i)
+		}
+	})
+}
+
+// FuzzParseCloudTrail: CloudTrail files are whatever is in the bucket the
+// auditor synced. ParseCloudTrail must never panic, and every session it
+// returns has a time and, if it has an index tag, says so.
+func FuzzParseCloudTrail(f *testing.F) {
+	for _, name := range []string{"match.json", "findings.json", "malformed/bad-time.json", "malformed/bad-tag.json", "malformed/no-records.json"} {
+		b, err := os.ReadFile(filepath.Join("testdata", "cloudtrail", name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte(`{"Records":[null,1,"x",{}]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ss, skipped, err := ParseCloudTrail(b, "https://broker.example.com")
+		if err != nil {
+			if ss != nil || skipped != 0 {
+				t.Fatalf("error %v with %d sessions, %d skipped", err, len(ss), skipped)
+			}
+			return
+		}
+		for _, s := range ss {
+			if s.EventTime.IsZero() {
+				t.Fatalf("session %q without a time", s.EventID)
+			}
+			if !s.HasIndex && s.Index != "" {
+				t.Fatalf("index %q without HasIndex", s.Index)
+			}
 		}
 	})
 }

@@ -21,6 +21,7 @@ const auditUsage = `Usage:
     agentkeys-attest audit verify --log URL|DIR --key VKEY [--witness VKEY]... [--since FILE] [--jwt FILE] [--json]
     agentkeys-attest audit verify --proof FILE --jwt FILE --key VKEY [--witness VKEY]... [--log URL|DIR]
     agentkeys-attest audit export DIR --log URL
+    agentkeys-attest audit reconcile --log URL|DIR --key VKEY [--witness VKEY]... [--issuer URL] --cloudtrail PATH... [--skew D] [--json]
 
 verify reads the audit log (over HTTP from the issuer's /v1/audit/ tiles, or a
 directory written by export), checks the checkpoint's signature with --key and
@@ -53,11 +54,29 @@ A progress bar is drawn on stderr when it is a terminal.
 
 export downloads the checkpoint, every entry bundle and every hash tile into
 DIR (paths as on the server) for verify --log DIR.
+
+reconcile verifies the log as verify does, then reads CloudTrail logs (files
+{"Records":[...]}, .json or .json.gz, or directories of them, as aws s3 sync
+of the trail bucket leaves them) and checks every successful STS
+AssumeRoleWithWebIdentity call for the issuer: its agentkeys_log_index
+principal tag must name an oidc_jwt entry of the log, of the wallet in its
+agentkeys_user_wallet tag, and the call's eventTime must be within the entry's
+[time - skew, exp + skew]. It prints one line per session that does not
+(missing_tag, unknown_index, wrong_wallet, time_out_of_range) and a summary,
+and exits 0 only when every session matches.
+
+    --cloudtrail PATH  A CloudTrail log file or directory; repeatable, and
+                       further paths may follow it.
+    --issuer URL       The issuer whose sessions to check (default: --log
+                       when it is a URL).
+    --skew D           Clock skew allowed each side (default 5m0s).
+    --max-file N       Largest CloudTrail file, decompressed (default 268435456).
+    --max-files N      Most CloudTrail files read (default 100000).
 `
 
 func audit(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		return fail(stderr, usagef("audit: missing command (verify or export)"))
+		return fail(stderr, usagef("audit: missing command (verify, export or reconcile)"))
 	}
 	switch cmd, args := args[0], args[1:]; cmd {
 	case "-h", "-help", "--help", "help":
@@ -67,8 +86,10 @@ func audit(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return auditVerify(ctx, args, stdout, stderr)
 	case "export":
 		return auditExport(ctx, args, stdout, stderr)
+	case "reconcile":
+		return auditReconcile(ctx, args, stdout, stderr)
 	default:
-		return fail(stderr, usagef("audit: unknown command %q (verify or export)", cmd))
+		return fail(stderr, usagef("audit: unknown command %q (verify, export or reconcile)", cmd))
 	}
 }
 

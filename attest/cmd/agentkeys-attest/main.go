@@ -40,6 +40,7 @@ const usage = `Usage:
     agentkeys-attest pcrs FILE.eif
     agentkeys-attest audit verify --log URL|DIR --key VKEY [flags]
     agentkeys-attest audit export DIR --log URL
+    agentkeys-attest audit reconcile --log URL|DIR --key VKEY --cloudtrail PATH... [flags]
 
 verify checks an attestation document (COSE signature, chain to the AWS Nitro
 root or --root, age, nonce, PCRs, not debug mode), that its user_data is the
@@ -114,7 +115,8 @@ output to --measurements.
 
 audit verifies the audit log: checkpoint and witness cosignatures, every entry
 against the tree, consistency with a saved checkpoint, the inclusion of a JWT,
-or a saved tlog-proof; audit export saves the log for offline checks. Run
+or a saved tlog-proof; audit export saves the log for offline checks; audit
+reconcile checks CloudTrail's STS sessions against the verified log. Run
 agentkeys-attest audit -h for its flags.
 
 Exit status: 0 if every check passes (verify) or no alarm was raised (watch
