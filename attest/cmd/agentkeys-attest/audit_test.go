@@ -23,6 +23,7 @@ import (
 
 	"github.com/agentkeys/broker/host/tiles"
 	"github.com/agentkeys/broker/host/tiles/tilestest"
+	"github.com/agentkeys/broker/internal/scriptcmd"
 	"github.com/agentkeys/broker/shared/auditlog"
 )
 
@@ -99,7 +100,7 @@ func TestAuditScript(t *testing.T) {
 			return write("proof.txt", proof)
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"exitcode": cmdExitCode,
+			"exitcode": scriptcmd.ExitCode,
 			"tamper":   cmdTamper,
 		},
 	})

@@ -7,12 +7,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/rogpeppe/go-internal/testscript"
 
+	"github.com/agentkeys/broker/internal/scriptcmd"
 	"github.com/agentkeys/broker/internal/testbroker"
 )
 
@@ -71,7 +71,7 @@ func TestScript(t *testing.T) {
 			return write("jwks.json", jwks)
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"exitcode": cmdExitCode,
+			"exitcode": scriptcmd.ExitCode,
 		},
 	})
 }
@@ -86,27 +86,6 @@ func getJSON(url string, v any) error {
 		return errors.New(url + ": " + resp.Status)
 	}
 	return json.NewDecoder(resp.Body).Decode(v)
-}
-
-// exitcode N COMMAND [ARGS...] runs a command like exec and checks that it
-// exits with status N.
-func cmdExitCode(ts *testscript.TestScript, neg bool, args []string) {
-	if neg || len(args) < 2 {
-		ts.Fatalf("usage: exitcode N COMMAND [ARGS...]")
-	}
-	want, err := strconv.Atoi(args[0])
-	ts.Check(err)
-	got := 0
-	if err := ts.Exec(args[1], args[2:]...); err != nil {
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) {
-			ts.Fatalf("%v", err)
-		}
-		got = ee.ExitCode()
-	}
-	if got != want {
-		ts.Fatalf("exit status %d, want %d", got, want)
-	}
 }
 
 // TestImportsNoEnclaveCode: the auditor's tool shares nothing with the

@@ -17,6 +17,7 @@ import (
 
 	"github.com/rogpeppe/go-internal/testscript"
 
+	"github.com/agentkeys/broker/internal/scriptcmd"
 	"github.com/agentkeys/broker/shared/protocol"
 )
 
@@ -33,7 +34,7 @@ func TestScripts(t *testing.T) {
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"enclave-info": cmdEnclaveInfo,
 			"mode":         cmdMode,
-			"jsonlog":      cmdJSONLog,
+			"jsonlog":      scriptcmd.JSONLog,
 		},
 	})
 }
@@ -71,29 +72,6 @@ func cmdEnclaveInfo(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	if !neg {
 		ts.Fatalf("enclave did not answer: %v", lastErr)
-	}
-}
-
-// jsonlog FILE: every line of FILE (stdout or stderr of the last command) is
-// a JSON log record with time, level and msg.
-func cmdJSONLog(ts *testscript.TestScript, neg bool, args []string) {
-	if neg || len(args) != 1 {
-		ts.Fatalf("usage: jsonlog FILE")
-	}
-	text := ts.ReadFile(args[0])
-	if text == "" {
-		ts.Fatalf("%s is empty", args[0])
-	}
-	for _, line := range strings.Split(strings.TrimSuffix(text, "\n"), "\n") {
-		var rec map[string]any
-		if err := json.Unmarshal([]byte(line), &rec); err != nil {
-			ts.Fatalf("not a JSON log line: %q", line)
-		}
-		for _, k := range []string{"time", "level", "msg"} {
-			if _, ok := rec[k]; !ok {
-				ts.Fatalf("log line without %q: %q", k, line)
-			}
-		}
 	}
 }
 

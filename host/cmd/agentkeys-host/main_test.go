@@ -34,6 +34,7 @@ import (
 	"github.com/agentkeys/broker/shared/protocol"
 
 	"github.com/agentkeys/broker/internal/lockedbuf"
+	"github.com/agentkeys/broker/internal/scriptcmd"
 )
 
 func TestMain(m *testing.M) {
@@ -46,31 +47,8 @@ func TestMain(m *testing.M) {
 func TestScripts(t *testing.T) {
 	testscript.Run(t, testscript.Params{Dir: "testdata/script", Cmds: map[string]func(*testscript.TestScript, bool, []string){
 		"waithttp": cmdWaitHTTP,
-		"jsonlog":  cmdJSONLog,
+		"jsonlog":  scriptcmd.JSONLog,
 	}})
-}
-
-// jsonlog FILE: every line of FILE (stdout or stderr of the last command) is
-// a JSON log record with time, level and msg.
-func cmdJSONLog(ts *testscript.TestScript, neg bool, args []string) {
-	if neg || len(args) != 1 {
-		ts.Fatalf("usage: jsonlog FILE")
-	}
-	text := ts.ReadFile(args[0])
-	if text == "" {
-		ts.Fatalf("%s is empty", args[0])
-	}
-	for _, line := range strings.Split(strings.TrimSuffix(text, "\n"), "\n") {
-		var rec map[string]any
-		if err := json.Unmarshal([]byte(line), &rec); err != nil {
-			ts.Fatalf("not a JSON log line: %q", line)
-		}
-		for _, k := range []string{"time", "level", "msg"} {
-			if _, ok := rec[k]; !ok {
-				ts.Fatalf("log line without %q: %q", k, line)
-			}
-		}
-	}
 }
 
 // waithttp URL STATUS: poll URL (bounded) until it answers with STATUS.

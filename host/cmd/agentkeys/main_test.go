@@ -26,6 +26,7 @@ import (
 
 	"github.com/agentkeys/broker/host/awscreds"
 	"github.com/agentkeys/broker/host/client"
+	"github.com/agentkeys/broker/internal/scriptcmd"
 	"github.com/agentkeys/broker/internal/stsserver"
 	"github.com/agentkeys/broker/internal/testbroker"
 	"github.com/agentkeys/broker/shared/jwk"
@@ -76,7 +77,7 @@ func TestScript(t *testing.T) {
 			return l.Close()
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"exitcode":     cmdExitCode,
+			"exitcode":     scriptcmd.ExitCode,
 			"filemode":     cmdFileMode,
 			"jwtverify":    cmdJWTVerify,
 			"processcreds": cmdProcessCreds,
@@ -159,27 +160,6 @@ func cmdProcessCreds(ts *testscript.TestScript, neg bool, args []string) {
 	if err == nil {
 		fmt.Fprintf(ts.Stdout(), "source=%s key=%s session_token=%t can_expire=%t expires_in_minutes=%d\n",
 			creds.Source, creds.AccessKeyID, creds.SessionToken != "", creds.CanExpire, int(time.Until(creds.Expires).Round(time.Minute).Minutes()))
-	}
-}
-
-// exitcode N COMMAND [ARGS...] runs a command like exec and checks that it
-// exits with status N.
-func cmdExitCode(ts *testscript.TestScript, neg bool, args []string) {
-	if neg || len(args) < 2 {
-		ts.Fatalf("usage: exitcode N COMMAND [ARGS...]")
-	}
-	want, err := strconv.Atoi(args[0])
-	ts.Check(err)
-	got := 0
-	if err := ts.Exec(args[1], args[2:]...); err != nil {
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) {
-			ts.Fatalf("%v", err)
-		}
-		got = ee.ExitCode()
-	}
-	if got != want {
-		ts.Fatalf("exit status %d, want %d", got, want)
 	}
 }
 
