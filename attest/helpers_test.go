@@ -10,11 +10,9 @@ import (
 	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/pem"
 	"math/big"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -168,10 +166,6 @@ func (f *forger) pool() *x509.CertPool {
 	return p
 }
 
-func (f *forger) rootPEM() []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: f.root.Raw})
-}
-
 type forgeOpts struct {
 	curve               elliptic.Curve // leaf curve, default P-384
 	notBefore, notAfter time.Time      // leaf validity, default ts±3h
@@ -265,5 +259,3 @@ func (f *forger) doc(t testing.TB, o forgeOpts) []byte {
 }
 
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
-
-func contains(s, sub string) bool { return strings.Contains(s, sub) }
