@@ -10,7 +10,7 @@ FUZZPKGS ?= $(sort $(patsubst %/,%,$(dir $(shell grep -rl --include='*_test.go' 
 all: build
 
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./enclave/cmd/... ./host/cmd/... ./attest/cmd/...
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/ ./enclave/cmd/... ./host/cmd/... ./attest/cmd/... ./eif/cmd/...
 
 test: deps fmt-check vet unit fuzz
 
