@@ -105,7 +105,7 @@ func VerifyLive(ctx context.Context, issuer string, opts DocumentOptions, lo Liv
 	base := strings.TrimRight(issuer, "/")
 
 	var disc Discovery
-	b, _, leaf, err := fetch(ctx, lo, base+"/.well-known/openid-configuration")
+	b, _, leaf, err := fetch(ctx, lo, base+httpapi.PathDiscovery)
 	if err == nil {
 		if err = json.Unmarshal(b, &disc); err != nil {
 			err = fmt.Errorf("%s/.well-known/openid-configuration did not send the expected JSON: %w", base, err)

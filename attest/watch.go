@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/agentkeys/broker/shared/httpapi"
 	"github.com/agentkeys/broker/shared/jwk"
 	"github.com/agentkeys/broker/shared/manifest"
 )
@@ -163,7 +164,7 @@ func (w *Watcher) Round(ctx context.Context) []Alarm {
 // check fetches discovery and the JWKS and compares them with what is known.
 func (w *Watcher) check(ctx context.Context, raise func(reason, format string, args ...any)) {
 	var disc Discovery
-	b, _, leaf, err := fetch(ctx, w.cfg.Live, w.cfg.Issuer+"/.well-known/openid-configuration")
+	b, _, leaf, err := fetch(ctx, w.cfg.Live, w.cfg.Issuer+httpapi.PathDiscovery)
 	if err == nil {
 		err = json.Unmarshal(b, &disc)
 	}

@@ -38,12 +38,6 @@ const (
 	LabelACMEAccount = "acme/account/v1"
 )
 
-// Paths the origin serves.
-const (
-	DiscoveryPath = "/.well-known/openid-configuration"
-	JWKSPath      = "/.well-known/jwks.json"
-)
-
 // Config configures an Origin.
 type Config struct {
 	// Issuer is the normalised issuer URL; its host is the certificate's name.
@@ -341,9 +335,9 @@ func (o *Origin) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var body []byte
 		switch r.URL.Path {
-		case DiscoveryPath:
+		case httpapi.PathDiscovery:
 			body = o.discovery
-		case JWKSPath:
+		case httpapi.PathJWKS:
 			body = o.jwks
 		default:
 			http.NotFound(w, r)

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentkeys/broker/shared/httpapi"
 	"github.com/agentkeys/broker/shared/jwk"
 	"github.com/agentkeys/broker/shared/protocol"
 )
@@ -82,8 +83,8 @@ func TestServesDiscoveryAndJWKSOnly(t *testing.T) {
 		status int
 		want   string
 	}{
-		{DiscoveryPath, 200, `"jwks_uri":"https://issuer.example.com/.well-known/jwks.json"`},
-		{JWKSPath, 200, j.Kid},
+		{httpapi.PathDiscovery, 200, `"jwks_uri":"https://issuer.example.com/.well-known/jwks.json"`},
+		{httpapi.PathJWKS, 200, j.Kid},
 		{"/v1/session", 404, ""},
 		{"/.well-known/agentkeys-manifest.json", 404, ""},
 	} {
@@ -98,7 +99,7 @@ func TestServesDiscoveryAndJWKSOnly(t *testing.T) {
 		}
 	}
 	var set jwk.Set
-	resp, err := c.Get("https://issuer.example.com" + JWKSPath)
+	resp, err := c.Get("https://issuer.example.com" + httpapi.PathJWKS)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -176,9 +176,9 @@ func New(cfg Config) (*API, error) {
 	a.published.a = a
 	a.route("GET /healthz", "healthz", a.healthz)
 	a.route("GET /readyz", "readyz", a.readyz)
-	a.route("GET /.well-known/openid-configuration", "discovery", a.discovery)
-	a.route("GET /.well-known/jwks.json", "jwks", a.jwks)
-	a.route("GET /.well-known/attestation", "attestation", a.limited(a.issuing(a.attestation)))
+	a.route("GET "+httpapi.PathDiscovery, "discovery", a.discovery)
+	a.route("GET "+httpapi.PathJWKS, "jwks", a.jwks)
+	a.route("GET "+httpapi.PathAttestation, "attestation", a.limited(a.issuing(a.attestation)))
 	a.route("GET "+httpapi.PathManifest, "manifest", a.manifest)
 	a.route("GET /v1/session/nonce", "session_nonce", a.limited(a.issuing(a.sessionNonce)))
 	a.route("POST /v1/session", "session", a.limited(a.issuing(a.createSession)))

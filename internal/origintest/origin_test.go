@@ -35,6 +35,7 @@ import (
 	"github.com/agentkeys/broker/host/relay"
 	"github.com/agentkeys/broker/internal/pebbletest"
 	"github.com/agentkeys/broker/internal/stsserver"
+	"github.com/agentkeys/broker/shared/httpapi"
 	"github.com/agentkeys/broker/shared/jwk"
 	"github.com/agentkeys/broker/shared/manifest"
 	"github.com/agentkeys/broker/shared/policy"
@@ -178,7 +179,7 @@ func TestIssuerOriginThroughRelay(t *testing.T) {
 	defer cancel()
 
 	// Before a certificate there is nothing a relying party trusts.
-	if _, err := b.issuerClient(t).Get(b.issuer + origin.JWKSPath); err == nil {
+	if _, err := b.issuerClient(t).Get(b.issuer + httpapi.PathJWKS); err == nil {
 		t.Fatal("the issuer origin answered before it had a certificate")
 	}
 
@@ -194,7 +195,7 @@ func TestIssuerOriginThroughRelay(t *testing.T) {
 
 	// A TLS client at the issuer URL sees the enclave's certificate, with
 	// the key the manifest names, issued by the CA.
-	resp, err := b.issuerClient(t).Get(b.issuer + origin.JWKSPath)
+	resp, err := b.issuerClient(t).Get(b.issuer + httpapi.PathJWKS)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,7 +219,7 @@ func TestIssuerOriginThroughRelay(t *testing.T) {
 	// The compromised host serves its key on the API origin — and that
 	// changes nothing at the issuer origin.
 	api := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: b.apiRoots}}}
-	resp, err = api.Get(strings.Replace(b.issuer, "localhost", "127.0.0.1", 1) + origin.JWKSPath)
+	resp, err = api.Get(strings.Replace(b.issuer, "localhost", "127.0.0.1", 1) + httpapi.PathJWKS)
 	if err != nil {
 		t.Fatal(err)
 	}
