@@ -95,6 +95,9 @@ type Config struct {
 	// policy. It must lie within the policy's aws_duration bounds: New checks
 	// when the enclave's Info is known, every request checks again.
 	SessionDuration time.Duration
+	// PageLimit, if set, rate-limits the transparency page (GET /) per
+	// client: 429 rate_limited, not counted (it reaches nothing).
+	PageLimit *ratelimit.Limiter
 	// Witnesses, if set, cosign the audit log's checkpoints: /v1/audit/
 	// serves the cosigned checkpoint, each mint nudges them, and /readyz
 	// reports each one's cosigned size and lag (informative: a witness that
@@ -113,6 +116,9 @@ type API struct {
 	allowed map[string]string
 
 	published publishedCache
+	// checkpoint is the latest checkpoint as /v1/audit/checkpoint serves
+	// it: cosigned, with witnesses.
+	checkpoint func(ctx context.Context) ([]byte, error)
 	// logBehind is set when the store may lack batches the enclave logged;
 	// resumeMu serialises catching up (see catchUp).
 	logBehind atomic.Bool
@@ -127,6 +133,7 @@ type published struct {
 	etag      string
 	discovery []byte
 	mismatch  string // non-empty when the enclave's issuer is not ours
+	page      *pageSnapshot
 }
 
 // publishedCache derives the published documents from the enclave client's
@@ -174,6 +181,7 @@ func New(cfg Config) (*API, error) {
 	}
 	a := &API{cfg: cfg, log: cfg.Logger, m: cfg.Metrics, mux: http.NewServeMux(), allowed: map[string]string{}}
 	a.published.a = a
+	a.route("GET /{$}", "page", a.pageLimited(a.page))
 	a.route("GET /healthz", "healthz", a.healthz)
 	a.route("GET /readyz", "readyz", a.readyz)
 	a.route("GET "+httpapi.PathDiscovery, "discovery", a.discovery)
@@ -319,7 +327,7 @@ func clientOf(ctx context.Context) string {
 
 func (a *API) route(pattern, name string, h http.HandlerFunc) {
 	method, path, _ := strings.Cut(pattern, " ")
-	a.allowed[path] = method
+	a.allowed[strings.TrimSuffix(path, "{$}")] = method
 	a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
@@ -345,6 +353,7 @@ func (a *API) derive(info *protocol.InfoResponse) *published {
 	sum := sha256.Sum256(p.jwks)
 	p.etag = `"` + base64.RawURLEncoding.EncodeToString(sum[:16]) + `"`
 	p.discovery, _ = json.Marshal(httpapi.NewDiscovery(a.cfg.Issuer))
+	p.page = derivePage(info)
 	return p
 }
 

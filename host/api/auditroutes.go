@@ -28,16 +28,22 @@ type Witnesses interface {
 // bundles and proofs, read from the store; the verifier key from the
 // enclave's Info snapshot.
 func (a *API) mountAuditLog() {
-	opts := tiles.Options{Logger: a.log}
+	a.checkpoint = a.cfg.Audit.Checkpoint
 	if a.cfg.Witnesses != nil {
-		opts.Checkpoint = a.cfg.Witnesses.Checkpoint
+		a.checkpoint = a.cfg.Witnesses.Checkpoint
 	}
-	h := tiles.New(a.cfg.Audit, opts)
-	a.route("GET /v1/audit/checkpoint", "audit_checkpoint", h.ServeHTTP)
+	h := tiles.New(a.cfg.Audit, tiles.Options{Logger: a.log, Checkpoint: a.checkpoint})
+	a.route("GET "+pathAuditCheckpoint, "audit_checkpoint", h.ServeHTTP)
 	a.route("GET /v1/audit/tile/", "audit_tile", h.ServeHTTP)
 	a.route("GET /v1/audit/proof/{index}", "audit_proof", h.ServeHTTP)
-	a.route("GET /v1/audit/verifier-key", "audit_verifier_key", a.auditVerifierKey)
+	a.route("GET "+pathAuditVerifierKey, "audit_verifier_key", a.auditVerifierKey)
 }
+
+// The audit log's routes that the transparency page links to.
+const (
+	pathAuditCheckpoint  = "/v1/audit/checkpoint"
+	pathAuditVerifierKey = "/v1/audit/verifier-key"
+)
 
 // auditVerifierKey: GET /v1/audit/verifier-key, the checkpoints' note
 // verifier key (the enclave Info's checkpoint_verifier_key), text.

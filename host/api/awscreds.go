@@ -82,7 +82,7 @@ func (a *API) mintAWSCreds(w http.ResponseWriter, r *http.Request) {
 			writeError(w, errAudit)
 			return
 		}
-		a.m.Mints.WithLabelValues(audit.KindOIDCJWT, audit.OutcomeOK).Inc()
+		a.m.Minted(audit.KindOIDCJWT)
 		rec.Wallet, rec.HostAssertedWallet, rec.JTI, rec.Kid = jwt.Wallet, jwt.HostAssertedWallet, jwt.JTI, jwt.Kid
 		if duration, e = clampToSession(duration, p.info.Policy, jwt.SessionExpiresAt, jwt.HostAssertedWallet); e != nil {
 			a.refuse(w, r, rec, e)
@@ -138,7 +138,7 @@ func (a *API) mintAWSCreds(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errAudit)
 		return
 	}
-	a.m.Mints.WithLabelValues(rec.Kind, audit.OutcomeOK).Inc()
+	a.m.Minted(rec.Kind)
 	a.notifyWitnesses()
 	writeJSON(w, http.StatusOK, httpapi.MintAWSCredsResponse{
 		AccessKeyID:     creds.AccessKeyID,

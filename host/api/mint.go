@@ -128,7 +128,7 @@ func (a *API) mintOIDCJWT(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errAudit)
 		return
 	}
-	a.m.Mints.WithLabelValues(rec.Kind, audit.OutcomeOK).Inc()
+	a.m.Minted(rec.Kind)
 	a.notifyWitnesses()
 	writeJSON(w, http.StatusOK, httpapi.MintJWTResponse{JWT: resp.JWT, Wallet: resp.Wallet, Expiration: resp.ExpiresAt, LogProof: proof})
 }

@@ -9,6 +9,7 @@ package metrics
 
 import (
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,8 +25,13 @@ type Metrics struct {
 	Requests *prometheus.CounterVec
 	// RequestSeconds observes HTTP request latency by route.
 	RequestSeconds *prometheus.HistogramVec
-	// Mints counts credential mints by kind (oidc_jwt, aws_creds) and outcome.
+	// Mints counts credential mints by kind (oidc_jwt, aws_creds) and
+	// outcome. Count a credential handed out with [Metrics.Minted], which
+	// also counts it in MintedLastMinute.
 	Mints *prometheus.CounterVec
+	// MintedLastMinute counts the credentials handed out (Mints with outcome
+	// ok, every kind) in the last minute, for the transparency page.
+	MintedLastMinute *Window
 	// AuditWriteSeconds observes how long an audit record takes to become durable.
 	AuditWriteSeconds prometheus.Histogram
 	// AuditWriteErrors counts audit writes that failed (each one refused a caller).
@@ -70,6 +76,7 @@ func New(enc Enclave) *Metrics {
 		Mints: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "agentkeys_mints_total", Help: "Credential mints by kind and outcome.",
 		}, []string{"kind", "outcome"}),
+		MintedLastMinute: NewWindow(time.Now),
 		AuditWriteSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "agentkeys_audit_write_duration_seconds", Help: "Time for an audit record to become durable.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
@@ -103,6 +110,56 @@ func New(enc Enclave) *Metrics {
 		m.EnclaveRPCSeconds, m.EnclaveUp, m.EnclaveClockOffset,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// Minted counts a credential of kind handed out: agentkeys_mints_total with
+// outcome ok, and MintedLastMinute.
+func (m *Metrics) Minted(kind string) {
+	m.Mints.WithLabelValues(kind, "ok").Inc()
+	m.MintedLastMinute.Add(1)
+}
+
+// windowSeconds is the span of a Window.
+const windowSeconds = 60
+
+// Window counts events over the last minute in a ring of per-second buckets:
+// fixed memory, and Count costs 60 additions however many events there were.
+// It is safe for concurrent use.
+type Window struct {
+	now func() time.Time
+
+	mu     sync.Mutex
+	second [windowSeconds]int64 // the unix second each bucket counts
+	count  [windowSeconds]uint64
+}
+
+// NewWindow returns an empty window reading the time from now.
+func NewWindow(now func() time.Time) *Window { return &Window{now: now} }
+
+// Add counts n events now.
+func (w *Window) Add(n uint64) {
+	s := w.now().Unix()
+	i := s % windowSeconds // unix seconds since 1970 are not negative
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.second[i] != s {
+		w.second[i], w.count[i] = s, 0
+	}
+	w.count[i] += n
+}
+
+// Count is the number of events in the last 60 seconds, this one included.
+func (w *Window) Count() uint64 {
+	s := w.now().Unix()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var sum uint64
+	for i := range w.second {
+		if age := s - w.second[i]; age >= 0 && age < windowSeconds {
+			sum += w.count[i]
+		}
+	}
+	return sum
 }
 
 // Handler serves the registry in the Prometheus text format.

@@ -59,3 +59,56 @@ func TestEnclaveClockOffset(t *testing.T) {
 		})
 	}
 }
+
+// TestWindow: events count for 60 seconds, then drop out; a bucket reused a
+// minute later starts from zero.
+func TestWindow(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	w := NewWindow(func() time.Time { return now })
+	steps := []struct {
+		advance time.Duration
+		add     uint64
+		want    uint64
+	}{
+		{0, 0, 0},
+		{0, 3, 3},
+		{500 * time.Millisecond, 1, 4}, // the same second
+		{time.Second, 2, 6},
+		{58 * time.Second, 0, 6},  // 59 s after the first: still in
+		{time.Second, 0, 2},       // 60 s after the first four: out
+		{time.Second, 5, 5},       // the second's bucket reused: the old 2 are gone
+		{10 * time.Minute, 0, 0},  // idle: everything out
+		{-30 * time.Second, 0, 0}, // a clock stepped back counts nothing from the future
+	}
+	for i, s := range steps {
+		now = now.Add(s.advance)
+		w.Add(s.add)
+		if got := w.Count(); got != s.want {
+			t.Fatalf("step %d (at +%v): Count %d, want %d", i, s.advance, got, s.want)
+		}
+	}
+}
+
+func TestMintedCountsBoth(t *testing.T) {
+	m := New(nil)
+	m.Minted("oidc_jwt")
+	m.Minted("aws_creds")
+	if got := m.MintedLastMinute.Count(); got != 2 {
+		t.Fatalf("MintedLastMinute %d, want 2", got)
+	}
+	fams, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total float64
+	for _, f := range fams {
+		if f.GetName() == "agentkeys_mints_total" {
+			for _, c := range f.Metric {
+				total += c.GetCounter().GetValue()
+			}
+		}
+	}
+	if total != 2 {
+		t.Fatalf("agentkeys_mints_total %v, want 2", total)
+	}
+}

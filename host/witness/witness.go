@@ -104,6 +104,8 @@ type Config struct {
 type Status struct {
 	Name string `json:"name"`
 	URL  string `json:"url"`
+	// VerifierKey is its configured cosignature/v1 verifier key.
+	VerifierKey string `json:"verifier_key"`
 	// CosignedSize is the size of the latest checkpoint it cosigned for us
 	// (-1: none yet).
 	CosignedSize int64 `json:"cosigned_size"`
@@ -448,7 +450,7 @@ func (ws *Witnesses) Status() []Status {
 	defer ws.mu.Unlock()
 	out := make([]Status, 0, len(ws.states))
 	for _, s := range ws.states {
-		out = append(out, Status{Name: s.name, URL: s.w.URL, CosignedSize: s.cosigned, Lag: ws.lagLocked(s), LastError: s.lastErr})
+		out = append(out, Status{Name: s.name, URL: s.w.URL, VerifierKey: s.w.VerifierKey, CosignedSize: s.cosigned, Lag: ws.lagLocked(s), LastError: s.lastErr})
 	}
 	return out
 }

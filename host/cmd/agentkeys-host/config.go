@@ -52,6 +52,7 @@ type config struct {
 	SessionDuration  time.Duration
 	SkipStartupCheck bool
 	SignInRate       float64 // sign-in requests per second per client; 0 = off
+	PageRate         float64 // transparency page loads per second per client; 0 = off
 
 	// Abuse limits (see docs/operator.md).
 	TrustedProxies  []netip.Prefix // proxies whose X-Forwarded-For is believed; none = never
@@ -87,7 +88,7 @@ type config struct {
 // the help to stdout and returns flag.ErrHelp.
 func parseConfig(args []string, getenv func(string) string, stdout io.Writer) (*config, error) {
 	c := &config{}
-	var port, ttl, grace, httpsPort, httpPort, sessDur, signInRate string
+	var port, ttl, grace, httpsPort, httpPort, sessDur, signInRate, pageRate string
 	var trustedProxies, mintRate, mintBurst, walletMintRate, refusalRate, refusalBurst, refusalInterval, refusalClients string
 	var originPort, relayMaxConns, relayHelloTimeout, relayIdleTimeout, witnessInterval string
 	fs := flag.NewFlagSet("agentkeys-host", flag.ContinueOnError)
@@ -118,6 +119,7 @@ func parseConfig(args []string, getenv func(string) string, stdout io.Writer) (*
 		{"session-duration", "BROKER_SESSION_DURATION_SECONDS", "3600", "default AWS credential lifetime in seconds, within the enclave policy's aws_duration bounds (900-43200 by default)", &sessDur},
 		{"metrics-listen", "BROKER_METRICS_LISTEN", "", "serve /metrics only on this address (e.g. 127.0.0.1:9091) instead of the public API listener", &c.MetricsListen},
 		{"sign-in-rate", "BROKER_SIGN_IN_RATE", "5", "sign-in requests (nonce and sign-in) per second per client, bursts of 4x; 0 turns the limit off", &signInRate},
+		{"page-rate", "BROKER_PAGE_RATE", "2", "transparency page (GET /) loads per second per client, bursts of 4x; over it 429; 0 turns the limit off", &pageRate},
 		{"trusted-proxies", "BROKER_TRUSTED_PROXIES", "", "comma-separated CIDRs of reverse proxies whose X-Forwarded-For names the client (the right-most untrusted hop); empty: X-Forwarded-For is ignored", &trustedProxies},
 		{"mint-rate", "BROKER_MINT_RATE", "10000", "requests per second per client on the bearer routes (mint-oidc-jwt, mint-aws-creds, session/revoke); over it 429; 0 turns the limit off", &mintRate},
 		{"mint-burst", "BROKER_MINT_BURST", "20000", "burst of --mint-rate", &mintBurst},
@@ -312,6 +314,9 @@ func parseConfig(args []string, getenv func(string) string, stdout io.Writer) (*
 	}
 	if c.SignInRate, err = strconv.ParseFloat(signInRate, 64); err != nil || c.SignInRate < 0 || c.SignInRate > 10000 {
 		return nil, bad("sign-in-rate", signInRate, "want requests per second in [0, 10000]")
+	}
+	if c.PageRate, err = strconv.ParseFloat(pageRate, 64); err != nil || c.PageRate < 0 || c.PageRate > 10000 {
+		return nil, bad("page-rate", pageRate, "want page loads per second in [0, 10000]")
 	}
 	if c.TrustedProxies, err = ratelimit.ParseTrustedProxies(trustedProxies); err != nil {
 		return nil, bad("trusted-proxies", trustedProxies, err.Error())

@@ -219,6 +219,9 @@ func apiConfig(cfg *config, d *deps, log *slog.Logger) (api.Config, error) {
 	if cfg.SignInRate > 0 {
 		apiCfg.SignInLimit = ratelimit.New(cfg.SignInRate, max(1, int(4*cfg.SignInRate)), 100_000)
 	}
+	if cfg.PageRate > 0 {
+		apiCfg.PageLimit = ratelimit.New(cfg.PageRate, max(1, int(4*cfg.PageRate)), 100_000)
+	}
 	if cfg.MintRate > 0 {
 		apiCfg.MintLimit = ratelimit.New(cfg.MintRate, cfg.MintBurst, 100_000)
 	}
