@@ -1,10 +1,12 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"reflect"
 	"testing"
 
+	"github.com/agentkeys/broker/shared/auditlog"
 	"github.com/agentkeys/broker/shared/httpapi"
 )
 
@@ -40,6 +42,42 @@ func FuzzDecodeRequestBody(f *testing.F) {
 						t.Fatalf("strict %+v, encoding/json %+v", v, lax)
 					}
 				}
+			}
+		}
+	})
+}
+
+// FuzzParseCheckpointNote drives the page's reading of a checkpoint note:
+// it never panics, and what it accepts is a canonical checkpoint with one to
+// 100 signatures.
+func FuzzParseCheckpointNote(f *testing.F) {
+	root := "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+	for _, s := range []string{
+		"log.example/audit\n3\n" + root + "\n\n— log.example/audit AAAAAWFiY2Q=\n",
+		"log.example/audit\n3\n" + root + "\n\n— log.example/audit AAAAAWFiY2Q=\n— w.example/1 AAAAAmVmZ2g=\n",
+		"log.example/audit\n3\n" + root + "\n\n— log.example/audit AAAAAWFiY2Q=\n— log.example/audit AAAAAWFiY2Q=\n",
+		"log.example/audit\n3\n" + root + "\n\n",
+		"log.example/audit\n3\n" + root + "\n",
+		"x\n-1\n\n\n— a b\n", "\n\n— \n", "",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cp, err := parseCheckpointNote(data)
+		if err != nil {
+			return
+		}
+		text, _, _ := bytes.Cut(data, []byte("\n\n"))
+		c, err := auditlog.ParseCheckpoint(string(text) + "\n")
+		if err != nil || cp.Note != string(data) || cp.Origin != c.Origin || cp.Size != c.Tree.N || cp.RootHash != c.Tree.Hash.String() {
+			t.Fatalf("accepted %q as %+v (%v)", data, cp, err)
+		}
+		if len(cp.Signatures) == 0 || len(cp.Signatures) > 100 {
+			t.Fatalf("%q: %d signatures", data, len(cp.Signatures))
+		}
+		for _, s := range cp.Signatures {
+			if len(s.KeyID) != 8 || s.Role != roleUnknown || s.Name == "" {
+				t.Fatalf("%q: signature %+v", data, s)
 			}
 		}
 	})

@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"context"
 	"embed"
-	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"html/template"
 	"net/http"
 	"slices"
@@ -182,32 +182,23 @@ const (
 	roleUnknown = "unknown"
 )
 
-// errNotANote is parseCheckpointNote's answer to bytes that are not a
-// signed note with a checkpoint for text.
-var errNotANote = errors.New("not a signed checkpoint note")
-
 // parseCheckpointNote splits a signed checkpoint note into its checkpoint
-// and signature lines, without verifying anything: the page shows what the
-// host serves.
+// and signature lines (with golang.org/x/mod/sumdb/note, knowing no key),
+// without verifying anything: the page shows what the host serves.
 func parseCheckpointNote(b []byte) (*pageCheckpoint, error) {
-	text, sigs, ok := strings.Cut(string(b), "\n\n")
-	if !ok || !strings.HasSuffix(sigs, "\n") {
-		return nil, errNotANote
+	_, err := note.Open(b, note.VerifierList())
+	var unverified *note.UnverifiedNoteError
+	if !errors.As(err, &unverified) {
+		return nil, fmt.Errorf("not a signed note: %w", err)
 	}
-	c, err := auditlog.ParseCheckpoint(text + "\n")
+	n := unverified.Note
+	c, err := auditlog.ParseCheckpoint(n.Text)
 	if err != nil {
 		return nil, err
 	}
 	cp := &pageCheckpoint{Note: string(b), Origin: c.Origin, Size: c.Tree.N, RootHash: c.Tree.Hash.String()}
-	for line := range strings.Lines(sigs) {
-		rest, ok := strings.CutPrefix(strings.TrimSuffix(line, "\n"), "— ")
-		name, b64, ok2 := strings.Cut(rest, " ")
-		sig, err := base64.StdEncoding.DecodeString(b64)
-		if !ok || !ok2 || name == "" || err != nil || len(sig) < 4 {
-			return nil, errNotANote
-		}
-		h := uint32(sig[0])<<24 | uint32(sig[1])<<16 | uint32(sig[2])<<8 | uint32(sig[3])
-		cp.Signatures = append(cp.Signatures, pageSignature{Name: name, KeyID: hex.EncodeToString(sig[:4]), Role: roleUnknown, hash: h})
+	for _, s := range n.UnverifiedSigs {
+		cp.Signatures = append(cp.Signatures, pageSignature{Name: s.Name, KeyID: fmt.Sprintf("%08x", s.Hash), Role: roleUnknown, hash: s.Hash})
 	}
 	return cp, nil
 }
