@@ -57,6 +57,14 @@
 // per-wallet one ([Config.WalletMintLimit]), checked once the enclave has
 // verified the session; both are counted when they refuse.
 //
+// # The transparency page
+//
+// GET / is an HTML page for people (page.go, templates/page.html): what the
+// host publishes, each value beside the JSON route it comes from and the
+// agentkeys-attest command that checks it. It is the host's word, not a
+// proof. It is rendered from the published snapshot and memory, never with
+// an enclave call, and limited per client ([Config.PageLimit]).
+//
 // # Start here
 //
 // [New] takes a [Config]; the *API is an http.Handler. The binary in
