@@ -155,6 +155,9 @@ type Postgres struct {
 	// stale is set when a transaction failed: it may have committed all
 	// the same, so the writer reads the tip again before the next one.
 	stale atomic.Bool
+	// again is set by commit when it read a tip that moved while batches
+	// waited: the writer retries them at once. Only the writer uses it.
+	again bool
 
 	mu     sync.RWMutex
 	closed bool
@@ -431,6 +434,9 @@ func (p *Postgres) writer() {
 					first = r.deadline
 				}
 			}
+			if p.again {
+				first = time.Now() // the tip moved: try the parked batches now
+			}
 			timer = time.NewTimer(time.Until(first))
 			wake = timer.C
 		}
@@ -577,9 +583,21 @@ func (p *Postgres) commit(batch []*appendRequest) (parked []*appendRequest) {
 		p.tip.Store(&tip)
 	}
 	now := time.Now()
+	// A batch waits for the batches before it, but another writer of this
+	// log may have stored them (or others) meanwhile: read the tip again
+	// before failing one, and whenever another writer has been seen.
+	refreshed := false
+	for i, req := range batch {
+		if res[i].parked && (!now.Before(req.deadline) || p.tipMoved.Load() > 0) {
+			before := p.tip.Load().size
+			refreshed = p.reloadTip() == nil && p.tip.Load().size > before
+			break
+		}
+	}
+	p.again = refreshed
 	for i, req := range batch {
 		switch {
-		case res[i].parked && now.Before(req.deadline):
+		case res[i].parked && (now.Before(req.deadline) || refreshed):
 			parked = append(parked, req)
 			continue
 		case res[i].parked:

@@ -99,6 +99,51 @@ func (db *DB) Exec(t testing.TB, sql string, args ...any) pgconn.CommandTag {
 	return tag
 }
 
+// Scan runs the query sql in the schema and scans its one row into dest,
+// failing t on an error.
+func (db *DB) Scan(t testing.TB, sql string, dest ...any) {
+	t.Helper()
+	c := connect(t, db.DSN)
+	defer c.Close(context.Background())
+	if err := c.QueryRow(context.Background(), sql).Scan(dest...); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+// BaseDSN is the server's DSN (AGENTKEYS_TEST_POSTGRES): its connections
+// are not this schema's, so Terminate spares them.
+func (db *DB) BaseDSN() string { return db.base }
+
+// Begin opens a connection to dsn and begins a transaction on it, rolled
+// back and closed when t ends.
+func Begin(t testing.TB, dsn string) pgx.Tx {
+	t.Helper()
+	c := connect(t, dsn)
+	tx, err := c.Begin(context.Background())
+	if err != nil {
+		c.Close(context.Background())
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		tx.Rollback(context.Background())
+		c.Close(context.Background())
+	})
+	return tx
+}
+
+// Waiting is how many of the schema's connections wait for a lock.
+func (db *DB) Waiting(t testing.TB) int {
+	t.Helper()
+	c := connect(t, db.base)
+	defer c.Close(context.Background())
+	var n int
+	if err := c.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity
+		WHERE application_name = $1 AND wait_event_type = 'Lock'`, db.Schema).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 // Terminate ends, from a connection of its own, every server process serving
 // a connection of this schema's DSN (pg_terminate_backend), as a server
 // restart or an administrator would; it returns how many it ended.
