@@ -67,7 +67,7 @@ func Open(ctx context.Context, dsn string, maxConns int32) (*pgxpool.Pool, error
 	// pgxpool connects lazily: connect now, so a wrong DSN fails at start.
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
-		return nil, RedactError(fmt.Errorf("failed to connect to the database %s: %w", Redact(dsn), err), dsn)
+		return nil, RedactError(fmt.Errorf("failed to connect to the database: %w", err), dsn)
 	}
 	return pool, nil
 }
