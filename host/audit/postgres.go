@@ -597,7 +597,9 @@ func (p *Postgres) commit(batch []*appendRequest) (parked []*appendRequest) {
 	p.again = refreshed
 	for i, req := range batch {
 		switch {
-		case res[i].parked && (now.Before(req.deadline) || refreshed):
+		case res[i].parked && (now.Before(req.deadline) || refreshed && now.Before(req.deadline.Add(p.gapWait))):
+			// Past its deadline, a batch gets one more wait, no longer,
+			// when the tip moved meanwhile.
 			parked = append(parked, req)
 			continue
 		case res[i].parked:
