@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
+
+	"github.com/agentkeys/broker/host/pgdb/pgtest"
 )
 
 func TestRedact(t *testing.T) {
@@ -43,5 +46,53 @@ func TestOpenRefusesOtherForms(t *testing.T) {
 		if err == nil || strings.Contains(err.Error(), "s3cret") {
 			t.Errorf("Open(%q) = %v", dsn, err)
 		}
+	}
+}
+
+// TestMigrate: the steps run once, in order, even when several pools (hosts
+// starting together) migrate at once; a schema newer than the steps is
+// refused.
+func TestMigrate(t *testing.T) {
+	db := pgtest.New(t)
+	ctx := context.Background()
+	steps := []string{
+		`CREATE TABLE m (v integer)`,
+		`INSERT INTO m VALUES (1); ALTER TABLE m ADD COLUMN w integer`,
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Go(func() {
+			pool, err := Open(ctx, db.DSN, 2)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer pool.Close()
+			errs[i] = Migrate(ctx, pool, "test", steps)
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	var n, v int
+	db.Scan(t, `SELECT count(*) FROM m`, &n)
+	db.Scan(t, `SELECT version FROM agentkeys_schema WHERE component = 'test'`, &v)
+	if n != 1 || v != 2 {
+		t.Fatalf("%d rows, version %d; want 1 and 2", n, v)
+	}
+	pool, err := Open(ctx, db.DSN, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if err := Migrate(ctx, pool, "test", steps[:1]); err == nil || !strings.Contains(err.Error(), "version 2") {
+		t.Fatalf("an older broker on a newer schema: %v", err)
+	}
+	if err := Migrate(ctx, pool, "other", steps[:0]); err != nil {
+		t.Fatal(err)
 	}
 }
