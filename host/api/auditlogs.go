@@ -28,6 +28,7 @@ func (a *API) mountAuditLogs() {
 		a.log.Error("not serving the store's logs", "err", err.Error())
 		return
 	}
+	a.route(tiles.LogsIndex, "audit_logs", h.ServeHTTP)
 	a.route(tiles.LogsCheckpoint, "audit_logs_checkpoint", h.ServeHTTP)
 	a.route(tiles.LogsTile, "audit_logs_tile", h.ServeHTTP)
 	a.route(tiles.LogsProof, "audit_logs_proof", h.ServeHTTP)

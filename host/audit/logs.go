@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"regexp"
@@ -21,6 +22,8 @@ type Logs interface {
 	// only for an invalid name; a log that is not in the store is reported
 	// by the reader's Checkpoint, with an error wrapping ErrUnknownLog.
 	LogReader(name string) (LogReader, error)
+	// LogNames lists the logs in the store, in name order.
+	LogNames(ctx context.Context) ([]string, error)
 }
 
 // logNamePattern is what a named log's name looks like; "" is the default log.

@@ -14,6 +14,7 @@ import (
 // PostgreSQL store), each as a tlog-tiles log of its own under
 // httpapi.AuditLogPath(name):
 //
+//	/v1/audit/logs/                      the logs, an httpapi.AuditLogs (JSON)
 //	/v1/audit/logs/{name}/checkpoint
 //	/v1/audit/logs/{name}/tile/<L>/<N>[.p/<W>]
 //	/v1/audit/logs/{name}/tile/entries/<N>[.p/<W>]
@@ -34,6 +35,7 @@ type Logs struct {
 
 // Route patterns of Logs, for a caller that mounts them one by one.
 const (
+	LogsIndex       = "GET " + httpapi.PathAuditLogs + "{$}"
 	LogsCheckpoint  = "GET " + httpapi.PathAuditLogs + "{name}/checkpoint"
 	LogsTile        = "GET " + httpapi.PathAuditLogs + "{name}/tile/{path...}"
 	LogsProof       = "GET " + httpapi.PathAuditLogs + "{name}/proof/{index}"
@@ -48,6 +50,7 @@ func NewLogs(logs audit.Logs, opts Options) (*Logs, error) {
 	}
 	l := &Logs{logs: logs, opts: opts, mux: http.NewServeMux()}
 	l.own = New(own, opts).(*handler)
+	l.mux.HandleFunc(LogsIndex, l.index)
 	l.mux.HandleFunc(LogsCheckpoint, l.with((*handler).checkpoint))
 	l.mux.HandleFunc(LogsTile, l.with((*handler).tile))
 	l.mux.HandleFunc(LogsProof, l.with((*handler).proof))
@@ -79,6 +82,21 @@ func (l *Logs) handler(w http.ResponseWriter, r *http.Request) (*handler, bool) 
 		return nil, false
 	}
 	return &handler{src: src, opts: Options{Checkpoint: src.Checkpoint, Logger: l.own.opts.Logger}}, true
+}
+
+func (l *Logs) index(w http.ResponseWriter, r *http.Request) {
+	names, err := l.logs.LogNames(r.Context())
+	if err != nil {
+		l.own.internal(w, r, fmt.Errorf("failed to list the logs: %w", err))
+		return
+	}
+	out := httpapi.AuditLogs{Logs: []httpapi.AuditLog{}}
+	for _, n := range names {
+		out.Logs = append(out.Logs, httpapi.AuditLog{Name: n, Path: httpapi.AuditLogPath(n), Own: n == l.logs.OwnLog()})
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", cacheNone)
+	json.NewEncoder(w).Encode(out)
 }
 
 func (l *Logs) verifierKey(w http.ResponseWriter, r *http.Request) {

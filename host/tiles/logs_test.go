@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 
@@ -36,6 +37,15 @@ func (f fakeLogs) LogReader(name string) (audit.LogReader, error) {
 		return l, nil
 	}
 	return unknownLog{}, nil
+}
+
+func (f fakeLogs) LogNames(context.Context) ([]string, error) {
+	var names []string
+	for n := range f.logs {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names, nil
 }
 
 type unknownLog struct{}
@@ -114,6 +124,12 @@ func TestLogs(t *testing.T) {
 		if err != nil || p.Index != 3 {
 			t.Fatalf("%q: proof %v", tt.name, err)
 		}
+	}
+	resp, body := get(t, srv.URL+httpapi.PathAuditLogs)
+	var index httpapi.AuditLogs
+	if err := json.Unmarshal(body, &index); err != nil || resp.StatusCode != http.StatusOK ||
+		!slices.Equal(index.Logs, []httpapi.AuditLog{{Name: "", Path: "/v1/audit/logs/_default/"}, {Name: "b", Path: "/v1/audit/logs/b/", Own: true}}) {
+		t.Fatalf("index: %d %s", resp.StatusCode, body)
 	}
 	for _, tt := range []struct {
 		path, want string

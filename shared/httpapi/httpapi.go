@@ -15,6 +15,7 @@
 //	GET  /.well-known/attestation?nonce=HEX    → [Attestation]
 //	GET  /.well-known/agentkeys-manifest.json  → the key manifest (shared/manifest), as the enclave wrote it
 //	GET  /v1/audit/…                           → the audit log (host/tiles): checkpoint, tiles, proofs
+//	GET  /v1/audit/logs/                       → [AuditLogs], the logs of a shared store
 //	GET  /v1/audit/logs/{name}/…               → the same for every log of a shared store ([AuditLogPath])
 //
 // Every error answer is an [Error]. Request bodies are decoded strictly
@@ -50,6 +51,21 @@ const (
 	// PathAuditLogs paths; no log name can be it.
 	AuditDefaultLog = "_default"
 )
+
+// AuditLogs lists the logs of a store that several hosts share (GET
+// PathAuditLogs), in name order.
+type AuditLogs struct {
+	Logs []AuditLog `json:"logs"`
+}
+
+// AuditLog is one log of AuditLogs: its name ("" for the default log), the
+// path of its tlog-tiles routes ([AuditLogPath]), and whether it is the log
+// of the host that answered.
+type AuditLog struct {
+	Name string `json:"name"`
+	Path string `json:"path"`
+	Own  bool   `json:"own"`
+}
 
 // AuditLogPath is the base URL path of the log called name ("" for the
 // default log) among a shared store's logs: PathAuditLogs + name + "/".

@@ -147,6 +147,10 @@ func TestPostgresHost(t *testing.T) {
 	if s, _ := getBody(t, issuer+httpapi.AuditLogPath("other")+"proof/0"); s != http.StatusOK {
 		t.Fatalf("the other log's proof: %d", s)
 	}
+	if s, b := getBody(t, issuer+httpapi.PathAuditLogs); s != http.StatusOK ||
+		string(b) != `{"logs":[{"name":"","path":"/v1/audit/logs/_default/","own":true},{"name":"other","path":"/v1/audit/logs/other/","own":false}]}`+"\n" {
+		t.Fatalf("the logs: %d %s", s, b)
+	}
 	if s, b := getBody(t, issuer+httpapi.AuditLogPath("nobody")+"checkpoint"); s != http.StatusNotFound || !strings.Contains(string(b), `"error":"not_found"`) {
 		t.Fatalf("an unknown log: %d %s", s, b)
 	}
