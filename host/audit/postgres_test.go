@@ -508,3 +508,62 @@ func benchmarkPostgres(b *testing.B, parallel, logged bool, opts ...Option) {
 		b.ReportMetric(float64(st.Records)/float64(st.Commits), "records/commit")
 	}
 }
+
+// TestPostgresPing: Ping commits the heartbeat, and fails (ErrNotWritable)
+// when it cannot, and when the database holds less of the log than the
+// store committed (restored from an older backup): then Appends fail too.
+func TestPostgresPing(t *testing.T) {
+	ctx := context.Background()
+	t.Run("heartbeat", func(t *testing.T) {
+		db := pgtest.New(t)
+		s := openTestPostgres(t, db.DSN, "a")
+		if err := s.Ping(ctx); err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		db.Scan(t, `SELECT count(*) FROM audit_heartbeat WHERE log = 'a'`, &n)
+		if n != 1 {
+			t.Fatalf("%d heartbeat rows, want 1", n)
+		}
+		db.Exec(t, `DROP TABLE audit_heartbeat`)
+		if err := s.Ping(ctx); !errors.Is(err, ErrNotWritable) {
+			t.Fatalf("Ping without its table = %v, want ErrNotWritable", err)
+		}
+	})
+	t.Run("older database", func(t *testing.T) {
+		db := pgtest.New(t)
+		s := openTestPostgres(t, db.DSN, "a")
+		tl := newTestLog(t)
+		for range 2 {
+			b := tl.batch(t, 2)
+			if _, err := s.Append(ctx, loggedRecord(b, b.Start)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// The database as it was after the first batch.
+		for _, stmt := range []string{
+			`DELETE FROM audit_log_entries WHERE idx >= 2`,
+			`DELETE FROM audit_log_hashes WHERE idx >= 3`,
+			`DELETE FROM audit_log_checkpoints WHERE size > 2`,
+			`DELETE FROM audit_records WHERE seq > 1`,
+			`UPDATE audit_logs SET size = 2, seq = 1, checkpoint = (SELECT note FROM audit_log_checkpoints WHERE size = 2)`,
+		} {
+			db.Exec(t, stmt)
+		}
+		if err := s.Ping(ctx); !errors.Is(err, ErrNotWritable) || !strings.Contains(err.Error(), "older backup") {
+			t.Fatalf("Ping on an older database = %v", err)
+		}
+		b := tl.batch(t, 1)
+		if _, err := s.Append(ctx, loggedRecord(b, b.Start)); err == nil {
+			t.Fatal("Append on an older database succeeded")
+		}
+		if _, err := s.Append(ctx, validRecord()); err == nil {
+			t.Fatal("Append on an older database succeeded")
+		}
+		var n int
+		db.Scan(t, `SELECT count(*) FROM audit_records`, &n)
+		if n != 1 {
+			t.Fatalf("%d records, want the 1 left", n)
+		}
+	})
+}
