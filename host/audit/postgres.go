@@ -141,7 +141,6 @@ type Postgres struct {
 	flushStop  chan struct{}
 	flushDone  chan struct{}
 	closeOnce  sync.Once
-	closeErr   error
 	reqs       chan *appendRequest
 	writerDone chan struct{}
 	maxBatch   int
@@ -969,7 +968,7 @@ func (p *Postgres) Close() error {
 		<-p.writerDone
 		p.pool.Close()
 	})
-	return p.closeErr
+	return nil
 }
 
 func (p *Postgres) readable() error {
