@@ -37,6 +37,7 @@ func (a *API) mountAuditLog() {
 	a.route("GET /v1/audit/tile/", "audit_tile", h.ServeHTTP)
 	a.route("GET /v1/audit/proof/{index}", "audit_proof", h.ServeHTTP)
 	a.route("GET "+pathAuditVerifierKey, "audit_verifier_key", a.auditVerifierKey)
+	a.mountAuditLogs()
 }
 
 // The audit log's routes that the transparency page links to.

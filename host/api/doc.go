@@ -32,7 +32,9 @@
 // The stored log is served under /v1/audit/ (package tiles over the store;
 // the verifier key from the enclave's Info). With [Config.Witnesses] the
 // checkpoint served is the cosigned one, each mint nudges the witnesses, and
-// /readyz reports them without ever failing on them.
+// /readyz reports them without ever failing on them. A store that holds the
+// logs of several hosts (audit.Logs: PostgreSQL) has every one of them served
+// under /v1/audit/logs/{name}/ as well (tiles.NewLogs).
 //
 // # Requests and tokens
 //

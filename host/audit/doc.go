@@ -131,12 +131,20 @@
 // # Storage backends
 //
 // Storage is behind the [Store] interface. SQLite is the default: one host,
-// one file. A PostgreSQL implementation, for several hosts sharing one log,
-// belongs beside it and must keep the same contract: Append returns only
-// after the commit is durable (synchronous_commit on), Seq is assigned by the
-// database and strictly increasing, and a failed transaction fails every
-// record in it. [Memory] implements the contract in memory for tests, and
-// [Memory.SetFailure] makes it fail like a broken database.
+// one file. [Postgres] ([OpenPostgres]) keeps the same contract in a
+// PostgreSQL database that several hosts share: Append returns only after
+// the commit is durable (every connection is refused unless
+// synchronous_commit is on and the server runs with fsync), and a failed
+// transaction fails every record in it. Each host writes a log of its own,
+// named when the store is opened ([CheckLogName]; "" is the default log);
+// Seq counts the records of each log in commit order. The writer moves the
+// log's tip (size and last seq) with a compare-and-swap at the start of each
+// transaction, so two stores writing one log never store two batches at one
+// index: the one that finds the tip moved reads it again and retries, and a
+// batch that then disagrees with the stored log fails with [ErrLogMismatch].
+// Any log in the database can be read by name ([Logs]), for serving tiles
+// and proofs of every host's log. [Memory] implements the contract in memory
+// for tests, and [Memory.SetFailure] makes it fail like a broken database.
 //
 // # The Merkle log
 //

@@ -78,13 +78,24 @@ func loggedRecord(b protocol.AuditBatch, i int64) Record {
 	return r
 }
 
-func bothStores(t *testing.T, f func(t *testing.T, s Store)) {
-	t.Run("sqlite", func(t *testing.T) { f(t, openTestSQLite(t, WithLogGapWait(200*time.Millisecond))) })
-	t.Run("memory", func(t *testing.T) {
+// logStores are the stores the log's contract tests run against, each
+// opened with a log gap wait of 200ms; postgres_test.go adds PostgreSQL.
+var logStores = []struct {
+	name string
+	open func(t *testing.T) Store
+}{
+	{"sqlite", func(t *testing.T) Store { return openTestSQLite(t, WithLogGapWait(200*time.Millisecond)) }},
+	{"memory", func(t *testing.T) Store {
 		m := NewMemory()
 		m.SetLogGapWait(200 * time.Millisecond)
-		f(t, m)
-	})
+		return m
+	}},
+}
+
+func bothStores(t *testing.T, f func(t *testing.T, s Store)) {
+	for _, impl := range logStores {
+		t.Run(impl.name, func(t *testing.T) { f(t, impl.open(t)) })
+	}
 }
 
 // TestLogBatches: batches carried by records from many goroutines, in any

@@ -4,6 +4,10 @@
 // the host refuses to forward it. The host checks the list before every mint,
 // and fails closed: if the list cannot be read, nothing is minted. Entries are
 // kept until the session would have expired anyway, then pruned.
+//
+// [OpenSQLite] keeps the list in a file of one host's; [OpenPostgres] in the
+// PostgreSQL database that several hosts share with their audit store, so a
+// session revoked through one host is refused by every one.
 package revocation
 
 import (

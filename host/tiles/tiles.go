@@ -22,6 +22,10 @@
 // Source has no checkpoint) the checkpoint, every tile and every proof are
 // 404.
 //
+// A store that holds the logs of several hosts (the PostgreSQL store) is
+// served by [NewLogs] as well: every log in it under
+// /v1/audit/logs/{name}/, with the same routes.
+//
 // # Trust
 //
 // Nothing here needs to be trusted: the host reads what its [Source] stores
@@ -43,6 +47,7 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/agentkeys/broker/host/audit"
+	"github.com/agentkeys/broker/shared/httpapi"
 	"github.com/agentkeys/broker/shared/tlogproof"
 )
 
@@ -95,10 +100,10 @@ func New(src Source, opts Options) http.Handler {
 		opts.Checkpoint = src.Checkpoint
 	}
 	h := &handler{src: src, opts: opts, mux: http.NewServeMux()}
-	h.mux.HandleFunc("GET /v1/audit/checkpoint", h.checkpoint)
-	h.mux.HandleFunc("GET /v1/audit/verifier-key", h.verifierKey)
-	h.mux.HandleFunc("GET /v1/audit/proof/{index}", h.proof)
-	h.mux.HandleFunc("GET /v1/audit/tile/{path...}", h.tile)
+	h.mux.HandleFunc("GET "+httpapi.PathAudit+"checkpoint", h.checkpoint)
+	h.mux.HandleFunc("GET "+httpapi.PathAudit+"verifier-key", h.verifierKey)
+	h.mux.HandleFunc("GET "+httpapi.PathAudit+"proof/{index}", h.proof)
+	h.mux.HandleFunc("GET "+httpapi.PathAudit+"tile/{path...}", h.tile)
 	return h
 }
 
@@ -143,6 +148,9 @@ func (h *handler) current(ctx context.Context) ([]byte, tlog.Tree, error) {
 func (h *handler) internal(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, errEmpty) {
 		http.Error(w, err.Error(), http.StatusNotFound)
+		return
+	}
+	if unknownLog(w, err) {
 		return
 	}
 	h.opts.Logger.ErrorContext(r.Context(), "audit log read failed", "path", r.URL.Path, "err", err.Error())

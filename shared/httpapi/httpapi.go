@@ -14,6 +14,9 @@
 //	POST /v1/mint-aws-creds  [MintAWSCredsRequest] → [MintAWSCredsResponse]
 //	GET  /.well-known/attestation?nonce=HEX    → [Attestation]
 //	GET  /.well-known/agentkeys-manifest.json  → the key manifest (shared/manifest), as the enclave wrote it
+//	GET  /v1/audit/…                           → the audit log (host/tiles): checkpoint, tiles, proofs
+//	GET  /v1/audit/logs/                       → [AuditLogs], the logs of a shared store
+//	GET  /v1/audit/logs/{name}/…               → the same for every log of a shared store ([AuditLogPath])
 //
 // Every error answer is an [Error]. Request bodies are decoded strictly
 // (shared/strictjson): an unknown key, a key given twice or a key in another
@@ -36,6 +39,51 @@ const (
 	PathAttestation  = "/.well-known/attestation"
 	PathManifest     = "/.well-known/agentkeys-manifest.json"
 )
+
+// The audit log's routes (host/tiles): the host's own log is a C2SP
+// tlog-tiles log at PathAudit (checkpoint, tile/…, proof/{index},
+// verifier-key); with a store that several hosts share (PostgreSQL), every
+// log in it is one at [AuditLogPath] of its name as well.
+const (
+	PathAudit     = "/v1/audit/"
+	PathAuditLogs = "/v1/audit/logs/"
+	// AuditDefaultLog stands for the default log (the log named "") in
+	// PathAuditLogs paths; no log name can be it.
+	AuditDefaultLog = "_default"
+)
+
+// AuditLogs lists the logs of a store that several hosts share (GET
+// PathAuditLogs), in name order.
+type AuditLogs struct {
+	Logs []AuditLog `json:"logs"`
+}
+
+// AuditLog is one log of AuditLogs: its name ("" for the default log), the
+// path of its tlog-tiles routes ([AuditLogPath]), and whether it is the log
+// of the host that answered.
+type AuditLog struct {
+	Name string `json:"name"`
+	Path string `json:"path"`
+	Own  bool   `json:"own"`
+}
+
+// AuditLogPath is the base URL path of the log called name ("" for the
+// default log) among a shared store's logs: PathAuditLogs + name + "/".
+func AuditLogPath(name string) string {
+	if name == "" {
+		name = AuditDefaultLog
+	}
+	return PathAuditLogs + name + "/"
+}
+
+// AuditLogName is the log name that the path segment seg of an
+// AuditLogPath stands for. It does not check that the name is valid.
+func AuditLogName(seg string) string {
+	if seg == AuditDefaultLog {
+		return ""
+	}
+	return seg
+}
 
 // Error is every error answer: {"error": kind, "message": text}. Kind is one
 // of a short list (such as "unauthorized" or "bad_request"); Message says what

@@ -55,6 +55,7 @@ var vectors = []struct {
 	{"mint_aws_creds_request.json", &httpapi.MintAWSCredsRequest{DurationSeconds: 1800}},
 	{"mint_aws_creds_response.json", &httpapi.MintAWSCredsResponse{AccessKeyID: "ASIAEXAMPLE000000001", SecretAccessKey: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
 		SessionToken: "FwoGZXIvYXdzEXAMPLE//////////", Expiration: 1767326645, Wallet: wallet, LogProof: logProof}},
+	{"audit_logs.json", &httpapi.AuditLogs{Logs: []httpapi.AuditLog{{Name: "", Path: "/v1/audit/logs/_default/"}, {Name: "host-b", Path: "/v1/audit/logs/host-b/", Own: true}}}},
 	{"attestation.json", &httpapi.Attestation{Document: []byte{0x84, 0x44, 0xa1, 0x01, 0x38, 0x22}, Manifest: []byte(`{"issuer":"https://broker.example.com"}`),
 		ManifestSHA256: "bcc2753b29b62f3386506da2838ff6bcdfcedfd4d59dc83005cd8bcb35582cc4", Nonce: "00112233445566778899aabbccddeeff", Mode: "simulated"}},
 }

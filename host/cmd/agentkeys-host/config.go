@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/agentkeys/broker/host/awscreds"
+	"github.com/agentkeys/broker/host/pgdb"
 	"github.com/agentkeys/broker/host/ratelimit"
 	"github.com/agentkeys/broker/host/sealedseed"
 	"github.com/agentkeys/broker/host/witness"
@@ -31,6 +32,7 @@ type config struct {
 	Enclave        string
 	StateDir       string
 	AuditDB        string
+	AuditDSN       string // PostgreSQL URL of the shared audit store and revocation list; "" = SQLite
 	JWTTTL         int64
 	ShutdownGrace  time.Duration
 	TLSDomain      string
@@ -146,6 +148,10 @@ func parseConfig(args []string, getenv func(string) string, stdout io.Writer) (*
 		}
 		fs.StringVar(f.p, f.name, def, f.usage+" ["+f.env+"]")
 	}
+	// --audit-dsn carries a password: its variable is not the flag's default,
+	// which -h would print.
+	envOf["audit-dsn"] = "BROKER_AUDIT_DSN"
+	fs.StringVar(&c.AuditDSN, "audit-dsn", "", "PostgreSQL URL (postgres://USER:PASSWORD@HOST/DB) of the audit store and revocation list that several hosts share; empty: SQLite files in the state dir (see docs/operator.md, PostgreSQL) [BROKER_AUDIT_DSN]")
 	// The one boolean flag: --behind-proxy needs no value on the command line.
 	envOf["behind-proxy"] = "BROKER_BEHIND_PROXY"
 	if v := getenv("BROKER_BEHIND_PROXY"); v != "" {
@@ -218,6 +224,17 @@ func parseConfig(args []string, getenv func(string) string, stdout io.Writer) (*
 	}
 	if c.StateDir == "" {
 		return nil, bad("state-dir", "", "want a directory")
+	}
+	if c.AuditDSN == "" {
+		c.AuditDSN = getenv("BROKER_AUDIT_DSN")
+	}
+	if c.AuditDSN != "" {
+		if !pgdb.IsDSN(c.AuditDSN) {
+			return nil, bad("audit-dsn", pgdb.Redact(c.AuditDSN), "want a postgres:// or postgresql:// URL")
+		}
+		if c.AuditDB != "" {
+			return nil, errors.New("--audit-dsn (BROKER_AUDIT_DSN) and --audit-db (BROKER_AUDIT_DB_PATH) exclude each other: the audit log is either in PostgreSQL or in a SQLite file")
+		}
 	}
 	if c.AuditDB == "" {
 		c.AuditDB = filepath.Join(c.StateDir, "audit.db")

@@ -29,6 +29,7 @@ import (
 	"github.com/agentkeys/broker/host/awscreds"
 	"github.com/agentkeys/broker/host/enclaveclient"
 	"github.com/agentkeys/broker/host/metrics"
+	"github.com/agentkeys/broker/host/pgdb"
 	"github.com/agentkeys/broker/host/ratelimit"
 	"github.com/agentkeys/broker/host/relay"
 	"github.com/agentkeys/broker/host/revocation"
@@ -130,15 +131,11 @@ func openDeps(ctx context.Context, cfg *config, log *slog.Logger) (_ *deps, err 
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("failed to create the state dir: %w", err)
 	}
-	store, err := audit.OpenSQLite(cfg.AuditDB, audit.WithAggregateInterval(cfg.RefusalInterval), audit.WithAggregateClients(cfg.RefusalClients))
-	if err != nil {
-		return nil, fmt.Errorf("failed to open the audit log: %w", err)
-	}
-	d.audit, d.closers = store, append(d.closers, store.Close)
-	revs, err := revocation.OpenSQLite(filepath.Join(cfg.StateDir, "sessions.db"))
+	store, revs, err := openStores(ctx, cfg, log)
 	if err != nil {
 		return nil, err
 	}
+	d.audit, d.closers = store, append(d.closers, store.Close)
 	d.revs, d.closers = revs, append(d.closers, revs.Close)
 	dial, err := protocol.Dialer(cfg.Enclave)
 	if err != nil {
@@ -194,6 +191,39 @@ func openDeps(ctx context.Context, cfg *config, log *slog.Logger) (_ *deps, err 
 	d.aws = b
 	log.Info("AWS credential minting on", "mode", cfg.STSMode, "role", cfg.RoleARN, "region", cfg.AWSRegion, "endpoint", cfg.STSEndpoint)
 	return d, nil
+}
+
+// openStores opens the audit store and the revocation list: SQLite files in
+// the state dir, or with --audit-dsn both in the PostgreSQL database that
+// several hosts share. The DSN's password is never logged.
+func openStores(ctx context.Context, cfg *config, log *slog.Logger) (audit.Store, revocation.Store, error) {
+	opts := []audit.Option{audit.WithAggregateInterval(cfg.RefusalInterval), audit.WithAggregateClients(cfg.RefusalClients)}
+	if cfg.AuditDSN == "" {
+		store, err := audit.OpenSQLite(cfg.AuditDB, opts...)
+		if err != nil {
+			return nil, nil, fmt.Errorf("failed to open the audit log: %w", err)
+		}
+		revs, err := revocation.OpenSQLite(filepath.Join(cfg.StateDir, "sessions.db"))
+		if err != nil {
+			store.Close()
+			return nil, nil, err
+		}
+		return store, revs, nil
+	}
+	octx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	const logName = "" // the default log: one host and enclave pair per database for now
+	store, err := audit.OpenPostgres(octx, cfg.AuditDSN, logName, opts...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("failed to open the audit log in PostgreSQL (--audit-dsn %s): %w", pgdb.Redact(cfg.AuditDSN), err)
+	}
+	revs, err := revocation.OpenPostgres(octx, cfg.AuditDSN)
+	if err != nil {
+		store.Close()
+		return nil, nil, fmt.Errorf("failed to open the revocation list in PostgreSQL (--audit-dsn %s): %w", pgdb.Redact(cfg.AuditDSN), err)
+	}
+	log.Info("audit store and revocation list in PostgreSQL", "dsn", pgdb.Redact(cfg.AuditDSN), "log", logName, "log_size", store.LogSize())
+	return store, revs, nil
 }
 
 // apiConfig is the API's configuration from the host's.
