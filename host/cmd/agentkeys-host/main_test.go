@@ -343,11 +343,7 @@ func (d *drainEnclave) Handle(ctx context.Context, op protocol.Op, body []byte) 
 func newDrainLog(t *testing.T, issuer string) *logtree.Log {
 	t.Helper()
 	origin := strings.TrimPrefix(issuer, "http://") + "/audit"
-	signer, verifier, _, err := logtree.NewKey(origin, ed25519.NewKeyFromSeed(make([]byte, 32)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := logtree.New(logtree.Config{Origin: origin, Signer: signer, Verifier: verifier})
+	l, err := logtree.New(logtree.Config{Origin: origin, Key: ed25519.NewKeyFromSeed(make([]byte, 32))})
 	if err != nil {
 		t.Fatal(err)
 	}
