@@ -153,7 +153,7 @@ func openDeps(ctx context.Context, cfg *config, log *slog.Logger) (_ *deps, err 
 	}
 	d.enc = enclaveclient.New(enclaveclient.Config{Dial: dial, Logger: log, Unseal: keeper.Unseal,
 		OnConnect: func(ctx context.Context, call enclaveclient.CallFunc) error {
-			return audit.Resume(ctx, store, call) // the enclave mints nothing until it has the log
+			return audit.Resume(ctx, store, cfg.AuditLogName, call) // the enclave mints nothing until it has the log
 		}})
 	d.closers = append(d.closers, d.enc.Close)
 	rctx, stopRefresh := context.WithCancel(ctx)
@@ -198,7 +198,7 @@ func openDeps(ctx context.Context, cfg *config, log *slog.Logger) (_ *deps, err 
 
 // apiConfig is the API's configuration from the host's.
 func apiConfig(cfg *config, d *deps, log *slog.Logger) (api.Config, error) {
-	apiCfg := api.Config{Issuer: cfg.Issuer, Enclave: d.enc, Audit: d.audit, Revocations: d.revs,
+	apiCfg := api.Config{Issuer: cfg.Issuer, Enclave: d.enc, Audit: d.audit, AuditLogName: cfg.AuditLogName, Revocations: d.revs,
 		Metrics: d.metrics, Logger: log, DefaultTTLSeconds: cfg.JWTTTL, AWS: d.aws}
 	if d.witnesses != nil {
 		apiCfg.Witnesses = d.witnesses

@@ -219,6 +219,11 @@ func TestConfig(t *testing.T) {
 		{"bad witness", []string{"--witness", "https://a.example"}, env(), nil, "invalid --witness (BROKER_WITNESSES)"},
 		{"bad witness key", nil, env("BROKER_WITNESSES", "https://a.example=a.example+00000000+AQ"), nil, "BROKER_WITNESSES"},
 		{"bad witness interval", []string{"--witness-interval", "100ms"}, env(), nil, "BROKER_WITNESS_INTERVAL"},
+		{"default audit log", nil, env(), func(c *config) bool { return c.AuditLogName == "" }, ""},
+		{"audit log name env", nil, env("BROKER_AUDIT_LOG_NAME", "host-a"), func(c *config) bool { return c.AuditLogName == "host-a" }, ""},
+		{"audit log name flag beats env", []string{"--audit-log-name", "eu-1"}, env("BROKER_AUDIT_LOG_NAME", "host-a"), func(c *config) bool { return c.AuditLogName == "eu-1" }, ""},
+		{"bad audit log name", []string{"--audit-log-name", "Host_A"}, env(), nil, `invalid --audit-log-name (BROKER_AUDIT_LOG_NAME) "Host_A": want empty (the default log) or 1 to 63 lowercase`},
+		{"audit log name with slash", nil, env("BROKER_AUDIT_LOG_NAME", "a/b"), nil, "BROKER_AUDIT_LOG_NAME"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
