@@ -7,6 +7,7 @@ import (
 
 	"github.com/agentkeys/broker/host/tiles"
 	"github.com/agentkeys/broker/host/witness"
+	"github.com/agentkeys/broker/shared/httpapi"
 )
 
 // Witnesses is the witness set (witness.Witnesses) as the API uses it: the
@@ -36,7 +37,7 @@ func (a *API) mountAuditLog() {
 	a.route("GET /v1/audit/checkpoint", "audit_checkpoint", h.ServeHTTP)
 	a.route("GET /v1/audit/tile/", "audit_tile", h.ServeHTTP)
 	a.route("GET /v1/audit/proof/{index}", "audit_proof", h.ServeHTTP)
-	a.route("GET /v1/audit/verifier-key", "audit_verifier_key", a.auditVerifierKey)
+	a.route("GET "+httpapi.PathAuditVerifierKey, "audit_verifier_key", a.auditVerifierKey)
 }
 
 // auditVerifierKey: GET /v1/audit/verifier-key, the note verifier key of

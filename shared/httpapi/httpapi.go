@@ -35,6 +35,10 @@ const (
 	PathMintAWSCreds = "/v1/mint-aws-creds"
 	PathAttestation  = "/.well-known/attestation"
 	PathManifest     = "/.well-known/agentkeys-manifest.json"
+	// PathAuditVerifierKey serves the note verifier key of the audit log
+	// the host keeps (text): the manifest's checkpoint_verifier_key for the
+	// default log, the same key under ORIGIN/NAME for a named log.
+	PathAuditVerifierKey = "/v1/audit/verifier-key"
 )
 
 // Error is every error answer: {"error": kind, "message": text}. Kind is one
