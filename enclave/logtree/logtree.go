@@ -9,10 +9,11 @@
 //
 // [New] takes a [Config] (the default log's origin, the checkpoint key). A
 // new Log takes no entries until [Log.Resume] is given the host's latest
-// checkpoint and right edge: an empty store starts an empty log. Then [Log.Append] adds an entry,
-// built by the caller once it knows the entry's index (a minted JWT's jti is
-// its index, so the JWT is signed inside build), and returns where it
-// landed: its index, its inclusion proof, and the batch to store.
+// checkpoint and right edge (and the log's name): an empty store starts an
+// empty log. Then [Log.Append] adds an entry, built by the caller once it
+// knows the entry's index (a minted JWT's jti is its index, so the JWT is
+// signed inside build), and returns where it landed: its index, its
+// inclusion proof, and the batch to store.
 //
 // # Group commit
 //

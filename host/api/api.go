@@ -51,16 +51,12 @@ type Enclave interface {
 type Config struct {
 	// Issuer is the normalised issuer URL. It must equal the enclave policy's
 	// issuer byte for byte; on a mismatch the host refuses to serve.
-	Issuer  string
-	Enclave Enclave
-	Audit   audit.Store
-	// AuditLogName names the log Audit holds (--audit-log-name; "" is the
-	// default log, see shared/auditlog): it is presented in every
-	// audit_resume, and /v1/audit/verifier-key serves that log's key.
-	AuditLogName string
-	Revocations  revocation.Store
-	Metrics      *metrics.Metrics
-	Logger       *slog.Logger
+	Issuer      string
+	Enclave     Enclave
+	Audit       audit.Store
+	Revocations revocation.Store
+	Metrics     *metrics.Metrics
+	Logger      *slog.Logger
 	// DefaultTTLSeconds is the JWT TTL asked of the enclave when a caller gives
 	// none (BROKER_OIDC_JWT_TTL_SECONDS); 0 leaves it to the enclave policy.
 	DefaultTTLSeconds int64
@@ -106,6 +102,10 @@ type Config struct {
 	// reports each one's cosigned size and lag (informative: a witness that
 	// is down or behind never makes the host unready).
 	Witnesses Witnesses
+	// AuditLogName names the log Audit holds (--audit-log-name; "" is the
+	// default log, see shared/auditlog): it is presented in every
+	// audit_resume, and /v1/audit/verifier-key serves that log's key.
+	AuditLogName string
 }
 
 // API is the host's HTTP handler.
