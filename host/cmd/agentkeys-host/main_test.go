@@ -318,6 +318,7 @@ type drainEnclave struct {
 	release  chan struct{}
 	released sync.Once
 	log      *logtree.Log // a real audit log, as the enclave keeps
+	resumes  chan string  // if set, gets the log named by each audit_resume
 }
 
 func (d *drainEnclave) Handle(ctx context.Context, op protocol.Op, body []byte) (any, error) {
@@ -328,6 +329,12 @@ func (d *drainEnclave) Handle(ctx context.Context, op protocol.Op, body []byte) 
 		var req protocol.AuditResumeRequest
 		if err := protocol.Unmarshal(body, &req); err != nil {
 			return nil, err
+		}
+		if d.resumes != nil {
+			select {
+			case d.resumes <- req.Log:
+			default:
+			}
 		}
 		return d.log.Resume(req)
 	case protocol.OpMintOIDC:
@@ -353,6 +360,44 @@ func newDrainLog(t *testing.T, issuer string) *logtree.Log {
 		t.Fatal(err)
 	}
 	return l
+}
+
+// TestAuditLogNamePresented: the host presents --audit-log-name in the
+// audit_resume it sends on connecting.
+func TestAuditLogNamePresented(t *testing.T) {
+	dir := t.TempDir()
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	issuer := fmt.Sprintf("http://127.0.0.1:%d", port)
+	enc := &drainEnclave{issuer: issuer, log: newDrainLog(t, issuer), resumes: make(chan string, 16)}
+	el, err := protocol.Listen("unix:" + dir + "/e.sock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	esrv := &protocol.Server{Handler: enc}
+	go esrv.Serve(el)
+	defer esrv.Shutdown(context.Background())
+	cfg, err := parseConfig([]string{"--port", strconv.Itoa(port), "--state-dir", dir, "--enclave", "unix:" + dir + "/e.sock"},
+		func(k string) string { return map[string]string{"BROKER_AUDIT_LOG_NAME": "host-a"}[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, cfg, slog.New(slog.DiscardHandler)) }()
+	select {
+	case name := <-enc.resumes:
+		if name != "host-a" {
+			t.Errorf("audit_resume named %q, want host-a", name)
+		}
+	case <-time.After(60 * time.Second):
+		t.Error("the host sent no audit_resume")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("serve: %v", err)
+	}
 }
 
 // TestShutdownDrainsInFlight: a mint in flight when the host is told to stop
