@@ -107,9 +107,18 @@ func (d dirAuditLog) ReadEndpoint(_ context.Context, path string) ([]byte, error
 
 // AuditOptions says what VerifyAuditLog and VerifyAuditProof trust and check.
 type AuditOptions struct {
-	// Key is the log's note verifier key (the manifest's
-	// checkpoint_verifier_key). Required.
+	// Key is the log's note verifier key: the manifest's
+	// checkpoint_verifier_key for the default log, the same key under the
+	// name ORIGIN/NAME for the log named NAME (auditlog.LogVerifierKey).
+	// Required unless ManifestKey is given.
 	Key string
+	// ManifestKey is the checkpoint_verifier_key of a manifest the caller
+	// verified (VerifyManifest): it binds every log of that enclave. With it,
+	// a Key given must be the key of one of those logs
+	// (auditlog.VerifierKeyLog), and without a Key the checkpoint's origin
+	// names the log and its key is derived (auditlog.OriginVerifierKey); an
+	// origin that is not one of the enclave's logs fails.
+	ManifestKey string
 	// Witnesses are cosignature/v1 verifier keys: each must have cosigned
 	// the checkpoint.
 	Witnesses []string
@@ -136,10 +145,48 @@ type AuditResult struct {
 	Tree       tlog.Tree
 }
 
-// openCheckpoint verifies a checkpoint's signature with opts.Key and its
-// cosignatures with opts.Witnesses.
+// checkpointKey returns the key to verify a checkpoint with: opts.Key,
+// checked against opts.ManifestKey if given, or the key ManifestKey gives the
+// log the checkpoint's origin names.
+func checkpointKey(r *Report, raw []byte, opts AuditOptions, label string) (string, bool) {
+	if opts.ManifestKey == "" {
+		return opts.Key, true
+	}
+	check := label + " key"
+	if opts.Key != "" {
+		name, err := auditlog.VerifierKeyLog(opts.ManifestKey, opts.Key)
+		if err != nil {
+			r.fail(check, "--key is not a key of the manifest's enclave: %v", err)
+			return "", false
+		}
+		r.pass(check, "--key is the manifest's checkpoint key for %s", logLabel(name))
+		return opts.Key, true
+	}
+	origin, _, _ := bytes.Cut(raw[:min(len(raw), 1024)], []byte("\n"))
+	vkey, err := auditlog.OriginVerifierKey(opts.ManifestKey, string(origin))
+	if err != nil {
+		r.fail(check, "the checkpoint is not of a log of the manifest's enclave: %v", err)
+		return "", false
+	}
+	r.pass(check, "the manifest's checkpoint key under the checkpoint's origin %s", origin)
+	return vkey, true
+}
+
+func logLabel(name string) string {
+	if name == "" {
+		return "the default log"
+	}
+	return fmt.Sprintf("the log %q", name)
+}
+
+// openCheckpoint verifies a checkpoint's signature with its key (see
+// checkpointKey) and its cosignatures with opts.Witnesses.
 func openCheckpoint(r *Report, raw []byte, opts AuditOptions, requireWitnesses bool, label string) (tlog.Tree, bool) {
-	logV, err := note.NewVerifier(opts.Key)
+	key, ok := checkpointKey(r, raw, opts, label)
+	if !ok {
+		return tlog.Tree{}, false
+	}
+	logV, err := note.NewVerifier(key)
 	if err != nil {
 		r.fail(label, "--key is not a note verifier key: %v", err)
 		return tlog.Tree{}, false
@@ -503,7 +550,7 @@ func locateBadEntry(tree tlog.Tree, leaves [][]tlog.Hash, bundles []tlog.Tile, t
 // checkSince checks that the verified tree extends the saved checkpoint.
 func checkSince(r *Report, opts AuditOptions, tree tlog.Tree, th tlog.HashReader) {
 	var sr Report
-	old, ok := openCheckpoint(&sr, opts.Since, AuditOptions{Key: opts.Key}, false, "since")
+	old, ok := openCheckpoint(&sr, opts.Since, AuditOptions{Key: opts.Key, ManifestKey: opts.ManifestKey}, false, "since")
 	if !ok {
 		r.Merge(sr)
 		return

@@ -17,6 +17,8 @@
 //     manifest bytes, and those bytes parse and validate (shared/manifest).
 //   - [CheckJWKS], [CheckJWT], [CheckIssuer]: the JWKS, a token and the
 //     issuer named by discovery and by the token agree with the manifest.
+//   - [CheckAuditKey]: the audit log verifier key the API serves is one of
+//     the manifest's enclave's logs' keys (shared/auditlog).
 //
 // [Watcher] keeps checking: every round it fetches discovery and the JWKS as a
 // relying party would and returns [Alarm]s (also a Prometheus gauge) when the
@@ -40,6 +42,10 @@
 //	jwks         the JWKS holds exactly the manifest's kids and keys
 //	jwt          an ES256 token verifies with a manifest key (if given)
 //	issuer       --issuer, discovery, the JWT's iss and the manifest agree
+//	issuer tls key  (live, issuer_origin enclave) the issuer URL's certificate
+//	             carries the manifest's TLS key
+//	audit key    (live) the API's audit log verifier key is the manifest's
+//	             checkpoint key, under the default log's name or a named log's
 //
 // # Trust
 //

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
@@ -15,7 +16,11 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/mod/sumdb/note"
+
 	"github.com/agentkeys/broker/internal/testbroker"
+	"github.com/agentkeys/broker/shared/auditlog"
+	"github.com/agentkeys/broker/shared/httpapi"
 	"github.com/agentkeys/broker/shared/jwk"
 )
 
@@ -26,6 +31,7 @@ import (
 type hostile struct {
 	addKey   bool
 	replay   bool
+	auditKey string // served as the audit log's verifier key
 	mu       sync.Mutex
 	recorded []byte
 }
@@ -50,6 +56,8 @@ func (h *hostile) RoundTrip(req *http.Request) (*http.Response, error) {
 		k, _ := jwk.FromP256(&key.PublicKey)
 		set.Keys = append(set.Keys, k)
 		body, _ = json.Marshal(set)
+	case req.URL.Path == httpapi.PathAuditVerifierKey && h.auditKey != "":
+		body = []byte(h.auditKey + "\n")
 	case req.URL.Path == "/.well-known/attestation" && h.replay:
 		h.mu.Lock()
 		if h.recorded == nil {
@@ -78,6 +86,9 @@ func TestVerifyLive(t *testing.T) {
 	if c := r.Find("nonce"); c == nil || c.Status != StatusPass {
 		t.Errorf("nonce: %+v", c)
 	}
+	if c := r.Find("audit key"); c == nil || c.Status != StatusPass || !strings.Contains(c.Detail, "the default log") {
+		t.Errorf("audit key: %+v", c)
+	}
 	// A trailing slash on --issuer is the same issuer; another URL for the
 	// same server is not.
 	other := strings.Replace(b.URL, "127.0.0.1", "localhost", 1)
@@ -100,6 +111,8 @@ func TestVerifyLiveHostile(t *testing.T) {
 	}{
 		{"host adds a key to the JWKS", &hostile{addKey: true}, 1, "jwks", "does not list"},
 		{"host replays an attestation", &hostile{replay: true}, 2, "nonce", "not the nonce sent"},
+		{"host serves its own audit key", &hostile{auditKey: otherAuditKey(t, b, "")}, 1, "audit key", "not a key of the attested enclave"},
+		{"host serves its own key under a named log's name", &hostile{auditKey: otherAuditKey(t, b, "host-a")}, 1, "audit key", "not a key of the attested enclave"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -123,5 +136,35 @@ func TestVerifyLiveBounded(t *testing.T) {
 	r := VerifyLive(context.Background(), srv.URL, DocumentOptions{}, LiveOptions{MaxBody: 1024})
 	if fc := r.FirstFailure(); fc == nil || fc.Name != "discovery" || !strings.Contains(fc.Detail, "more than 1024 bytes") {
 		t.Fatalf("%+v", fc)
+	}
+}
+
+// otherAuditKey is a verifier key of another key under the name of b's log
+// named name.
+func otherAuditKey(t *testing.T, b *testbroker.Broker, name string) string {
+	t.Helper()
+	info, _ := b.Enclave.Info()
+	v, err := note.NewVerifier(info.CheckpointVerifierKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	vkey, err := note.NewEd25519VerifierKey(auditlog.LogOrigin(v.Name(), name), pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return vkey
+}
+
+// TestVerifyLiveNamedLog: a host keeping a named log serves that log's key,
+// which verify binds to the manifest.
+func TestVerifyLiveNamedLog(t *testing.T) {
+	b := testbroker.Start(t, testbroker.Options{AuditLogName: "host-a"})
+	r := VerifyLive(context.Background(), b.URL, liveOpts(b), LiveOptions{})
+	if !r.OK() {
+		t.Fatalf("a broker keeping a named log fails: %+v", r.FirstFailure())
+	}
+	if c := r.Find("audit key"); c == nil || c.Status != StatusPass || !strings.Contains(c.Detail, `the log "host-a"`) {
+		t.Errorf("audit key: %+v", c)
 	}
 }

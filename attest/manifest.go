@@ -11,6 +11,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/agentkeys/broker/shared/auditlog"
 	"github.com/agentkeys/broker/shared/jwk"
 	"github.com/agentkeys/broker/shared/manifest"
 )
@@ -182,4 +183,20 @@ func CheckIssuer(m *manifest.Manifest, sources ...IssuerSource) Check {
 	c.Status = StatusPass
 	c.Detail = strings.Join(parts, " = ")
 	return c
+}
+
+// CheckAuditKey checks that the audit log verifier key the API serves
+// (httpapi.PathAuditVerifierKey; fetchErr if it could not be read) is one of
+// the attested enclave's: the manifest's checkpoint_verifier_key, or that key
+// under the name of one of its named logs (auditlog.VerifierKeyLog).
+func CheckAuditKey(m *manifest.Manifest, served string, fetchErr error) Check {
+	const name = "audit key"
+	if fetchErr != nil {
+		return Check{Name: name, Status: StatusWarn, Detail: fmt.Sprintf("the audit log's verifier key was not compared with the manifest: %v", fetchErr)}
+	}
+	log, err := auditlog.VerifierKeyLog(m.CheckpointVerifierKey, served)
+	if err != nil {
+		return Check{Name: name, Status: StatusFail, Detail: fmt.Sprintf("the API serves %.200q as the audit log's verifier key, not a key of the attested enclave (%v): checkpoints it verifies were not signed by the enclave", served, err)}
+	}
+	return Check{Name: name, Status: StatusPass, Detail: fmt.Sprintf("%s is the manifest's checkpoint key for %s", served, logLabel(log))}
 }

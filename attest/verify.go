@@ -41,7 +41,8 @@ func VerifyOffline(in Offline, opts DocumentOptions) Report {
 
 // bindings checks what the document's user_data binds: the manifest, then the
 // JWKS, the JWT and the issuer named by sources against it, and, live (seen
-// not nil), the TLS key the issuer URL was served with.
+// not nil), the TLS key the issuer URL was served with and the audit log's
+// verifier key the API serves.
 func bindings(d *Document, manifestBytes []byte, set *jwk.Set, token string, sources []IssuerSource, seen *issuerTLS) Report {
 	m, r := VerifyManifest(d, manifestBytes)
 	if m == nil {
@@ -62,13 +63,17 @@ func bindings(d *Document, manifestBytes []byte, set *jwk.Set, token string, sou
 	r.Checks = append(r.Checks, CheckIssuer(m, sources...))
 	if seen != nil {
 		r.Checks = append(r.Checks, CheckIssuerTLSKey(m, seen.leaf))
+		r.Checks = append(r.Checks, CheckAuditKey(m, seen.auditKey, seen.auditKeyErr))
 	}
 	return r
 }
 
-// issuerTLS is what a TLS client saw at the issuer URL.
+// issuerTLS is what a client saw live: at the issuer URL, and the audit log's
+// verifier key at the API.
 type issuerTLS struct {
-	leaf *x509.Certificate // nil over plain HTTP
+	leaf        *x509.Certificate // nil over plain HTTP
+	auditKey    string            // GET PathAuditVerifierKey
+	auditKeyErr error
 }
 
 // LiveOptions configure VerifyLive.
@@ -133,10 +138,13 @@ func VerifyLive(ctx context.Context, issuer string, opts DocumentOptions, lo Liv
 	if body == nil {
 		return r
 	}
+	seen := &issuerTLS{leaf: leaf}
+	kb, _, err := get(ctx, lo, api+httpapi.PathAuditVerifierKey)
+	seen.auditKey, seen.auditKeyErr = strings.TrimSpace(string(kb)), err
 	r.Merge(bindings(d, body.Manifest, &set, lo.JWT, []IssuerSource{
 		{Name: "--issuer", Issuer: base},
 		{Name: "discovery", Issuer: disc.Issuer},
-	}, &issuerTLS{leaf: leaf}))
+	}, seen))
 	return r
 }
 

@@ -7,12 +7,13 @@
 //
 // # Start here
 //
-// [New] takes a [Config] (origin, signer, verifier). A new Log takes no
-// entries until [Log.Resume] is given the host's latest checkpoint and right
-// edge: an empty store starts an empty log. Then [Log.Append] adds an entry,
-// built by the caller once it knows the entry's index (a minted JWT's jti is
-// its index, so the JWT is signed inside build), and returns where it
-// landed: its index, its inclusion proof, and the batch to store.
+// [New] takes a [Config] (the default log's origin, the checkpoint key). A
+// new Log takes no entries until [Log.Resume] is given the host's latest
+// checkpoint and right edge (and the log's name): an empty store starts an
+// empty log. Then [Log.Append] adds an entry, built by the caller once it
+// knows the entry's index (a minted JWT's jti is its index, so the JWT is
+// signed inside build), and returns where it landed: its index, its
+// inclusion proof, and the batch to store.
 //
 // # Group commit
 //
@@ -49,9 +50,20 @@
 // checkpoint detects, because no consistency proof joins the two. A running
 // enclave never forks: it refuses a checkpoint older than what the host
 // acknowledged, and one it cannot join to the batches it keeps.
+//
+// # Named logs
+//
+// Several enclave instances of one image hold the same checkpoint key, and
+// each keeps its own log: the host names it in audit_resume
+// (protocol.AuditResumeRequest.Log, see shared/auditlog). The first Resume
+// that succeeds chooses the log for the Log's life: its origin
+// (auditlog.LogOrigin of Config.Origin and the name), and so the name the key
+// signs under and the checkpoints' first line. A later Resume naming another
+// log is refused: within one boot the enclave signs one log's checkpoints.
 package logtree
 
 import (
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"sync"
@@ -77,10 +89,12 @@ const maxMaxBatch = protocol.MaxFrameSize / 2 / auditlog.MaxEntrySize
 
 // Config configures a Log.
 type Config struct {
-	// Origin is the checkpoints' first line: the name of the checkpoint key.
-	Origin   string
-	Signer   note.Signer
-	Verifier note.Verifier
+	// Origin is the default log's origin ("broker.example.com/audit"): its
+	// checkpoints' first line and the name of its key. The log named N has
+	// origin Origin + "/N" (auditlog.LogOrigin); Resume chooses the log.
+	Origin string
+	// Key signs every log's checkpoints; only the name differs per log.
+	Key ed25519.PrivateKey
 	// MaxBatch bounds the entries of one batch (default DefaultMaxBatch,
 	// at most 32 so that a batch fits half a protocol frame). Every caller's
 	// answer carries its whole batch, so the bytes sent grow with its square.
@@ -106,8 +120,15 @@ var (
 type Log struct {
 	cfg Config
 
-	mu         sync.Mutex
-	resumed    bool
+	mu      sync.Mutex
+	resumed bool
+	// The chosen log (see Named logs), the default one until Resume chose.
+	// Set once, under mu, before resumed: build reads origin and signer
+	// without mu, for batches reserved once resumed was seen under mu.
+	name       string
+	origin     string
+	signer     note.Signer
+	vkey       string
 	broken     error
 	size       int64            // entries under the latest checkpoint
 	edge       auditlog.HashMap // the right edge of size; replaced, never modified
@@ -141,11 +162,12 @@ type batch struct {
 
 // New returns a Log that takes no entries until Resume.
 func New(cfg Config) (*Log, error) {
-	if cfg.Origin == "" || cfg.Signer == nil || cfg.Verifier == nil {
-		return nil, errors.New("logtree: origin, signer and verifier are required")
+	if cfg.Origin == "" || len(cfg.Key) != ed25519.PrivateKeySize {
+		return nil, errors.New("logtree: an origin and an Ed25519 key are required")
 	}
-	if cfg.Signer.Name() != cfg.Origin || cfg.Verifier.Name() != cfg.Origin || cfg.Signer.KeyHash() != cfg.Verifier.KeyHash() {
-		return nil, errors.New("logtree: the signer and verifier must be the origin's key")
+	signer, _, vkey, err := NewKey(cfg.Origin, cfg.Key)
+	if err != nil {
+		return nil, fmt.Errorf("logtree: %w", err)
 	}
 	if cfg.MaxBatch == 0 {
 		cfg.MaxBatch = DefaultMaxBatch
@@ -165,7 +187,15 @@ func New(cfg Config) (*Log, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Log{cfg: cfg, edge: auditlog.HashMap{}}, nil
+	return &Log{cfg: cfg, edge: auditlog.HashMap{}, origin: cfg.Origin, signer: signer, vkey: vkey}, nil
+}
+
+// VerifierKey is the note verifier key of the log's checkpoints: the default
+// log's until Resume chose a named log, then that log's.
+func (l *Log) VerifierKey() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.vkey
 }
 
 // Append reserves the next index, calls build with it (outside any lock,
@@ -331,7 +361,7 @@ func (l *Log) build(b *batch, edge auditlog.HashMap) (protocol.AuditBatch, audit
 	if err != nil {
 		return protocol.AuditBatch{}, nil, tlog.Hash{}, fmt.Errorf("failed to hash the tree: %w", err)
 	}
-	cp, err := note.Sign(&note.Note{Text: auditlog.Checkpoint{Origin: l.cfg.Origin, Tree: tlog.Tree{N: end, Hash: root}}.Format()}, l.cfg.Signer)
+	cp, err := note.Sign(&note.Note{Text: auditlog.Checkpoint{Origin: l.origin, Tree: tlog.Tree{N: end, Hash: root}}.Format()}, l.signer)
 	if err != nil {
 		return protocol.AuditBatch{}, nil, tlog.Hash{}, fmt.Errorf("failed to sign the checkpoint: %w", err)
 	}
@@ -385,9 +415,24 @@ const maxEdge = 63
 
 // Resume takes the host's log (see the package doc and
 // protocol.AuditResumeRequest). A log not yet resumed continues from a valid
-// presentation; a running one answers with the batches the host lacks.
+// presentation of the log req.Log names, which it keeps from then on; a
+// running one answers with the batches the host lacks.
 func (l *Log) Resume(req protocol.AuditResumeRequest) (protocol.AuditResumeResponse, error) {
 	var zero protocol.AuditResumeResponse
+	if err := auditlog.CheckLogName(req.Log); err != nil {
+		return zero, protocol.Errorf(protocol.CodeBadRequest, "audit_resume: %v", err)
+	}
+	origin := auditlog.LogOrigin(l.cfg.Origin, req.Log)
+	l.mu.Lock()
+	resumed, name := l.resumed, l.name
+	l.mu.Unlock()
+	if resumed && req.Log != name {
+		return zero, otherLog(name, req.Log)
+	}
+	signer, verifier, vkey, err := NewKey(origin, l.cfg.Key)
+	if err != nil {
+		return zero, protocol.Errorf(protocol.CodeBadRequest, "audit_resume: log %q: %v", req.Log, err)
+	}
 	var tree tlog.Tree
 	edge := auditlog.HashMap{}
 	if len(req.Checkpoint) == 0 {
@@ -395,13 +440,13 @@ func (l *Log) Resume(req protocol.AuditResumeRequest) (protocol.AuditResumeRespo
 			return zero, protocol.Errorf(protocol.CodeBadRequest, "audit_resume: hashes without a checkpoint")
 		}
 	} else {
-		n, err := note.Open(req.Checkpoint, note.VerifierList(l.cfg.Verifier))
+		n, err := note.Open(req.Checkpoint, note.VerifierList(verifier))
 		if err != nil {
-			return zero, protocol.Errorf(protocol.CodeBadRequest, "audit_resume: the checkpoint is not signed by this enclave's checkpoint key (%s): %v", l.cfg.Origin, err)
+			return zero, protocol.Errorf(protocol.CodeBadRequest, "audit_resume: the checkpoint is not signed by this enclave's checkpoint key for the log %s: %v", origin, err)
 		}
 		c, err := auditlog.ParseCheckpoint(n.Text)
-		if err != nil || c.Origin != l.cfg.Origin {
-			return zero, protocol.Errorf(protocol.CodeBadRequest, "audit_resume: the checkpoint's text is not a checkpoint of %s", l.cfg.Origin)
+		if err != nil || c.Origin != origin {
+			return zero, protocol.Errorf(protocol.CodeBadRequest, "audit_resume: the checkpoint's text is not a checkpoint of %s", origin)
 		}
 		tree = c.Tree
 		hs, err := auditlog.SplitHashes(req.Hashes, maxEdge)
@@ -423,8 +468,12 @@ func (l *Log) Resume(req protocol.AuditResumeRequest) (protocol.AuditResumeRespo
 
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.resumed && req.Log != l.name {
+		return zero, otherLog(l.name, req.Log)
+	}
 	if !l.resumed {
 		l.resumed = true
+		l.name, l.origin, l.signer, l.vkey = req.Log, origin, signer, vkey
 		l.size, l.next, l.acked = tree.N, tree.N, tree.N
 		l.edge, l.root, l.checkpoint = edge, tree.Hash, append([]byte(nil), req.Checkpoint...)
 		return protocol.AuditResumeResponse{Size: tree.N}, nil
@@ -465,4 +514,18 @@ func (l *Log) Resume(req protocol.AuditResumeRequest) (protocol.AuditResumeRespo
 	return zero, protocol.Errorf(protocol.CodeAuditLog,
 		"audit_resume: the host's log has %d entries, but it acknowledged %d and this enclave (at %d) keeps no batch from %d: it will not fork its own log; restore the host's store",
 		tree.N, l.acked, l.size, tree.N)
+}
+
+// otherLog refuses an audit_resume naming another log than the one chosen.
+func otherLog(chosen, asked string) error {
+	return protocol.Errorf(protocol.CodeAuditLog,
+		"audit_resume: this enclave keeps %s this boot (chosen by its first audit_resume), not %s: one enclave keeps one log; give the host the log name it used (--audit-log-name), or restart the enclave",
+		logLabel(chosen), logLabel(asked))
+}
+
+func logLabel(name string) string {
+	if name == "" {
+		return "the default audit log"
+	}
+	return fmt.Sprintf("the audit log %q", name)
 }

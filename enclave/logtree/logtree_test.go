@@ -23,11 +23,7 @@ const origin = "broker.example.com/audit"
 
 func newLog(t testing.TB, seed byte, opts ...func(*Config)) *Log {
 	t.Helper()
-	signer, verifier, _, err := NewKey(origin, ed25519.NewKeyFromSeed(bytes.Repeat([]byte{seed}, 32)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := Config{Origin: origin, Signer: signer, Verifier: verifier}
+	cfg := Config{Origin: origin, Key: ed25519.NewKeyFromSeed(bytes.Repeat([]byte{seed}, 32))}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -91,14 +87,19 @@ func (s *store) resumeRequest(at int64) protocol.AuditResumeRequest {
 	return protocol.AuditResumeRequest{Checkpoint: s.checkpoints[at], Hashes: auditlog.JoinHashes(hs)}
 }
 
+// open verifies a checkpoint of the log l keeps, with its verifier key.
 func open(t testing.TB, l *Log, cp []byte) tlog.Tree {
 	t.Helper()
-	n, err := note.Open(cp, note.VerifierList(l.cfg.Verifier))
+	v, err := note.NewVerifier(l.VerifierKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := note.Open(cp, note.VerifierList(v))
 	if err != nil {
 		t.Fatal(err)
 	}
 	c, err := auditlog.ParseCheckpoint(n.Text)
-	if err != nil || c.Origin != origin {
+	if err != nil || c.Origin != v.Name() {
 		t.Fatalf("checkpoint %q: %v", n.Text, err)
 	}
 	return c.Tree
@@ -546,8 +547,7 @@ func TestResumePages(t *testing.T) {
 // appending answer carries it, fits a protocol frame; a larger MaxBatch is
 // refused.
 func TestBatchFitsFrame(t *testing.T) {
-	signer, verifier, _, _ := NewKey(origin, ed25519.NewKeyFromSeed(make([]byte, 32)))
-	if _, err := New(Config{Origin: origin, Signer: signer, Verifier: verifier, MaxBatch: maxMaxBatch + 1}); err == nil {
+	if _, err := New(Config{Origin: origin, Key: ed25519.NewKeyFromSeed(make([]byte, 32)), MaxBatch: maxMaxBatch + 1}); err == nil {
 		t.Fatalf("MaxBatch %d accepted", maxMaxBatch+1)
 	}
 	l := newLog(t, 1, func(c *Config) { c.MaxBatch, c.Linger = maxMaxBatch, 50*time.Millisecond })

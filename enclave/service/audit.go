@@ -31,13 +31,15 @@ func (s *Service) AuditAppend(req protocol.AuditAppendRequest) (protocol.AuditAp
 }
 
 // AuditResume takes the host's log at start (see enclave/logtree): until it
-// has, every mint is refused.
+// has, every mint is refused. The first that succeeds chooses the log this
+// enclave keeps (req.Log): from then on Info reports that log's verifier key,
+// and an audit_resume naming another log is refused.
 func (s *Service) AuditResume(req protocol.AuditResumeRequest) (protocol.AuditResumeResponse, error) {
 	resp, err := s.audit.Resume(req)
 	if err != nil {
 		return resp, err
 	}
 	size, _ := s.audit.State()
-	s.log.Info("audit log resumed", "host_size", resp.Size, "size", size, "batches_returned", len(resp.Batches))
+	s.log.Info("audit log resumed", "log", req.Log, "checkpoint_verifier_key", s.audit.VerifierKey(), "host_size", resp.Size, "size", size, "batches_returned", len(resp.Batches))
 	return resp, nil
 }

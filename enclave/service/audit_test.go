@@ -12,6 +12,7 @@ import (
 	"github.com/agentkeys/broker/enclave/attester"
 	"github.com/agentkeys/broker/shared/auditlog"
 	"github.com/agentkeys/broker/shared/claims"
+	"github.com/agentkeys/broker/shared/manifest"
 	"github.com/agentkeys/broker/shared/policy"
 	"github.com/agentkeys/broker/shared/protocol"
 )
@@ -139,5 +140,105 @@ func TestAuditAppend(t *testing.T) {
 	}
 	if err := e.call(t, protocol.OpAuditAppend, req, &r); err != nil || r.Index != 1 {
 		t.Fatalf("the refused entries took indexes: %v %d", err, r.Index)
+	}
+}
+
+// resumeBody is an audit_resume request as the host sends it: CBOR.
+func resumeBody(t *testing.T, req protocol.AuditResumeRequest) []byte {
+	t.Helper()
+	b, err := protocol.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestNamedLog: the first audit_resume names the log; Info then reports that
+// log's verifier key (the manifest's key under the name origin/NAME), mints
+// are logged under it, a restarted enclave resumes it under that name only,
+// and a resume naming another log is refused.
+func TestNamedLog(t *testing.T) {
+	p := policy.Default(testIssuer)
+	p.AllowHostAssertedWallet = true
+	newSvc := func() *Service {
+		att, err := attester.NewSimulated(attester.SimulatedOptions{StateDir: t.TempDir()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		svc, err := New(Config{Policy: p, Seed: testSeed, Attester: att})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return svc
+	}
+	ctx := context.Background()
+	svc := newSvc()
+	before := svc.Info()
+	m, err := manifest.Parse(before.Manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before.CheckpointVerifierKey != m.CheckpointVerifierKey {
+		t.Fatalf("before resume Info says %s, the manifest %s", before.CheckpointVerifierKey, m.CheckpointVerifierKey)
+	}
+	req := protocol.MintOIDCRequest{HostAssertedWallet: "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed"}
+	if _, err := svc.MintOIDC(req); !errors.Is(err, protocol.ErrAuditLog) {
+		t.Fatalf("mint before resume: %v", err)
+	}
+	if _, err := svc.Handle(ctx, protocol.OpAuditResume, resumeBody(t, protocol.AuditResumeRequest{Log: "host-a"})); err != nil {
+		t.Fatal(err)
+	}
+	info := svc.Info()
+	origin := "broker.example.com/audit/host-a"
+	want, err := auditlog.LogVerifierKey(m.CheckpointVerifierKey, "host-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.CheckpointVerifierKey != want {
+		t.Fatalf("Info after resume: %s, want %s", info.CheckpointVerifierKey, want)
+	}
+	if name, err := auditlog.VerifierKeyLog(m.CheckpointVerifierKey, info.CheckpointVerifierKey); err != nil || name != "host-a" {
+		t.Fatalf("the named key is not bound to the manifest's: %q %v", name, err)
+	}
+	if string(info.Manifest) != string(before.Manifest) {
+		t.Fatal("the manifest changed at resume")
+	}
+	minted, err := svc.MintOIDC(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkLogged(t, info.CheckpointVerifierKey, minted.Log) // checks the origin is the key's name
+	if !strings.HasPrefix(string(minted.Log.Batch.Checkpoint), origin+"\n1\n") {
+		t.Fatalf("checkpoint %q", minted.Log.Batch.Checkpoint)
+	}
+	for _, other := range []string{"", "host-b"} {
+		_, err := svc.Handle(ctx, protocol.OpAuditResume, resumeBody(t, protocol.AuditResumeRequest{Log: other}))
+		if !errors.Is(err, protocol.ErrAuditLog) || !strings.Contains(err.Error(), "one enclave keeps one log") {
+			t.Fatalf("resume naming %q: %v", other, err)
+		}
+	}
+
+	// A restarted enclave resumes the named log under its name only.
+	stored := protocol.AuditResumeRequest{Checkpoint: minted.Log.Batch.Checkpoint, Hashes: minted.Log.Batch.Hashes}
+	again := newSvc()
+	if _, err := again.Handle(ctx, protocol.OpAuditResume, resumeBody(t, stored)); !errors.Is(err, protocol.ErrBadRequest) {
+		t.Fatalf("the named log resumed as the default one: %v", err)
+	}
+	stored.Log = "host-a"
+	out, err := again.Handle(ctx, protocol.OpAuditResume, resumeBody(t, stored))
+	if err != nil || out.(protocol.AuditResumeResponse).Size != 1 {
+		t.Fatalf("resume after restart: %+v %v", out, err)
+	}
+	if again.Info().CheckpointVerifierKey != want {
+		t.Fatal("the restarted enclave reports another key")
+	}
+	if m, err := again.MintOIDC(req); err != nil || m.Log.Index != 1 {
+		t.Fatalf("mint after restart: %+v %v", m, err)
+	}
+
+	for _, bad := range []string{"Host-A", "a/b", "-a", strings.Repeat("x", 64)} {
+		if _, err := newSvc().Handle(ctx, protocol.OpAuditResume, resumeBody(t, protocol.AuditResumeRequest{Log: bad})); !errors.Is(err, protocol.ErrBadRequest) {
+			t.Fatalf("resume naming %q: %v", bad, err)
+		}
 	}
 }

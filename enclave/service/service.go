@@ -35,8 +35,8 @@ type Config struct {
 	// recorded in the attested manifest.
 	IssuerOrigin string
 	// Audit tunes the audit log's batching and bounds (enclave/logtree);
-	// zero fields take its defaults. Origin, Signer and Verifier are set by
-	// New from the checkpoint key.
+	// zero fields take its defaults. Origin and Key are set by New: the
+	// default log's origin and the checkpoint key.
 	Audit logtree.Config
 	// OriginACME and OriginSelfSigned configure the issuer origin the enclave
 	// serves with IssuerOrigin enclave (see enclave/origin).
@@ -70,7 +70,6 @@ type Service struct {
 	issuerJWKs []jwk.Key // every published issuer key, in policy order
 	sessionKey *ecdsa.PrivateKey
 	sessionKid string
-	vkey       string       // C2SP note verifier key for checkpoints
 	audit      *logtree.Log // the audit log, signed with audit/checkpoint/v1
 
 	issuer       *url.URL // the parsed policy issuer
@@ -146,11 +145,7 @@ func New(cfg Config) (*Service, error) {
 		return nil, fmt.Errorf("enclave: api_url: %w", err)
 	}
 	lcfg := cfg.Audit
-	lcfg.Origin = checkpointKeyName(u)
-	lcfg.Signer, lcfg.Verifier, s.vkey, err = logtree.NewKey(lcfg.Origin, set.Checkpoint)
-	if err != nil {
-		return nil, fmt.Errorf("enclave: checkpoint key: %w", err)
-	}
+	lcfg.Origin, lcfg.Key = checkpointKeyName(u), set.Checkpoint
 	if lcfg.Now == nil {
 		lcfg.Now = s.now
 	}
@@ -176,7 +171,7 @@ func New(cfg Config) (*Service, error) {
 		Policy:                cfg.Policy,
 		PolicyDigest:          s.policyDigest,
 		IssuerKeys:            mkeys,
-		CheckpointVerifierKey: s.vkey,
+		CheckpointVerifierKey: s.audit.VerifierKey(), // the default log's: no log is chosen yet
 
 		IssuerOriginTLSSPKISHA256: originSPKI,
 		ACMEAccountKeyThumbprint:  acmeThumbprint,
@@ -213,8 +208,9 @@ func newOrigin(cfg Config, jwks []jwk.Key) (*origin.Origin, error) {
 // Origin is the issuer origin the enclave serves, or nil with issuer_origin host.
 func (s *Service) Origin() *origin.Origin { return s.origin }
 
-// checkpointKeyName names the audit checkpoint key after the issuer:
-// "broker.example.com/audit" (host and path, no scheme).
+// checkpointKeyName names the audit checkpoint key of the default log after
+// the issuer: "broker.example.com/audit" (host and path, no scheme). A named
+// log's is this + "/NAME" (auditlog.LogOrigin), chosen at audit_resume.
 func checkpointKeyName(issuer *url.URL) string {
 	return issuer.Host + issuer.Path + "/audit"
 }
@@ -314,7 +310,7 @@ func (s *Service) Info() protocol.InfoResponse {
 		PolicyDigest:          s.policyDigest,
 		IssuerKeys:            append([]jwk.Key(nil), s.issuerJWKs...),
 		SigningKid:            s.issuerKid,
-		CheckpointVerifierKey: s.vkey,
+		CheckpointVerifierKey: s.audit.VerifierKey(),
 		PCRs:                  s.attester.PCRs(),
 		Manifest:              s.manifest,
 		ClockSource:           clockSource(s.clockSourceFile),

@@ -787,6 +787,8 @@ func FuzzHandle(f *testing.F) {
 		Checkpoint: []byte("broker.example.com/audit\n1\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n\n— broker.example.com/audit AAAA\n"),
 		Hashes:     make([]byte, 32)})
 	f.Add(uint8(7), body)
+	body, _ = protocol.Marshal(protocol.AuditResumeRequest{Log: "host-a"})
+	f.Add(uint8(7), body)
 	f.Fuzz(func(t *testing.T, op uint8, body []byte) {
 		out, err := svc.Handle(context.Background(), ops[int(op)%len(ops)], body)
 		if err == nil && ops[int(op)%len(ops)] == protocol.OpMintOIDC {

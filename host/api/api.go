@@ -23,8 +23,10 @@ import (
 	"github.com/agentkeys/broker/host/metrics"
 	"github.com/agentkeys/broker/host/ratelimit"
 	"github.com/agentkeys/broker/host/revocation"
+	"github.com/agentkeys/broker/shared/auditlog"
 	"github.com/agentkeys/broker/shared/httpapi"
 	"github.com/agentkeys/broker/shared/jwk"
+	"github.com/agentkeys/broker/shared/manifest"
 	"github.com/agentkeys/broker/shared/protocol"
 )
 
@@ -103,6 +105,10 @@ type Config struct {
 	// reports each one's cosigned size and lag (informative: a witness that
 	// is down or behind never makes the host unready).
 	Witnesses Witnesses
+	// AuditLogName names the log Audit holds (--audit-log-name; "" is the
+	// default log, see shared/auditlog): it is presented in every
+	// audit_resume, and /v1/audit/verifier-key serves that log's key.
+	AuditLogName string
 }
 
 // API is the host's HTTP handler.
@@ -134,6 +140,11 @@ type published struct {
 	discovery []byte
 	mismatch  string // non-empty when the enclave's issuer is not ours
 	page      *pageSnapshot
+	// vkey is the checkpoint verifier key of the log this host keeps, from
+	// the manifest's key (auditlog.LogVerifierKey); vkeyErr says why there
+	// is none.
+	vkey    string
+	vkeyErr string
 }
 
 // publishedCache derives the published documents from the enclave client's
@@ -169,6 +180,9 @@ func (c *publishedCache) Load() *published {
 func New(cfg Config) (*API, error) {
 	if cfg.Issuer == "" || cfg.Enclave == nil || cfg.Audit == nil || cfg.Revocations == nil {
 		return nil, errors.New("api: issuer, enclave, audit store and revocation store are required")
+	}
+	if err := auditlog.CheckLogName(cfg.AuditLogName); err != nil {
+		return nil, fmt.Errorf("api: %w", err)
 	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = metrics.New(cfg.Enclave)
@@ -354,7 +368,29 @@ func (a *API) derive(info *protocol.InfoResponse) *published {
 	p.etag = `"` + base64.RawURLEncoding.EncodeToString(sum[:16]) + `"`
 	p.discovery, _ = json.Marshal(httpapi.NewDiscovery(a.cfg.Issuer))
 	p.page = derivePage(info)
+	p.vkey, p.vkeyErr = a.logVerifierKey(info)
+	if p.vkeyErr != "" {
+		a.log.Error("no audit log verifier key", "audit_log", a.cfg.AuditLogName, "err", p.vkeyErr)
+	}
 	return p
+}
+
+// logVerifierKey is the checkpoint verifier key of the log this host keeps:
+// the manifest's key (the default log's) under that log's name, which is the
+// key the enclave's Info names once resumed with it.
+func (a *API) logVerifierKey(info *protocol.InfoResponse) (string, string) {
+	m, err := manifest.Parse(info.Manifest)
+	if err != nil {
+		return "", fmt.Sprintf("the enclave's manifest does not parse: %v", err)
+	}
+	vkey, err := auditlog.LogVerifierKey(m.CheckpointVerifierKey, a.cfg.AuditLogName)
+	if err != nil {
+		return "", fmt.Sprintf("the manifest's checkpoint_verifier_key: %v", err)
+	}
+	if info.CheckpointVerifierKey != vkey {
+		return "", fmt.Sprintf("the enclave reports the checkpoint key %s, not %s of the log this host keeps (--audit-log-name %q)", info.CheckpointVerifierKey, vkey, a.cfg.AuditLogName)
+	}
+	return vkey, ""
 }
 
 func (a *API) current() (*published, *httpError) {

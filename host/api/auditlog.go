@@ -120,7 +120,7 @@ func (a *API) catchUp(ctx context.Context) *httpError {
 	// the catch-up half done: the next one goes on from there.
 	ctx, cancel := context.WithTimeout(ctx, enclaveLogWait)
 	defer cancel()
-	if err := audit.Resume(ctx, a.cfg.Audit, a.call); err != nil {
+	if err := audit.Resume(ctx, a.cfg.Audit, a.cfg.AuditLogName, a.call); err != nil {
 		a.log.Error("the audit store is behind the enclave's log and could not catch up; refusing", "err", err)
 		return errorf(http.StatusServiceUnavailable, KindAuditError, "the audit log is missing entries and could not fetch them, so nothing was issued; try again later")
 	}

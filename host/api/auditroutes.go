@@ -7,6 +7,7 @@ import (
 
 	"github.com/agentkeys/broker/host/tiles"
 	"github.com/agentkeys/broker/host/witness"
+	"github.com/agentkeys/broker/shared/httpapi"
 )
 
 // Witnesses is the witness set (witness.Witnesses) as the API uses it: the
@@ -33,30 +34,30 @@ func (a *API) mountAuditLog() {
 		a.checkpoint = a.cfg.Witnesses.Checkpoint
 	}
 	h := tiles.New(a.cfg.Audit, tiles.Options{Logger: a.log, Checkpoint: a.checkpoint})
-	a.route("GET "+pathAuditCheckpoint, "audit_checkpoint", h.ServeHTTP)
+	a.route("GET "+httpapi.PathAuditCheckpoint, "audit_checkpoint", h.ServeHTTP)
 	a.route("GET /v1/audit/tile/", "audit_tile", h.ServeHTTP)
 	a.route("GET /v1/audit/proof/{index}", "audit_proof", h.ServeHTTP)
-	a.route("GET "+pathAuditVerifierKey, "audit_verifier_key", a.auditVerifierKey)
+	a.route("GET "+httpapi.PathAuditVerifierKey, "audit_verifier_key", a.auditVerifierKey)
 	a.mountAuditLogs()
 }
 
-// The audit log's routes that the transparency page links to.
-const (
-	pathAuditCheckpoint  = "/v1/audit/checkpoint"
-	pathAuditVerifierKey = "/v1/audit/verifier-key"
-)
-
-// auditVerifierKey: GET /v1/audit/verifier-key, the checkpoints' note
-// verifier key (the enclave Info's checkpoint_verifier_key), text.
+// auditVerifierKey: GET /v1/audit/verifier-key, the note verifier key of
+// the checkpoints of the log this host keeps (Config.AuditLogName): the
+// manifest's checkpoint_verifier_key for the default log, the same key under
+// the log's origin for a named one, as the enclave's Info reports it. Text.
 func (a *API) auditVerifierKey(w http.ResponseWriter, r *http.Request) {
 	p := a.published.Load()
 	if p == nil {
 		writeError(w, errorf(http.StatusServiceUnavailable, KindEnclaveUnavailable, "the enclave has not been reached yet; try again shortly"))
 		return
 	}
+	if p.vkeyErr != "" {
+		writeError(w, errorf(http.StatusServiceUnavailable, KindUnavailable, "the audit log's verifier key is not known: "+p.vkeyErr))
+		return
+	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "public, max-age=60")
-	io.WriteString(w, p.info.CheckpointVerifierKey+"\n")
+	io.WriteString(w, p.vkey+"\n")
 }
 
 // notifyWitnesses nudges the witnesses after a mint appended to the log.

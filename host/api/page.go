@@ -232,7 +232,7 @@ func (a *API) page(w http.ResponseWriter, r *http.Request) {
 		LogSize: a.cfg.Audit.LogSize(), MintsLastMinute: a.m.MintedLastMinute.Count(),
 		Paths: map[string]string{
 			"JWKS": httpapi.PathJWKS, "Discovery": httpapi.PathDiscovery, "Manifest": httpapi.PathManifest,
-			"Attestation": httpapi.PathAttestation, "Checkpoint": pathAuditCheckpoint, "VerifierKey": pathAuditVerifierKey,
+			"Attestation": httpapi.PathAttestation, "Checkpoint": httpapi.PathAuditCheckpoint, "VerifierKey": httpapi.PathAuditVerifierKey,
 			"Readyz": "/readyz",
 		},
 	}

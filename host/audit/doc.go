@@ -209,4 +209,13 @@
 // On every new enclave connection the host runs Resume first: a restarted
 // enclave continues the log from the store's checkpoint (which it checks
 // against its own key and the right edge), and refuses to mint until then.
+//
+// # Named logs
+//
+// Resume names the log the store holds (the host's --audit-log-name; "" is
+// the default log): several host+enclave pairs of one enclave image each
+// keep their own log, origin "<issuer host+path>/audit/NAME", signed by the
+// same key under that name (see shared/auditlog). The store does not know the
+// name; the enclave checks that the store's checkpoint is the named log's,
+// and refuses a name other than the one it was first resumed with.
 package audit

@@ -72,16 +72,22 @@ type Logged struct {
 	LeafHash tlog.Hash // tlog.RecordHash of the entry
 }
 
-// Resume presents the store's log to the enclave (audit_resume) and stores
-// the batches the enclave answers with, until it has them all. The host calls
-// it on every new enclave connection, before it mints, and again when an
-// Append failed with ErrLogGap.
-func Resume(ctx context.Context, log Log, call func(ctx context.Context, op protocol.Op, req, resp any) error) error {
+// Resume presents the store's log to the enclave (audit_resume) as the log
+// named name ("" for the default log; see shared/auditlog) and stores the
+// batches the enclave answers with, until it has them all. The host calls it
+// on every new enclave connection, before it mints, and again when an Append
+// failed with ErrLogGap. An enclave keeps one log per boot: it refuses a
+// name other than the one its first audit_resume gave.
+func Resume(ctx context.Context, log Log, name string, call func(ctx context.Context, op protocol.Op, req, resp any) error) error {
+	if err := auditlog.CheckLogName(name); err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
 	for range 1 << 16 { // bounded: each round stores at least one batch
 		req, err := log.ResumeRequest(ctx)
 		if err != nil {
 			return err
 		}
+		req.Log = name
 		var resp protocol.AuditResumeResponse
 		if err := call(ctx, protocol.OpAuditResume, req, &resp); err != nil {
 			return fmt.Errorf("audit: the enclave refused the stored log: %w", err)

@@ -412,3 +412,43 @@ func BenchmarkAppendLogged(b *testing.B) {
 		b.ReportMetric(float64(st.Records)/float64(st.Commits), "records/commit")
 	}
 }
+
+// TestResumeNamesTheLog: Resume presents the store's log under the name it is
+// given (every round), and refuses a name that is not a log name without
+// calling the enclave.
+func TestResumeNamesTheLog(t *testing.T) {
+	ctx := context.Background()
+	s := NewMemory()
+	tl := newTestLog(t)
+	if err := s.AppendBatch(ctx, tl.batch(t, 3)); err != nil {
+		t.Fatal(err)
+	}
+	more := tl.batch(t, 2)
+	var got []protocol.AuditResumeRequest
+	call := func(_ context.Context, op protocol.Op, req, resp any) error {
+		r := req.(protocol.AuditResumeRequest)
+		got = append(got, r)
+		out := resp.(*protocol.AuditResumeResponse)
+		if len(got) == 1 {
+			*out = protocol.AuditResumeResponse{Size: 5, Batches: []protocol.AuditBatch{more}, More: true}
+		} else {
+			*out = protocol.AuditResumeResponse{Size: 5}
+		}
+		return nil
+	}
+	if err := Resume(ctx, s, "host-a", call); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Log != "host-a" || got[1].Log != "host-a" || len(got[0].Checkpoint) == 0 {
+		t.Fatalf("requests %+v", got)
+	}
+	if s.LogSize() != 5 {
+		t.Fatalf("stored %d", s.LogSize())
+	}
+	got = nil
+	for _, bad := range []string{"Host-A", "a/b", "-a"} {
+		if err := Resume(ctx, s, bad, call); !errors.Is(err, auditlog.ErrLogName) || len(got) != 0 {
+			t.Fatalf("Resume(%q): %v, %d calls", bad, err, len(got))
+		}
+	}
+}

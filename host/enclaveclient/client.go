@@ -38,7 +38,9 @@
 //
 // Config.OnConnect runs on every new connection (after the unseal, if any)
 // before anything else may use it: the host presents its audit log there
-// (audit.Resume), since the enclave mints nothing until it has.
+// (audit.Resume), since the enclave mints nothing until it has. The Info is
+// read again after it, so that the snapshot names the audit log the enclave
+// keeps (its checkpoint verifier key is chosen by that first audit_resume).
 package enclaveclient
 
 import (
@@ -236,6 +238,13 @@ func (c *Client) connect() (*protocol.Client, protocol.InfoResponse, error) {
 	}
 	if c.cfg.OnConnect != nil {
 		if err := c.cfg.OnConnect(ctx, pc.Call); err != nil {
+			pc.Close()
+			return nil, protocol.InfoResponse{}, err
+		}
+		// What OnConnect did may change the Info: the first audit_resume
+		// chooses the log whose checkpoint verifier key it reports.
+		info = protocol.InfoResponse{}
+		if err := pc.Call(ctx, protocol.OpInfo, protocol.InfoRequest{}, &info); err != nil {
 			pc.Close()
 			return nil, protocol.InfoResponse{}, err
 		}

@@ -252,3 +252,46 @@ func TestOnConnect(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// resumingEnclave reports another checkpoint key once audit_resume chose a
+// log, as the enclave does.
+type resumingEnclave struct{ resumed atomic.Bool }
+
+func (f *resumingEnclave) Handle(ctx context.Context, op protocol.Op, body []byte) (any, error) {
+	switch op {
+	case protocol.OpInfo:
+		key := "broker.example.com/audit+00000000+AQ"
+		if f.resumed.Load() {
+			key = "broker.example.com/audit/host-a+00000000+AQ"
+		}
+		return protocol.InfoResponse{ProtocolVersion: protocol.Version, Mode: "simulated", CheckpointVerifierKey: key}, nil
+	case protocol.OpAuditResume:
+		f.resumed.Store(true)
+		return protocol.AuditResumeResponse{}, nil
+	}
+	return nil, protocol.Errorf(protocol.CodeUnknownOp, "no")
+}
+
+// TestInfoAfterOnConnect: the Info snapshot is the one read after the hook,
+// so it names the log the hook's audit_resume chose.
+func TestInfoAfterOnConnect(t *testing.T) {
+	addr := "unix:" + filepath.Join(t.TempDir(), "e.sock")
+	l, err := protocol.Listen(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &protocol.Server{Handler: &resumingEnclave{}}
+	go srv.Serve(l)
+	defer srv.Shutdown(context.Background())
+	dial, _ := protocol.Dialer(addr)
+	c := New(Config{Dial: dial, MinBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond,
+		OnConnect: func(ctx context.Context, call CallFunc) error {
+			var resp protocol.AuditResumeResponse
+			return call(ctx, protocol.OpAuditResume, protocol.AuditResumeRequest{Log: "host-a"}, &resp)
+		}})
+	defer c.Close()
+	waitFor(t, "connection", c.Connected)
+	if info, _ := c.Info(); info.CheckpointVerifierKey != "broker.example.com/audit/host-a+00000000+AQ" {
+		t.Fatalf("Info after the hook: %s", info.CheckpointVerifierKey)
+	}
+}

@@ -61,6 +61,9 @@ type Options struct {
 	Configure func(*api.Config)
 	// EnclaveAudit tunes the enclave's audit log (batching, bounds).
 	EnclaveAudit logtree.Config
+	// AuditLogName names the log the host keeps (--audit-log-name; "" is
+	// the default log).
+	AuditLogName string
 	// Witnesses, if set, is called once the enclave's checkpoint verifier
 	// key is known (origin is its name) and returns the witnesses the host
 	// submits checkpoints to (Broker.Witnesses, running until the test
@@ -89,6 +92,7 @@ type Broker struct {
 	pol      policy.Policy
 	seed     []byte
 	logCfg   logtree.Config
+	logName  string
 	stateDir string
 
 	mu  sync.Mutex
@@ -107,7 +111,7 @@ func Start(t testing.TB, opts Options) *Broker {
 	if err := pol.Normalize(); err != nil {
 		t.Fatal(err)
 	}
-	b := &Broker{t: t, now: opts.Now, URL: issuer, pol: pol, logCfg: opts.EnclaveAudit, addr: "unix:" + filepath.Join(t.TempDir(), "enclave.sock"), stateDir: t.TempDir()}
+	b := &Broker{t: t, now: opts.Now, URL: issuer, pol: pol, logCfg: opts.EnclaveAudit, logName: opts.AuditLogName, addr: "unix:" + filepath.Join(t.TempDir(), "enclave.sock"), stateDir: t.TempDir()}
 	b.seed = make([]byte, 32)
 	rand.Read(b.seed)
 	b.Audit = opts.Audit
@@ -124,12 +128,12 @@ func Start(t testing.TB, opts Options) *Broker {
 	b.Enclave = enclaveclient.New(enclaveclient.Config{
 		Dial: dial, FailFast: 200 * time.Millisecond, MinBackoff: 10 * time.Millisecond, MaxBackoff: 100 * time.Millisecond,
 		OnConnect: func(ctx context.Context, call enclaveclient.CallFunc) error {
-			return audit.Resume(ctx, b.Audit, call)
+			return audit.Resume(ctx, b.Audit, opts.AuditLogName, call)
 		},
 	})
 	b.Revocations = revocation.NewMemory()
 	b.Metrics = metrics.New(b.Enclave)
-	cfg := api.Config{Issuer: issuer, Enclave: b.Enclave, Audit: b.Audit, Revocations: b.Revocations,
+	cfg := api.Config{Issuer: issuer, Enclave: b.Enclave, Audit: b.Audit, AuditLogName: opts.AuditLogName, Revocations: b.Revocations,
 		Metrics: b.Metrics, DefaultTTLSeconds: opts.DefaultTTLSeconds, SignInLimit: opts.SignInLimit, Logger: opts.Logger}
 	if opts.AWS != nil {
 		cfg.AWS = opts.AWS(issuer)
@@ -374,6 +378,7 @@ func (b *Broker) CheckLogWhole(t testing.TB) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	req.Log = b.logName
 	var resp protocol.AuditResumeResponse
 	if err := b.Enclave.Call(ctx, protocol.OpAuditResume, req, &resp); err != nil {
 		t.Fatalf("audit_resume with the store's tip: %v", err)

@@ -30,6 +30,22 @@
 // a refusal (Outcome, Detail). The enclave logs it as the host told it, with
 // its own Time and HostAsserted forced true; the log proves the host said it
 // at that point, not that it is true.
+//
+// # Log names
+//
+// One enclave image may run as several enclave instances, each with its own
+// host, all of them holding the same checkpoint key. Each instance keeps its
+// own log, named by its host in audit_resume (protocol.AuditResumeRequest.Log).
+// The default log, named "", has the origin the enclave derives from its
+// issuer ("broker.example.com/audit"); the log named N has the origin
+// "broker.example.com/audit/N". Every log is signed by the same Ed25519 key;
+// only the note key's name (its origin) differs, and with it the key hash.
+//
+// The manifest names the default log's verifier key. [LogVerifierKey] (by
+// name) and [OriginVerifierKey] (by a checkpoint's origin) give the verifier
+// key of any other log of the same enclave from it, and [VerifierKeyLog] says
+// whether a verifier key is one of them: they are how anyone binds a named
+// log's checkpoints to an attested manifest.
 package auditlog
 
 import (

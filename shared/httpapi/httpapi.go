@@ -38,6 +38,13 @@ const (
 	PathMintAWSCreds = "/v1/mint-aws-creds"
 	PathAttestation  = "/.well-known/attestation"
 	PathManifest     = "/.well-known/agentkeys-manifest.json"
+	// PathAuditVerifierKey serves the note verifier key of the audit log
+	// the host keeps (text): the manifest's checkpoint_verifier_key for the
+	// default log, the same key under ORIGIN/NAME for a named log.
+	PathAuditVerifierKey = "/v1/audit/verifier-key"
+	// PathAuditCheckpoint serves the audit log's latest checkpoint, with
+	// the witnesses' cosignatures (C2SP tlog-tiles).
+	PathAuditCheckpoint = "/v1/audit/checkpoint"
 )
 
 // The audit log's routes (host/tiles): the host's own log is a C2SP

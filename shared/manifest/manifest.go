@@ -12,7 +12,8 @@
 //
 // The mode (nitro or simulated), the issuer URL, the full policy and its digest,
 // every issuer key the JWKS may publish (its kid, its SLIP-0010 label and whether it
-// signs), the audit checkpoint verifier key, and who terminates TLS for the issuer
+// signs), the audit checkpoint verifier key (of the default log; it binds every
+// named log of the enclave too, see [Manifest.CheckpointVerifierKey]), and who terminates TLS for the issuer
 // origin. When the enclave does (issuer_origin "enclave"), the manifest also names
 // the TLS key it serves the issuer origin with (the SHA-256 of its
 // SubjectPublicKeyInfo, which an auditor compares with the certificate a TLS
@@ -69,7 +70,12 @@ type Manifest struct {
 	PolicyDigest string        `json:"policy_digest"`
 	IssuerKeys   []IssuerKey   `json:"issuer_keys"`
 	// CheckpointVerifierKey is the C2SP signed-note verifier key of the audit
-	// log's checkpoints ("name+hash+base64").
+	// log's checkpoints ("name+hash+base64") for the default log, whose
+	// origin is its name ("broker.example.com/audit"). It binds every log of
+	// this enclave: the log named N (chosen by the host at audit_resume) is
+	// verified by the same key under the name "<name>/N", which
+	// auditlog.LogVerifierKey and auditlog.OriginVerifierKey give and
+	// auditlog.VerifierKeyLog checks.
 	CheckpointVerifierKey string `json:"checkpoint_verifier_key"`
 	// IssuerOriginTLSSPKISHA256 is, with issuer_origin enclave, the hex SHA-256
 	// of the DER SubjectPublicKeyInfo of the issuer origin's TLS key: every

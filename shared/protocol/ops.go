@@ -80,7 +80,9 @@ type InfoResponse struct {
 	IssuerKeys []jwk.Key `cbor:"issuer_keys" json:"issuer_keys"`
 	SigningKid string    `cbor:"signing_kid" json:"signing_kid"`
 	// CheckpointVerifierKey is the audit checkpoint key as a C2SP signed-note
-	// verifier key ("name+hash+base64").
+	// verifier key ("name+hash+base64") of the log the enclave keeps: the
+	// manifest's (the default log's) until an audit_resume chose a named log,
+	// then that log's (the same key under the name of its origin).
 	CheckpointVerifierKey string `cbor:"checkpoint_verifier_key" json:"checkpoint_verifier_key"`
 	// PCRs are the measurement registers the enclave's attestation documents carry.
 	PCRs map[int][]byte `cbor:"pcrs" json:"pcrs"`
@@ -247,9 +249,16 @@ type AuditAppendResponse = AuditLogged
 // own key and that the hashes give its root, then continues the log from
 // there; until then it refuses every mint (audit_log). An enclave already
 // running answers with the batches the host lacks.
+//
+// Log names the log the host keeps for this enclave (auditlog.CheckLogName):
+// "" is the default log, whose origin is the issuer's host and path +
+// "/audit"; a log named N has that origin + "/N". The first audit_resume that
+// succeeds chooses the log for the enclave's boot: its checkpoints' origin and
+// the name of their key. An audit_resume naming another log is refused.
 type AuditResumeRequest struct {
 	Checkpoint []byte `cbor:"checkpoint,omitempty" json:"checkpoint,omitempty"`
 	Hashes     []byte `cbor:"hashes,omitempty" json:"hashes,omitempty"`
+	Log        string `cbor:"log,omitempty" json:"log,omitempty"`
 }
 
 // AuditResumeResponse is the enclave's log size, and the batches past the

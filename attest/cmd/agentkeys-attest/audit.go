@@ -13,15 +13,18 @@ import (
 	"time"
 
 	"github.com/agentkeys/broker/attest"
+	"github.com/agentkeys/broker/shared/auditlog"
 	"github.com/agentkeys/broker/shared/cliflag"
+	"github.com/agentkeys/broker/shared/manifest"
 	"github.com/agentkeys/broker/shared/tlogproof"
 )
 
 const auditUsage = `Usage:
     agentkeys-attest audit verify --log URL|DIR --key VKEY [--witness VKEY]... [--since FILE] [--jwt FILE] [--json]
+    agentkeys-attest audit verify --log URL|DIR --manifest FILE [--log-name NAME] [--witness VKEY]... […]
     agentkeys-attest audit verify --proof FILE --jwt FILE --key VKEY [--witness VKEY]... [--log URL|DIR]
     agentkeys-attest audit export DIR --log URL
-    agentkeys-attest audit reconcile --log URL|DIR --key VKEY [--witness VKEY]... [--issuer URL] --cloudtrail PATH... [--skew D] [--json]
+    agentkeys-attest audit reconcile --log URL|DIR --key VKEY|--manifest FILE [--witness VKEY]... [--issuer URL] --cloudtrail PATH... [--skew D] [--json]
 
 verify reads the audit log (over HTTP from the issuer's /v1/audit/ tiles, or a
 directory written by export), checks the checkpoint's signature with --key and
@@ -33,8 +36,16 @@ that was altered, deleted or reordered.
     --log URL|DIR      The log: https://broker.example.com (/v1/audit/ is
                        appended to a bare origin) or an exported directory.
     --key VKEY         The log's note verifier key: the manifest's
-                       checkpoint_verifier_key (GET /v1/audit/verifier-key
-                       serves it, but take it from a verified manifest).
+                       checkpoint_verifier_key for the default log, or
+                       that key under the name ORIGIN/NAME for the log
+                       named NAME (GET /v1/audit/verifier-key serves it,
+                       but take it from a verified manifest).
+    --manifest FILE    A key manifest that verify accepted: --key must then
+                       be a key of one of its enclave's logs; without --key
+                       the key is the manifest's for the log the
+                       checkpoint's origin names (or --log-name names).
+    --log-name NAME    With --manifest, the log to verify: the host's
+                       --audit-log-name ("" or absent: the checkpoint's).
     --witness VKEY     A witness's cosignature/v1 verifier key; repeatable.
                        Each must have cosigned the checkpoint.
     --since FILE       A checkpoint saved by an earlier run: the log must be
@@ -95,6 +106,9 @@ func audit(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 type auditFlags struct {
 	log, key, since, jwt, proof string
+	manifest, logName           string
+	logNameSet                  bool
+	cmd                         string // verify or reconcile, for messages
 	witnesses                   []string
 	timeout                     time.Duration
 	maxBody                     int64
@@ -104,6 +118,8 @@ type auditFlags struct {
 func (f *auditFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.log, "log", "", "")
 	fs.StringVar(&f.key, "key", "", "")
+	fs.StringVar(&f.manifest, "manifest", "", "")
+	fs.Func("log-name", "", func(s string) error { f.logName, f.logNameSet = s, true; return nil })
 	fs.Func("witness", "", func(s string) error { f.witnesses = append(f.witnesses, s); return nil })
 	fs.StringVar(&f.since, "since", "", "")
 	fs.StringVar(&f.jwt, "jwt", "", "")
@@ -133,6 +149,39 @@ func parseAuditFlags(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) 
 	}
 }
 
+// auditOptions is the key the log is checked with, from --key, --manifest
+// and --log-name, and the witnesses.
+func (f *auditFlags) auditOptions() (attest.AuditOptions, error) {
+	opts := attest.AuditOptions{Key: strings.TrimSpace(f.key), Witnesses: f.witnesses}
+	if f.manifest == "" {
+		if f.logNameSet {
+			return opts, usagef("--log-name needs --manifest FILE: the manifest whose key the named log is signed with")
+		}
+		if opts.Key == "" {
+			return opts, usagef("audit %s needs --key VKEY (the manifest's checkpoint_verifier_key) or --manifest FILE", f.cmd)
+		}
+		return opts, nil
+	}
+	if f.logNameSet && opts.Key != "" {
+		return opts, usagef("give --key or --log-name, not both: --log-name derives the key from --manifest")
+	}
+	b, err := readFile(f.manifest, manifest.MaxSize)
+	if err != nil {
+		return opts, err
+	}
+	m, err := manifest.Parse(b)
+	if err != nil {
+		return opts, fmt.Errorf("--manifest %s: %w", f.manifest, err)
+	}
+	opts.ManifestKey = m.CheckpointVerifierKey
+	if f.logNameSet {
+		if opts.Key, err = auditlog.LogVerifierKey(m.CheckpointVerifierKey, f.logName); err != nil {
+			return opts, usagef("--log-name %q: %v", f.logName, err)
+		}
+	}
+	return opts, nil
+}
+
 func (f *auditFlags) openLog() (attest.AuditLog, error) {
 	if f.timeout <= 0 || f.maxBody <= 0 {
 		return nil, usagef("--timeout and --max-body must be positive")
@@ -147,7 +196,7 @@ func (f *auditFlags) openLog() (attest.AuditLog, error) {
 }
 
 func auditVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	var f auditFlags
+	f := auditFlags{cmd: "verify"}
 	fs := flag.NewFlagSet("audit verify", flag.ContinueOnError)
 	f.register(fs)
 	pos, code, ok := parseAuditFlags(fs, args, stdout, stderr)
@@ -157,8 +206,9 @@ func auditVerify(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	if len(pos) > 0 {
 		return fail(stderr, usagef("audit verify: unexpected argument %q", pos[0]))
 	}
-	if f.key == "" {
-		return fail(stderr, usagef("audit verify needs --key VKEY: the manifest's checkpoint_verifier_key"))
+	opts, err := f.auditOptions()
+	if err != nil {
+		return fail(stderr, err)
 	}
 	if f.proof == "" && f.log == "" {
 		return fail(stderr, usagef("audit verify needs --log URL|DIR (or --proof FILE --jwt FILE)"))
@@ -169,7 +219,6 @@ func auditVerify(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	if f.proof != "" && f.since != "" {
 		return fail(stderr, usagef("--since checks a whole log: do not combine it with --proof"))
 	}
-	opts := attest.AuditOptions{Key: strings.TrimSpace(f.key), Witnesses: f.witnesses}
 	if f.jwt != "" {
 		b, err := readFile(f.jwt, 64<<10)
 		if err != nil {

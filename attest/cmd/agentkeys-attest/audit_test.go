@@ -3,7 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
@@ -25,6 +28,9 @@ import (
 	"github.com/agentkeys/broker/host/tiles/tilestest"
 	"github.com/agentkeys/broker/internal/scriptcmd"
 	"github.com/agentkeys/broker/shared/auditlog"
+	"github.com/agentkeys/broker/shared/jwk"
+	"github.com/agentkeys/broker/shared/manifest"
+	"github.com/agentkeys/broker/shared/policy"
 )
 
 // TestAuditScript runs the scripts in testdata/audit. Each gets logs served
@@ -34,6 +40,10 @@ import (
 // witness that did not cosign; $WORK/jwt.txt has jti 257 (entry 257 is its
 // oidc_jwt entry), $WORK/other-jwt.txt is another JWT of jti 257,
 // $WORK/far-jwt.txt jti 999; $WORK/proof.txt is the tlog-proof of entry 257.
+// $NAMEDLOG is the log named host-a of the same enclave (50 entries, key
+// $NAMEDKEY), $STRANGERLOG one of another origin with the same key bytes;
+// $WORK/manifest.json is a manifest naming $KEY, $WORK/other-manifest.json
+// one naming another key.
 func TestAuditScript(t *testing.T) {
 	testscript.Run(t, testscript.Params{
 		Dir:                 "testdata/audit",
@@ -74,6 +84,17 @@ func TestAuditScript(t *testing.T) {
 			env.Setenv("FORKLOG", serve(fork, false))
 			env.Setenv("SHORTLOG", serve(short, false))
 			env.Setenv("KEY", tilestest.VerifierKey())
+			// The log named host-a of the same enclave: the same key
+			// under the name Origin/host-a; and a log of another origin.
+			namedSigner, namedKey := tilestest.NewKey(tilestest.Origin+"/host-a", "tilestest")
+			named := tilestest.New(namedSigner)
+			named.AppendN(50)
+			env.Setenv("NAMEDLOG", serve(named, false))
+			env.Setenv("NAMEDKEY", namedKey)
+			strangerSigner, _ := tilestest.NewKey("other.example/audit/host-a", "tilestest")
+			stranger := tilestest.New(strangerSigner)
+			stranger.AppendN(5)
+			env.Setenv("STRANGERLOG", serve(stranger, false))
 			env.Setenv("WITNESS", w.Verifier().String())
 			env.Setenv("OTHERWITNESS", witnessSigner(tb, "w2.example").Verifier().String())
 			write := func(name string, data []byte) error {
@@ -81,6 +102,13 @@ func TestAuditScript(t *testing.T) {
 			}
 			if err := write("jwt.txt", []byte(jwt+"\n")); err != nil {
 				return err
+			}
+			// manifest.json names $KEY, other-manifest.json another key.
+			_, otherKey := tilestest.NewKey(tilestest.Origin, "another enclave")
+			for name, vkey := range map[string]string{"manifest.json": tilestest.VerifierKey(), "other-manifest.json": otherKey} {
+				if err := write(name, testManifest(tb, vkey)); err != nil {
+					return err
+				}
 			}
 			if err := write("other-jwt.txt", []byte(fakeJWT("257", "other")+"\n")); err != nil {
 				return err
@@ -202,4 +230,31 @@ func TestProgressBar(t *testing.T) {
 	if b.Len() != 0 {
 		t.Errorf("drew %q when off", b.String())
 	}
+}
+
+// testManifest is a valid key manifest whose checkpoint_verifier_key is vkey.
+func testManifest(t testing.TB, vkey string) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := jwk.FromP256(&key.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol := policy.Default("https://broker.example.com")
+	if err := pol.Normalize(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := manifest.Manifest{
+		Version: manifest.Version, Mode: manifest.ModeSimulated, Issuer: pol.Issuer, IssuerOrigin: manifest.OriginHost,
+		Policy: pol, PolicyDigest: pol.Digest(),
+		IssuerKeys:            []manifest.IssuerKey{{Label: pol.SigningKey, Kid: k.Kid, Signs: true, JWK: k}},
+		CheckpointVerifierKey: vkey,
+	}.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -13,7 +13,7 @@ import (
 )
 
 func auditReconcile(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	var f auditFlags
+	f := auditFlags{cmd: "reconcile"}
 	var trails []string
 	var issuer string
 	var skew time.Duration
@@ -31,9 +31,11 @@ func auditReconcile(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	// Paths may follow --cloudtrail: --cloudtrail a.json b.json.gz dir/
 	trails = append(trails, pos...)
+	opts, err := f.auditOptions()
+	if err != nil {
+		return fail(stderr, err)
+	}
 	switch {
-	case f.key == "":
-		return fail(stderr, usagef("audit reconcile needs --key VKEY: the manifest's checkpoint_verifier_key"))
 	case f.log == "":
 		return fail(stderr, usagef("audit reconcile needs --log URL|DIR: the audit log to reconcile with"))
 	case len(trails) == 0:
@@ -60,12 +62,11 @@ func auditReconcile(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	want := attest.WantedIndexes(sessions)
 	entries := map[int64][]byte{}
-	opts := attest.AuditOptions{Key: strings.TrimSpace(f.key), Witnesses: f.witnesses,
-		Entry: func(i int64, e []byte) {
-			if want[i] {
-				entries[i] = append([]byte(nil), e...)
-			}
-		}}
+	opts.Entry = func(i int64, e []byte) {
+		if want[i] {
+			entries[i] = append([]byte(nil), e...)
+		}
+	}
 	bar := newProgressBar(stderr)
 	opts.Progress = bar.update
 	res := attest.VerifyAuditLog(ctx, log, opts)

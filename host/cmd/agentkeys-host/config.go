@@ -19,6 +19,7 @@ import (
 	"github.com/agentkeys/broker/host/ratelimit"
 	"github.com/agentkeys/broker/host/sealedseed"
 	"github.com/agentkeys/broker/host/witness"
+	"github.com/agentkeys/broker/shared/auditlog"
 	"github.com/agentkeys/broker/shared/cliflag"
 	"github.com/agentkeys/broker/shared/policy"
 )
@@ -33,6 +34,7 @@ type config struct {
 	StateDir       string
 	AuditDB        string
 	AuditDSN       string // PostgreSQL URL of the shared audit store and revocation list; "" = SQLite
+	AuditLogName   string // the log this host keeps for its enclave; "" = the default log
 	JWTTTL         int64
 	ShutdownGrace  time.Duration
 	TLSDomain      string
@@ -103,6 +105,7 @@ func parseConfig(args []string, getenv func(string) string, stdout io.Writer) (*
 		{"enclave", "BROKER_ENCLAVE", "vsock:16:5005", "enclave address: vsock:CID:PORT, unix:PATH or tcp:127.0.0.1:PORT", &c.Enclave},
 		{"state-dir", "BROKER_STATE_DIR", "/var/lib/agentkeys-host", "directory for the audit log, revocations and ACME certificates", &c.StateDir},
 		{"audit-db", "BROKER_AUDIT_DB_PATH", "", "SQLite audit log path (default STATE_DIR/audit.db)", &c.AuditDB},
+		{"audit-log-name", "BROKER_AUDIT_LOG_NAME", "", "name of the audit log this host keeps for its enclave, origin ISSUER_HOST_PATH/audit/NAME: lowercase letters, digits and '-', at most 63; one name per host+enclave pair sharing a database (default: the default log, origin ISSUER_HOST_PATH/audit)", &c.AuditLogName},
 		{"sealed-seed", "BROKER_SEALED_SEED", "", "file keeping the enclave's KMS-sealed seed, written 0600 on first start (default STATE_DIR/sealed-seed); back it up: losing it means new keys", &c.SealedSeed},
 		{"jwt-ttl", "BROKER_OIDC_JWT_TTL_SECONDS", "0", "JWT TTL in seconds when a caller gives none (0: the enclave policy's default)", &ttl},
 		{"shutdown-grace", "BROKER_SHUTDOWN_GRACE_SECONDS", "10", "seconds to drain in-flight requests on shutdown", &grace},
@@ -235,6 +238,9 @@ func parseConfig(args []string, getenv func(string) string, stdout io.Writer) (*
 		if c.AuditDB != "" {
 			return nil, errors.New("--audit-dsn (BROKER_AUDIT_DSN) and --audit-db (BROKER_AUDIT_DB_PATH) exclude each other: the audit log is either in PostgreSQL or in a SQLite file")
 		}
+	}
+	if err := auditlog.CheckLogName(c.AuditLogName); err != nil {
+		return nil, bad("audit-log-name", c.AuditLogName, "want empty (the default log) or 1 to 63 lowercase letters, digits and '-', not starting with '-', such as host-a")
 	}
 	if c.AuditDB == "" {
 		c.AuditDB = filepath.Join(c.StateDir, "audit.db")

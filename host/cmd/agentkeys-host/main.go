@@ -150,7 +150,7 @@ func openDeps(ctx context.Context, cfg *config, log *slog.Logger) (_ *deps, err 
 	}
 	d.enc = enclaveclient.New(enclaveclient.Config{Dial: dial, Logger: log, Unseal: keeper.Unseal,
 		OnConnect: func(ctx context.Context, call enclaveclient.CallFunc) error {
-			return audit.Resume(ctx, store, call) // the enclave mints nothing until it has the log
+			return audit.Resume(ctx, store, cfg.AuditLogName, call) // the enclave mints nothing until it has the log
 		}})
 	d.closers = append(d.closers, d.enc.Close)
 	rctx, stopRefresh := context.WithCancel(ctx)
@@ -212,8 +212,7 @@ func openStores(ctx context.Context, cfg *config, log *slog.Logger) (audit.Store
 	}
 	octx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	const logName = "" // the default log: one host and enclave pair per database for now
-	store, err := audit.OpenPostgres(octx, cfg.AuditDSN, logName, opts...)
+	store, err := audit.OpenPostgres(octx, cfg.AuditDSN, cfg.AuditLogName, opts...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("failed to open the audit log in PostgreSQL (--audit-dsn %s): %w", pgdb.Redact(cfg.AuditDSN), err)
 	}
@@ -222,13 +221,13 @@ func openStores(ctx context.Context, cfg *config, log *slog.Logger) (audit.Store
 		store.Close()
 		return nil, nil, fmt.Errorf("failed to open the revocation list in PostgreSQL (--audit-dsn %s): %w", pgdb.Redact(cfg.AuditDSN), err)
 	}
-	log.Info("audit store and revocation list in PostgreSQL", "dsn", pgdb.Redact(cfg.AuditDSN), "log", logName, "log_size", store.LogSize())
+	log.Info("audit store and revocation list in PostgreSQL", "dsn", pgdb.Redact(cfg.AuditDSN), "log", cfg.AuditLogName, "log_size", store.LogSize())
 	return store, revs, nil
 }
 
 // apiConfig is the API's configuration from the host's.
 func apiConfig(cfg *config, d *deps, log *slog.Logger) (api.Config, error) {
-	apiCfg := api.Config{Issuer: cfg.Issuer, Enclave: d.enc, Audit: d.audit, Revocations: d.revs,
+	apiCfg := api.Config{Issuer: cfg.Issuer, Enclave: d.enc, Audit: d.audit, AuditLogName: cfg.AuditLogName, Revocations: d.revs,
 		Metrics: d.metrics, Logger: log, DefaultTTLSeconds: cfg.JWTTTL, AWS: d.aws}
 	if d.witnesses != nil {
 		apiCfg.Witnesses = d.witnesses

@@ -222,6 +222,11 @@ func TestConfig(t *testing.T) {
 		{"bad witness", []string{"--witness", "https://a.example"}, env(), nil, "invalid --witness (BROKER_WITNESSES)"},
 		{"bad witness key", nil, env("BROKER_WITNESSES", "https://a.example=a.example+00000000+AQ"), nil, "BROKER_WITNESSES"},
 		{"bad witness interval", []string{"--witness-interval", "100ms"}, env(), nil, "BROKER_WITNESS_INTERVAL"},
+		{"default audit log", nil, env(), func(c *config) bool { return c.AuditLogName == "" }, ""},
+		{"audit log name env", nil, env("BROKER_AUDIT_LOG_NAME", "host-a"), func(c *config) bool { return c.AuditLogName == "host-a" }, ""},
+		{"audit log name flag beats env", []string{"--audit-log-name", "eu-1"}, env("BROKER_AUDIT_LOG_NAME", "host-a"), func(c *config) bool { return c.AuditLogName == "eu-1" }, ""},
+		{"bad audit log name", []string{"--audit-log-name", "Host_A"}, env(), nil, `invalid --audit-log-name (BROKER_AUDIT_LOG_NAME) "Host_A": want empty (the default log) or 1 to 63 lowercase`},
+		{"audit log name with slash", nil, env("BROKER_AUDIT_LOG_NAME", "a/b"), nil, "BROKER_AUDIT_LOG_NAME"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -316,6 +321,7 @@ type drainEnclave struct {
 	release  chan struct{}
 	released sync.Once
 	log      *logtree.Log // a real audit log, as the enclave keeps
+	resumes  chan string  // if set, gets the log named by each audit_resume
 }
 
 func (d *drainEnclave) Handle(ctx context.Context, op protocol.Op, body []byte) (any, error) {
@@ -326,6 +332,12 @@ func (d *drainEnclave) Handle(ctx context.Context, op protocol.Op, body []byte) 
 		var req protocol.AuditResumeRequest
 		if err := protocol.Unmarshal(body, &req); err != nil {
 			return nil, err
+		}
+		if d.resumes != nil {
+			select {
+			case d.resumes <- req.Log:
+			default:
+			}
 		}
 		return d.log.Resume(req)
 	case protocol.OpMintOIDC:
@@ -346,15 +358,49 @@ func (d *drainEnclave) Handle(ctx context.Context, op protocol.Op, body []byte) 
 func newDrainLog(t *testing.T, issuer string) *logtree.Log {
 	t.Helper()
 	origin := strings.TrimPrefix(issuer, "http://") + "/audit"
-	signer, verifier, _, err := logtree.NewKey(origin, ed25519.NewKeyFromSeed(make([]byte, 32)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := logtree.New(logtree.Config{Origin: origin, Signer: signer, Verifier: verifier})
+	l, err := logtree.New(logtree.Config{Origin: origin, Key: ed25519.NewKeyFromSeed(make([]byte, 32))})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return l
+}
+
+// TestAuditLogNamePresented: the host presents --audit-log-name in the
+// audit_resume it sends on connecting.
+func TestAuditLogNamePresented(t *testing.T) {
+	dir := t.TempDir()
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	issuer := fmt.Sprintf("http://127.0.0.1:%d", port)
+	enc := &drainEnclave{issuer: issuer, log: newDrainLog(t, issuer), resumes: make(chan string, 16)}
+	el, err := protocol.Listen("unix:" + dir + "/e.sock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	esrv := &protocol.Server{Handler: enc}
+	go esrv.Serve(el)
+	defer esrv.Shutdown(context.Background())
+	cfg, err := parseConfig([]string{"--port", strconv.Itoa(port), "--state-dir", dir, "--enclave", "unix:" + dir + "/e.sock"},
+		func(k string) string { return map[string]string{"BROKER_AUDIT_LOG_NAME": "host-a"}[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, cfg, slog.New(slog.DiscardHandler)) }()
+	select {
+	case name := <-enc.resumes:
+		if name != "host-a" {
+			t.Errorf("audit_resume named %q, want host-a", name)
+		}
+	case <-time.After(60 * time.Second):
+		t.Error("the host sent no audit_resume")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("serve: %v", err)
+	}
 }
 
 // TestShutdownDrainsInFlight: a mint in flight when the host is told to stop
