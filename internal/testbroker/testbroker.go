@@ -43,6 +43,17 @@ type Options struct {
 	Policy func(*policy.Policy)
 	// Audit replaces the default in-memory audit store.
 	Audit audit.Store
+	// Revocations replaces the default in-memory revocation list
+	// (Broker.Revocations is then nil).
+	Revocations revocation.Store
+	// Issuer, if set, is the issuer (the policy's and the API's) instead of
+	// the server's own URL: for brokers behind one front end. Broker.URL
+	// stays the server's address.
+	Issuer string
+	// Seed, if set, is the enclave's seed (32 bytes) instead of a random
+	// one: brokers given one seed and one policy are two enclaves from one
+	// image, with the same keys.
+	Seed []byte
 	// SessionBackend is the compatibility backend URL, if any.
 	SessionBackend string
 	// DefaultTTLSeconds is passed to the API.
@@ -76,7 +87,8 @@ type Options struct {
 
 // Broker is a running in-process broker.
 type Broker struct {
-	URL         string // the issuer, http://127.0.0.1:PORT
+	URL         string // the server, http://127.0.0.1:PORT
+	Issuer      string // the issuer: URL unless Options.Issuer says otherwise
 	Audit       audit.Store
 	Memory      *audit.Memory // the default store (nil if Options.Audit was given)
 	Revocations *revocation.Memory
@@ -103,7 +115,11 @@ type Broker struct {
 func Start(t testing.TB, opts Options) *Broker {
 	t.Helper()
 	hs := httptest.NewUnstartedServer(nil)
-	issuer := "http://" + hs.Listener.Addr().String()
+	self := "http://" + hs.Listener.Addr().String()
+	issuer := self
+	if opts.Issuer != "" {
+		issuer = opts.Issuer
+	}
 	pol := policy.Default(issuer)
 	if opts.Policy != nil {
 		opts.Policy(&pol)
@@ -111,9 +127,12 @@ func Start(t testing.TB, opts Options) *Broker {
 	if err := pol.Normalize(); err != nil {
 		t.Fatal(err)
 	}
-	b := &Broker{t: t, now: opts.Now, URL: issuer, pol: pol, logCfg: opts.EnclaveAudit, logName: opts.AuditLogName, addr: "unix:" + filepath.Join(t.TempDir(), "enclave.sock"), stateDir: t.TempDir()}
+	b := &Broker{t: t, now: opts.Now, URL: self, Issuer: issuer, pol: pol, logCfg: opts.EnclaveAudit, logName: opts.AuditLogName, addr: "unix:" + filepath.Join(t.TempDir(), "enclave.sock"), stateDir: t.TempDir()}
 	b.seed = make([]byte, 32)
 	rand.Read(b.seed)
+	if opts.Seed != nil {
+		b.seed = append([]byte(nil), opts.Seed...)
+	}
 	b.Audit = opts.Audit
 	if b.Audit == nil {
 		b.Memory = audit.NewMemory()
@@ -131,9 +150,13 @@ func Start(t testing.TB, opts Options) *Broker {
 			return audit.Resume(ctx, b.Audit, opts.AuditLogName, call)
 		},
 	})
-	b.Revocations = revocation.NewMemory()
+	var revs revocation.Store = opts.Revocations
+	if revs == nil {
+		b.Revocations = revocation.NewMemory()
+		revs = b.Revocations
+	}
 	b.Metrics = metrics.New(b.Enclave)
-	cfg := api.Config{Issuer: issuer, Enclave: b.Enclave, Audit: b.Audit, AuditLogName: opts.AuditLogName, Revocations: b.Revocations,
+	cfg := api.Config{Issuer: issuer, Enclave: b.Enclave, Audit: b.Audit, AuditLogName: opts.AuditLogName, Revocations: revs,
 		Metrics: b.Metrics, DefaultTTLSeconds: opts.DefaultTTLSeconds, SignInLimit: opts.SignInLimit, Logger: opts.Logger}
 	if opts.AWS != nil {
 		cfg.AWS = opts.AWS(issuer)
