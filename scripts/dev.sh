@@ -120,6 +120,7 @@ agentkeys dev: ready — issuer $issuer, API $api (simulated enclave; issuer ori
   $bin/agentkeys --broker $api --wallet $dev/wallet.json --session $dev/session.json wallet new
   $bin/agentkeys --broker $api --wallet $dev/wallet.json --session $dev/session.json login
   $bin/agentkeys --broker $api --wallet $dev/wallet.json --session $dev/session.json jwt
+  open $api/ in a browser: the transparency page (keys, PCRs, the audit log's checkpoint)
 Press Ctrl-C to stop.
 MSG
 # Wait for either process to exit (or for Ctrl-C).

@@ -405,6 +405,15 @@ func TestMakeDev(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.Contains(string(body), `"issuer":"`+issuer+`"`) {
 		t.Fatalf("discovery: %d %s", resp.StatusCode, body)
 	}
+	// The transparency page, which the ready message points to.
+	if resp, err = http.Get(issuer + "/"); err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") || !strings.Contains(string(body), issuer) {
+		t.Fatalf("the transparency page: %d %s\n%.300s", resp.StatusCode, resp.Header.Get("Content-Type"), body)
+	}
 
 	// A second make dev in the same directory refuses before starting
 	// anything, and leaves the running instance's logs alone.
