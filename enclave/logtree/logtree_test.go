@@ -463,23 +463,6 @@ func TestBuildFailure(t *testing.T) {
 	}
 }
 
-func BenchmarkAppendParallel(b *testing.B) {
-	l := newLog(b, 1)
-	l.Resume(protocol.AuditResumeRequest{})
-	entry := bytes.Repeat([]byte("e"), 400)
-	b.SetParallelism(8)
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			res, err := l.Append(func(int64) ([]byte, error) { return entry, nil })
-			if err != nil {
-				b.Error(err)
-				return
-			}
-			l.Ack(res.Batch.Start + int64(len(res.Batch.Entries)))
-		}
-	})
-}
-
 // TestNewKey: the signer and verifier agree for many keys and names (a
 // verifier key's base64 often holds '+').
 func TestNewKey(t *testing.T) {
@@ -576,5 +559,165 @@ func TestBatchFitsFrame(t *testing.T) {
 	wg.Wait()
 	if largest > protocol.MaxFrameSize {
 		t.Fatalf("an answer of %d bytes, more than a frame", largest)
+	}
+}
+
+// appendAsync runs l.Append in a goroutine and reports, once build has
+// returned, on built; the result arrives on the returned channel.
+func appendAsync(l *Log, entry string, built chan<- struct{}) <-chan protocol.AuditLogged {
+	out := make(chan protocol.AuditLogged, 1)
+	go func() {
+		res, err := l.Append(func(int64) ([]byte, error) {
+			defer func() { built <- struct{}{} }()
+			return []byte(entry), nil
+		})
+		if err != nil {
+			res = protocol.AuditLogged{Index: -1}
+		}
+		out <- res
+	}()
+	return out
+}
+
+// TestExpect: a batch that could commit waits for an append announced
+// before it (Expect), so both share one batch and one checkpoint; and an
+// announcement withdrawn (Release) lets the waiting batch commit.
+func TestExpect(t *testing.T) {
+	const long = time.Minute // a wait no test run reaches: only Append or Release ends it
+	t.Run("joins", func(t *testing.T) {
+		l := newLog(t, 1, func(c *Config) { c.GroupWait = long })
+		l.Resume(protocol.AuditResumeRequest{})
+		in := l.Expect()
+		built := make(chan struct{}, 1)
+		first := appendAsync(l, "first", built)
+		<-built
+		second, err := in.Append(func(int64) ([]byte, error) { return []byte("second"), nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		in.Release() // after Append: nothing
+		r := <-first
+		if r.Batch.Start != 0 || len(r.Batch.Entries) != 2 || second.Batch.Start != 0 || len(second.Batch.Entries) != 2 ||
+			!bytes.Equal(r.Batch.Checkpoint, second.Batch.Checkpoint) {
+			t.Fatalf("not one batch: %+v / %+v", r.Batch, second.Batch)
+		}
+	})
+	t.Run("released", func(t *testing.T) {
+		l := newLog(t, 1, func(c *Config) { c.GroupWait = long })
+		l.Resume(protocol.AuditResumeRequest{})
+		in := l.Expect()
+		built := make(chan struct{}, 1)
+		first := appendAsync(l, "first", built)
+		<-built
+		in.Release()
+		select {
+		case r := <-first:
+			if r.Index != 0 || len(r.Batch.Entries) != 1 {
+				t.Fatalf("%+v", r)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("the batch still waits for a released announcement")
+		}
+		if size, _ := l.State(); size != 1 {
+			t.Fatalf("size %d", size)
+		}
+	})
+	t.Run("bounded", func(t *testing.T) {
+		l := newLog(t, 1, func(c *Config) { c.GroupWait = 5 * time.Millisecond })
+		l.Resume(protocol.AuditResumeRequest{})
+		in := l.Expect() // never appended nor released
+		defer in.Release()
+		built := make(chan struct{}, 1)
+		select {
+		case r := <-appendAsync(l, "first", built):
+			if r.Index != 0 {
+				t.Fatalf("%+v", r)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("the batch waited past GroupWait")
+		}
+	})
+	t.Run("later announcements", func(t *testing.T) {
+		// An announcement made once the batch waits is for the next batch.
+		l := newLog(t, 1, func(c *Config) { c.GroupWait = long })
+		l.Resume(protocol.AuditResumeRequest{})
+		in := l.Expect()
+		built := make(chan struct{}, 1)
+		first := appendAsync(l, "first", built)
+		<-built
+		waitFor(t, func() bool { l.mu.Lock(); defer l.mu.Unlock(); return len(l.queue) > 0 && l.queue[0].waiting })
+		late := l.Expect()
+		defer late.Release()
+		in.Release()
+		select {
+		case r := <-first:
+			if len(r.Batch.Entries) != 1 {
+				t.Fatalf("%+v", r)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("the batch waits for an announcement made after it began to wait")
+		}
+	})
+	for _, d := range []time.Duration{-time.Second, 2 * time.Minute} {
+		signer, verifier, _, _ := NewKey(origin, ed25519.NewKeyFromSeed(bytes.Repeat([]byte{1}, 32)))
+		_, err := New(Config{Origin: origin, Signer: signer, Verifier: verifier, GroupWait: d})
+		if (err == nil) != (d < 0) {
+			t.Errorf("GroupWait %s: %v", d, err)
+		}
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition never held")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestExpectConcurrent: many goroutines announce, and append or withdraw;
+// every append lands once, and the log's size counts exactly those.
+func TestExpectConcurrent(t *testing.T) {
+	l := newLog(t, 1, func(c *Config) { c.GroupWait = 50 * time.Millisecond })
+	l.Resume(protocol.AuditResumeRequest{})
+	const n = 300
+	got := make([]int64, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			in := l.Expect()
+			defer in.Release()
+			got[i] = -1
+			if i%3 == 0 {
+				return // withdrawn
+			}
+			res, err := in.Append(func(int64) ([]byte, error) { return fmt.Appendf(nil, "e%d", i), nil })
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			got[i] = res.Index
+		})
+	}
+	wg.Wait()
+	seen := map[int64]bool{}
+	for _, x := range got {
+		if x >= 0 {
+			if seen[x] {
+				t.Fatalf("index %d twice", x)
+			}
+			seen[x] = true
+		}
+	}
+	if size, _ := l.State(); size != int64(len(seen)) || len(seen) != n-(n+2)/3 {
+		t.Fatalf("size %d, %d appended", size, len(seen))
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.expected) != 0 {
+		t.Fatalf("announcements left: %v", l.expected)
 	}
 }
