@@ -42,13 +42,6 @@ func BenchmarkAppendParallel(b *testing.B) {
 	benchmarkAppendParallel(b, func(l *Log) (protocol.AuditLogged, error) { return l.Append(benchBuild) })
 }
 
-// BenchmarkAppendParallelExpect is BenchmarkAppendParallel with each append
-// announced first (Expect), as a mint announces its entry while the enclave
-// verifies its session.
-func BenchmarkAppendParallelExpect(b *testing.B) {
-	benchmarkAppendParallel(b, func(l *Log) (protocol.AuditLogged, error) { return l.Expect().Append(benchBuild) })
-}
-
 func benchmarkAppendParallel(b *testing.B, add func(*Log) (protocol.AuditLogged, error)) {
 	l := resumedLog(b)
 	var entries, batches atomic.Int64

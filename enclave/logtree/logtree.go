@@ -23,13 +23,6 @@
 // open at least that long after its first reservation, to grow larger under
 // load. Batches commit strictly in order.
 //
-// A caller may announce its append ahead ([Log.Expect]: a mint does while
-// the enclave verifies its session). A batch that could commit while
-// appends announced before that moment are still on their way waits for them,
-// at most GroupWait (default 1ms), and only for those: announcements made
-// once it waits are for the next batch. With no announcement pending (one
-// client) it commits at once.
-//
 // Linger is 0 by default because waiting did not pay where it was measured:
 // 16 clients minting through the whole broker on 2 cores (testbroker's
 // BenchmarkMintParallelLinger) took 283 µs a mint with batches of 1.1
@@ -75,7 +68,6 @@ import (
 const (
 	DefaultMaxBatch   = 32
 	DefaultMaxUnacked = 4096
-	DefaultGroupWait  = time.Millisecond
 )
 
 // maxMaxBatch bounds MaxBatch so that a batch of the largest entries
@@ -99,11 +91,6 @@ type Config struct {
 	// Linger keeps a batch open at least this long after its first
 	// reservation (default 0: a batch closes as soon as it can commit).
 	Linger time.Duration
-	// GroupWait bounds how long a batch that could commit waits for the
-	// appends announced before it could ([Log.Expect]) to join it (default
-	// DefaultGroupWait, at most a minute; negative: never wait). A batch with
-	// no such append announced commits at once.
-	GroupWait time.Duration
 	// Now is the clock of the entries Log writes itself (default time.Now).
 	Now func() time.Time
 }
@@ -131,10 +118,6 @@ type Log struct {
 	queue      []*batch // reserved, not yet committed, in order
 	acked      int64
 	kept       []kept // committed batches past acked, in order
-	// expected counts the announced appends (Expect) not yet reserved or
-	// released, by generation; gen is the generation new ones join.
-	expected map[int64]int
-	gen      int64
 }
 
 type kept struct {
@@ -149,12 +132,7 @@ type batch struct {
 	closed     bool // takes no more reservations
 	lingered   bool
 	committing bool
-	// waiting: the batch could commit, but waits (up to GroupWait) for the
-	// appends announced up to generation waitGen; waited: it waits no more.
-	waiting, waited bool
-	waitGen         int64
-	timer           *time.Timer
-	done            chan struct{}
+	done       chan struct{}
 	// Set before done is closed.
 	out    protocol.AuditBatch
 	hashes auditlog.Overlay // every new hash over the prior right edge: enough for proofs
@@ -184,18 +162,10 @@ func New(cfg Config) (*Log, error) {
 	if cfg.Linger < 0 || cfg.Linger > time.Second {
 		return nil, fmt.Errorf("logtree: Linger %s is outside [0, 1s]", cfg.Linger)
 	}
-	switch {
-	case cfg.GroupWait == 0:
-		cfg.GroupWait = DefaultGroupWait
-	case cfg.GroupWait < 0:
-		cfg.GroupWait = 0
-	case cfg.GroupWait > time.Minute:
-		return nil, fmt.Errorf("logtree: GroupWait %s is more than a minute", cfg.GroupWait)
-	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Log{cfg: cfg, edge: auditlog.HashMap{}, expected: map[int64]int{}}, nil
+	return &Log{cfg: cfg, edge: auditlog.HashMap{}}, nil
 }
 
 // Append reserves the next index, calls build with it (outside any lock,
@@ -204,14 +174,7 @@ func New(cfg Config) (*Log, error) {
 // (shared/auditlog). If build fails, the index is taken by an entry saying
 // so and Append returns build's error.
 func (l *Log) Append(build func(index int64) ([]byte, error)) (protocol.AuditLogged, error) {
-	return l.append(nil, build)
-}
-
-func (l *Log) append(in *Expected, build func(index int64) ([]byte, error)) (protocol.AuditLogged, error) {
 	l.mu.Lock()
-	if in != nil {
-		l.resolveLocked(in)
-	}
 	switch {
 	case l.broken != nil:
 		l.mu.Unlock()
@@ -292,80 +255,8 @@ func (l *Log) linger(b *batch) {
 	l.commit(next)
 }
 
-// Expected is an append announced ahead (see Log.Expect).
-type Expected struct {
-	l        *Log
-	gen      int64
-	resolved bool
-}
-
-// Expect announces an append this goroutine is about to make (a mint whose
-// session is being verified): a batch that could commit meanwhile waits for
-// it, up to GroupWait, so that one checkpoint signature serves both. The
-// caller must call Append or Release on the result, once; Release after
-// Append does nothing.
-func (l *Log) Expect() *Expected {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.expected[l.gen]++
-	return &Expected{l: l, gen: l.gen}
-}
-
-// Append is Log.Append for the announced append.
-func (in *Expected) Append(build func(index int64) ([]byte, error)) (protocol.AuditLogged, error) {
-	return in.l.append(in, build)
-}
-
-// Release withdraws the announcement: the append will not be made.
-func (in *Expected) Release() {
-	l := in.l
-	l.mu.Lock()
-	if in.resolved {
-		l.mu.Unlock()
-		return
-	}
-	l.resolveLocked(in)
-	next := l.ready()
-	l.mu.Unlock()
-	l.commit(next)
-}
-
-// resolveLocked counts in as no longer expected. l.mu must be held.
-func (l *Log) resolveLocked(in *Expected) {
-	if in.resolved {
-		return
-	}
-	in.resolved = true
-	if l.expected[in.gen]--; l.expected[in.gen] <= 0 {
-		delete(l.expected, in.gen)
-	}
-}
-
-// expectedUpTo counts the announced appends of generations up to g. The map
-// holds one generation per batch that waited, so it stays small.
-func (l *Log) expectedUpTo(g int64) int {
-	n := 0
-	for gen, k := range l.expected {
-		if gen <= g {
-			n += k
-		}
-	}
-	return n
-}
-
-func (l *Log) waitedFor(b *batch) {
-	l.mu.Lock()
-	b.waited = true
-	next := l.ready()
-	l.mu.Unlock()
-	l.commit(next)
-}
-
 // ready returns the first queued batch if it can be committed now, marking it
-// committing and closing it to reservations. A batch that could commit but
-// for appends announced before (Expect) waits for them, once, up to
-// GroupWait: the appends announced from then on are a new generation, for
-// the batches after it. l.mu must be held.
+// committing and closing it to reservations. l.mu must be held.
 func (l *Log) ready() *batch {
 	if len(l.queue) == 0 {
 		return nil
@@ -374,24 +265,7 @@ func (l *Log) ready() *batch {
 	if b.committing || b.filled < len(b.entries) || !(b.lingered || b.closed) {
 		return nil
 	}
-	if !b.closed && !b.waited && l.cfg.GroupWait > 0 {
-		if !b.waiting {
-			if len(l.expected) == 0 {
-				b.waited = true
-			} else {
-				b.waiting, b.waitGen = true, l.gen
-				l.gen++
-				b.timer = time.AfterFunc(l.cfg.GroupWait, func() { l.waitedFor(b) })
-				return nil
-			}
-		} else if l.expectedUpTo(b.waitGen) > 0 {
-			return nil
-		}
-	}
 	b.closed, b.committing = true, true
-	if b.timer != nil {
-		b.timer.Stop()
-	}
 	if l.open == b {
 		l.open = nil
 	}

@@ -25,10 +25,6 @@ const NotBeforeSkew = 60 * time.Second
 // caller should sign in again. A host-asserted wallet has no session to bound it.
 func (s *Service) MintOIDC(req protocol.MintOIDCRequest) (protocol.MintOIDCResponse, error) {
 	var zero protocol.MintOIDCResponse
-	// Announced now, while the session is verified, so that a log batch
-	// about to commit waits for this mint's entry (enclave/logtree, Expect).
-	logEntry := s.audit.Expect()
-	defer logEntry.Release()
 	var wallet, sid string
 	var sessionExp int64 // unix seconds; 0 for a host-asserted wallet
 	var chain uint64
@@ -93,7 +89,7 @@ func (s *Service) MintOIDC(req protocol.MintOIDCRequest) (protocol.MintOIDCRespo
 	// the index, all before the batch's checkpoint is signed.
 	s.audit.Ack(req.LogSize)
 	var signed string
-	logged, err := logEntry.Append(func(index int64) ([]byte, error) {
+	logged, err := s.audit.Append(func(index int64) ([]byte, error) {
 		jti := auditlog.IndexString(index)
 		c.ID, c.Tags = jti, claims.MintTags(wallet, jti)
 		var err error

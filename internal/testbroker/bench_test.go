@@ -2,7 +2,6 @@ package testbroker_test
 
 import (
 	"context"
-	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -28,17 +27,6 @@ func BenchmarkMintParallelLinger(b *testing.B) {
 	for _, d := range []time.Duration{200 * time.Microsecond, time.Millisecond, 2 * time.Millisecond} {
 		b.Run(d.String(), func(b *testing.B) {
 			benchmarkMint(b, testbroker.Options{EnclaveAudit: logtree.Config{Linger: d}})
-		})
-	}
-}
-
-// BenchmarkMintParallelGroupWait is BenchmarkMintParallel with the enclave's
-// log batches waiting for announced mints (logtree.Config.GroupWait) off
-// and at its default.
-func BenchmarkMintParallelGroupWait(b *testing.B) {
-	for _, d := range []time.Duration{-1, 0} {
-		b.Run(fmt.Sprintf("wait=%s", d), func(b *testing.B) {
-			benchmarkMint(b, testbroker.Options{EnclaveAudit: logtree.Config{GroupWait: d}})
 		})
 	}
 }
