@@ -63,18 +63,24 @@ type Proof struct {
 
 // Marshal encodes the proof.
 func (p Proof) Marshal() []byte {
-	var b bytes.Buffer
-	b.WriteString(Header + "\n")
+	enc := base64.StdEncoding
+	b := make([]byte, 0, len(Header)+len("\nextra \nindex 18446744073709551615\n\n")+enc.EncodedLen(len(p.Extra))+
+		len(p.Hashes)*(enc.EncodedLen(tlog.HashSize)+1)+len(p.Checkpoint))
+	b = append(b, Header+"\n"...)
 	if p.Extra != nil {
-		b.WriteString("extra " + base64.StdEncoding.EncodeToString(p.Extra) + "\n")
+		b = append(b, "extra "...)
+		b = enc.AppendEncode(b, p.Extra)
+		b = append(b, '\n')
 	}
-	b.WriteString("index " + strconv.FormatInt(p.Index, 10) + "\n")
+	b = append(b, "index "...)
+	b = strconv.AppendInt(b, p.Index, 10)
+	b = append(b, '\n')
 	for _, h := range p.Hashes {
-		b.WriteString(base64.StdEncoding.EncodeToString(h[:]) + "\n")
+		b = enc.AppendEncode(b, h[:])
+		b = append(b, '\n')
 	}
-	b.WriteString("\n")
-	b.Write(p.Checkpoint)
-	return b.Bytes()
+	b = append(b, '\n')
+	return append(b, p.Checkpoint...)
 }
 
 // Parse decodes a proof. It checks the syntax (and that the checkpoint is a
