@@ -83,6 +83,10 @@ func (p Proof) Marshal() []byte {
 	return append(b, p.Checkpoint...)
 }
 
+func badHash(i int) error {
+	return fmt.Errorf("%w: hash %d is not a base64 SHA-256 hash", ErrMalformed, i)
+}
+
 // Parse decodes a proof. It checks the syntax (and that the checkpoint is a
 // non-empty text ending in a newline), not the signature nor the proof.
 func Parse(data []byte) (Proof, error) {
@@ -125,22 +129,35 @@ func Parse(data []byte) (Proof, error) {
 		return p, fmt.Errorf("%w: the index is not a decimal without leading zeroes", ErrMalformed)
 	}
 	p.Index = n
+	const hashLen = 44 // base64.StdEncoding.EncodedLen(tlog.HashSize)
 	for {
-		l, ok := line()
-		if !ok {
+		// The hash lines are read in place, without a string or buffer per
+		// line: a proof comes with every credential.
+		i := bytes.IndexByte(data, '\n')
+		if i < 0 {
 			return p, fmt.Errorf("%w: no empty line before the checkpoint", ErrMalformed)
 		}
-		if l == "" {
+		l := data[:i]
+		data = data[i+1:]
+		if len(l) == 0 {
 			break
 		}
 		if len(p.Hashes) == MaxHashes {
 			return p, fmt.Errorf("%w: more than %d hashes", ErrMalformed, MaxHashes)
 		}
-		b, err := base64.StdEncoding.Strict().DecodeString(l)
-		if err != nil || len(b) != tlog.HashSize || base64.StdEncoding.EncodeToString(b) != l {
-			return p, fmt.Errorf("%w: hash %d is not a base64 SHA-256 hash", ErrMalformed, len(p.Hashes))
+		if len(l) != hashLen {
+			return p, badHash(len(p.Hashes))
 		}
-		p.Hashes = append(p.Hashes, tlog.Hash(b))
+		var dec [hashLen * 3 / 4]byte
+		var again [hashLen]byte
+		m, err := base64.StdEncoding.Strict().Decode(dec[:], l)
+		if err != nil || m != tlog.HashSize {
+			return p, badHash(len(p.Hashes))
+		}
+		if base64.StdEncoding.Encode(again[:], dec[:m]); !bytes.Equal(again[:], l) {
+			return p, badHash(len(p.Hashes))
+		}
+		p.Hashes = append(p.Hashes, tlog.Hash(dec[:tlog.HashSize]))
 	}
 	if len(data) == 0 || data[len(data)-1] != '\n' {
 		return p, fmt.Errorf("%w: the checkpoint is empty or does not end in a newline", ErrMalformed)
