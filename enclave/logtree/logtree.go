@@ -156,7 +156,7 @@ type batch struct {
 	done       chan struct{}
 	// Set before done is closed.
 	out    protocol.AuditBatch
-	hashes auditlog.HashMap // the prior right edge and every new hash: enough for proofs
+	hashes auditlog.Overlay // every new hash over the prior right edge: enough for proofs
 	err    error
 }
 
@@ -311,7 +311,7 @@ func (l *Log) commit(b *batch) {
 		edge, root, broken := l.edge, l.root, l.broken
 		l.mu.Unlock()
 		var out protocol.AuditBatch
-		var hm auditlog.HashMap
+		var hm auditlog.Overlay
 		var newRoot tlog.Hash
 		err := broken
 		if err == nil {
@@ -323,9 +323,11 @@ func (l *Log) commit(b *batch) {
 			b.err = errBroken
 		} else {
 			end := b.start + int64(len(b.entries))
-			ne := auditlog.HashMap{}
-			for _, x := range auditlog.RightEdge(end) {
-				ne[x] = hm[x]
+			idx := auditlog.RightEdge(end)
+			hs, _ := hm.ReadHashes(idx) // build read them all for the root
+			ne := make(auditlog.HashMap, len(idx))
+			for i, x := range idx {
+				ne[x] = hs[i]
 			}
 			l.size, l.edge, l.root, l.checkpoint = end, ne, newRoot, out.Checkpoint
 			l.kept = append(l.kept, kept{batch: out, prevRoot: root})
@@ -338,34 +340,32 @@ func (l *Log) commit(b *batch) {
 	}
 }
 
-// build hashes b's entries onto edge and signs the checkpoint.
-func (l *Log) build(b *batch, edge auditlog.HashMap) (protocol.AuditBatch, auditlog.HashMap, tlog.Hash, error) {
-	hm := make(auditlog.HashMap, len(edge)+2*len(b.entries))
-	for k, v := range edge {
-		hm[k] = v
-	}
-	var hashes []tlog.Hash
+// build hashes b's entries onto edge and signs the checkpoint. The hashes
+// it returns are the new ones over edge (which is never modified).
+func (l *Log) build(b *batch, edge auditlog.HashMap) (protocol.AuditBatch, auditlog.Overlay, tlog.Hash, error) {
+	hm := auditlog.Overlay{Top: make(auditlog.HashMap, 2*len(b.entries)), Base: edge}
+	hashes := make([]byte, 0, 2*len(b.entries)*tlog.HashSize)
 	for i, e := range b.entries {
 		n := b.start + int64(i)
 		sh, err := tlog.StoredHashes(n, e, hm)
 		if err != nil {
-			return protocol.AuditBatch{}, nil, tlog.Hash{}, fmt.Errorf("failed to hash entry %d: %w", n, err)
+			return protocol.AuditBatch{}, hm, tlog.Hash{}, fmt.Errorf("failed to hash entry %d: %w", n, err)
 		}
 		for j, h := range sh {
-			hm[tlog.StoredHashIndex(0, n)+int64(j)] = h
+			hm.Top[tlog.StoredHashIndex(0, n)+int64(j)] = h
+			hashes = append(hashes, h[:]...)
 		}
-		hashes = append(hashes, sh...)
 	}
 	end := b.start + int64(len(b.entries))
 	root, err := tlog.TreeHash(end, hm)
 	if err != nil {
-		return protocol.AuditBatch{}, nil, tlog.Hash{}, fmt.Errorf("failed to hash the tree: %w", err)
+		return protocol.AuditBatch{}, hm, tlog.Hash{}, fmt.Errorf("failed to hash the tree: %w", err)
 	}
 	cp, err := note.Sign(&note.Note{Text: auditlog.Checkpoint{Origin: l.origin, Tree: tlog.Tree{N: end, Hash: root}}.Format()}, l.signer)
 	if err != nil {
-		return protocol.AuditBatch{}, nil, tlog.Hash{}, fmt.Errorf("failed to sign the checkpoint: %w", err)
+		return protocol.AuditBatch{}, hm, tlog.Hash{}, fmt.Errorf("failed to sign the checkpoint: %w", err)
 	}
-	return protocol.AuditBatch{Start: b.start, Entries: b.entries, Hashes: auditlog.JoinHashes(hashes), Checkpoint: cp}, hm, root, nil
+	return protocol.AuditBatch{Start: b.start, Entries: b.entries, Hashes: hashes, Checkpoint: cp}, hm, root, nil
 }
 
 // Ack records that the host's store holds the first size entries durably,

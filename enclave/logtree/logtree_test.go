@@ -464,23 +464,6 @@ func TestBuildFailure(t *testing.T) {
 	}
 }
 
-func BenchmarkAppendParallel(b *testing.B) {
-	l := newLog(b, 1)
-	l.Resume(protocol.AuditResumeRequest{})
-	entry := bytes.Repeat([]byte("e"), 400)
-	b.SetParallelism(8)
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			res, err := l.Append(func(int64) ([]byte, error) { return entry, nil })
-			if err != nil {
-				b.Error(err)
-				return
-			}
-			l.Ack(res.Batch.Start + int64(len(res.Batch.Entries)))
-		}
-	})
-}
-
 // TestNewKey: the signer and verifier agree for many keys and names (a
 // verifier key's base64 often holds '+').
 func TestNewKey(t *testing.T) {

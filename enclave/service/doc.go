@@ -20,7 +20,9 @@
 //     message's Expiration Time.
 //   - VerifySession accepts a session token only in the one encoding the
 //     enclave writes (canonical base64url, low-s signature), so one session has
-//     one bearer string.
+//     one bearer string. It remembers the tokens it accepted (by SHA-256, at
+//     most Config.SessionCache): the same bytes again skip the signature check
+//     and are checked only for their times (exp, iat, nbf) and chain id.
 //   - MintOIDC verifies a session token itself (signature, issuer, audience,
 //     expiry, alg pinned to ES256), applies the [policy.Policy] (audience
 //     allowlist, TTL bounds), cuts the JWT's exp to the session's (refusing a

@@ -105,7 +105,9 @@ func (s *Service) MintOIDC(req protocol.MintOIDCRequest) (protocol.MintOIDCRespo
 	if err != nil {
 		return zero, err
 	}
-	s.log.Info("jwt minted", "wallet", wallet, "session_id", sid, "chain_id", chain, "aud", aud, "ttl_seconds", exp-iat,
+	// Debug, not Info: the audit log's entry records the same facts, signed
+	// and stored by the host, and a line per mint costs every mint.
+	s.log.Debug("jwt minted", "wallet", wallet, "session_id", sid, "chain_id", chain, "aud", aud, "ttl_seconds", exp-iat,
 		"session_expires_at", sessionExp, "jti", c.ID, "kid", s.issuerKid, "host_asserted_wallet", hostAsserted)
 	return protocol.MintOIDCResponse{
 		JWT: signed, Wallet: wallet, SessionID: sid, Kid: s.issuerKid, JTI: c.ID, Audience: aud,

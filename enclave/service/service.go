@@ -42,6 +42,10 @@ type Config struct {
 	// serves with IssuerOrigin enclave (see enclave/origin).
 	OriginACME       *origin.ACME
 	OriginSelfSigned bool
+	// SessionCache is how many verified session tokens are remembered, so
+	// that a mint with one skips its signature check (default
+	// DefaultSessionCache; negative: none).
+	SessionCache int
 }
 
 // Validate checks the configuration.
@@ -60,6 +64,7 @@ func (c Config) Validate() error {
 
 // Service answers the enclave protocol. It is safe for concurrent use.
 type Service struct {
+	sessions *sessionCache // verified session tokens; nil for none
 	policy   policy.Policy
 	attester attester.Attester
 	log      *slog.Logger
@@ -106,6 +111,7 @@ func New(cfg Config) (*Service, error) {
 		log:        cfg.Logger,
 		now:        cfg.Now,
 		sessionKey: set.Session,
+		sessions:   newSessionCache(cfg.SessionCache),
 
 		clockSourceFile: clockSourceFile,
 	}

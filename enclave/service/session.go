@@ -202,6 +202,9 @@ func (s *Service) VerifySession(token string) (protocol.Session, error) {
 	if len(token) > protocol.MaxSessionToken {
 		return protocol.Session{}, protocol.Errorf(protocol.CodeUnauthorized, "session token is longer than %d bytes", protocol.MaxSessionToken)
 	}
+	if sess, ok := s.sessions.get(token, s.now()); ok {
+		return s.allowedChain(sess)
+	}
 	if err := checkCanonical(token); err != nil {
 		return protocol.Session{}, protocol.Errorf(protocol.CodeUnauthorized, "invalid session token: %v", err)
 	}
@@ -226,10 +229,25 @@ func (s *Service) VerifySession(token string) (protocol.Session, error) {
 	if siwe.ValidateAddress(claims.Subject) != nil || strings.ToLower(claims.Subject) != claims.Subject || claims.SessionID == "" || claims.ChainID == nil {
 		return protocol.Session{}, protocol.Errorf(protocol.CodeUnauthorized, "invalid session token: malformed claims")
 	}
-	if !s.policy.AllowsChain(*claims.ChainID) {
-		return protocol.Session{}, protocol.Errorf(protocol.CodeUnauthorized, "invalid session token: chain id %d is no longer allowed by this enclave's policy; sign in again", *claims.ChainID)
+	sess := protocol.Session{Wallet: claims.Subject, SessionID: claims.SessionID, ExpiresAt: claims.ExpiresAt.Unix(), ChainID: *claims.ChainID}
+	e := cachedSession{sess: sess, exp: claims.ExpiresAt.Time}
+	if claims.IssuedAt != nil {
+		e.iat, e.hasIssued = claims.IssuedAt.Time, true
 	}
-	return protocol.Session{Wallet: claims.Subject, SessionID: claims.SessionID, ExpiresAt: claims.ExpiresAt.Unix(), ChainID: *claims.ChainID}, nil
+	if claims.NotBefore != nil {
+		e.nbf, e.hasNBF = claims.NotBefore.Time, true
+	}
+	s.sessions.put(token, e)
+	return s.allowedChain(sess)
+}
+
+// allowedChain refuses a session whose sign-in chain the policy no longer
+// allows.
+func (s *Service) allowedChain(sess protocol.Session) (protocol.Session, error) {
+	if !s.policy.AllowsChain(sess.ChainID) {
+		return protocol.Session{}, protocol.Errorf(protocol.CodeUnauthorized, "invalid session token: chain id %d is no longer allowed by this enclave's policy; sign in again", sess.ChainID)
+	}
+	return sess, nil
 }
 
 // sessionError turns a jwt error into a short reason that leaks nothing.

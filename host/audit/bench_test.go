@@ -2,7 +2,13 @@ package audit
 
 import (
 	"context"
+	"fmt"
+	"sync/atomic"
 	"testing"
+
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/agentkeys/broker/shared/auditlog"
 )
 
 // The benchmarks write to a real file in the temporary directory, so they
@@ -69,4 +75,64 @@ func BenchmarkCount(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkAppendLogged appends records that carry enclave log batches, from
+// 8×GOMAXPROCS goroutines, as mints do: each batch has entries entries and
+// is carried by that many records, one per entry, like the enclave's answers
+// to the mints that share it. The batches are built before the timer starts;
+// ns/op is per record.
+func BenchmarkAppendLogged(b *testing.B) {
+	for _, n := range []int{1, 4} {
+		b.Run(fmt.Sprintf("entries=%d", n), func(b *testing.B) {
+			s := openTestSQLite(b)
+			tl := newTestLog(b)
+			recs := make([]Record, 0, b.N+n)
+			for len(recs) < b.N {
+				batch := tl.batch(b, n)
+				for i := range n {
+					recs = append(recs, loggedRecord(batch, batch.Start+int64(i)))
+				}
+			}
+			ctx := context.Background()
+			var next atomic.Int64
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.SetParallelism(8)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := s.Append(ctx, recs[next.Add(1)-1]); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.StopTimer()
+			if st := s.Stats(); st.Commits > 0 {
+				b.ReportMetric(float64(st.Records)/float64(st.Commits), "records/commit")
+			}
+		})
+	}
+}
+
+// BenchmarkExtend checks a one-entry batch against a stored tip of 1000003
+// entries (12 right-edge hashes): the host's check that a batch extends its
+// tree, per batch.
+func BenchmarkExtend(b *testing.B) {
+	tl := newTestLog(b)
+	tl.n = 1000003
+	for _, x := range auditlog.RightEdge(tl.n) {
+		tl.hashes[x] = tlog.Hash{byte(x), byte(x >> 8), byte(x >> 16)}
+	}
+	tip := logState{size: tl.n, edge: auditlog.HashMap{}}
+	for _, x := range auditlog.RightEdge(tl.n) {
+		tip.edge[x] = tl.hashes[x]
+	}
+	batch := tl.batch(b, 1)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := tip.extend(batch); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

@@ -112,11 +112,13 @@ type logState struct {
 	checkpoint []byte
 }
 
-// batchTip is what storing a batch adds: its stored hashes by index, and the
-// tip after it.
+// batchTip is what storing a batch adds: its stored hashes by index (and in
+// order from first), and the tip after it.
 type batchTip struct {
-	hashes map[int64]tlog.Hash
-	next   logState
+	hashes  map[int64]tlog.Hash
+	first   int64       // the stored-hash index of ordered[0]
+	ordered []tlog.Hash // the batch's stored hashes, in index order
+	next    logState
 }
 
 // maxBatchEntries bounds a batch from the enclave (its MaxBatch is at most 256).
@@ -139,17 +141,14 @@ func (st logState) extend(b protocol.AuditBatch) (batchTip, error) {
 	if err != nil || int64(len(hs)) != tlog.StoredHashIndex(0, end)-first {
 		return batchTip{}, fmt.Errorf("%w: batch at %d carries the wrong number of hashes", ErrLogMismatch, b.Start)
 	}
-	hm := make(auditlog.HashMap, len(st.edge)+len(hs))
-	for k, v := range st.edge {
-		hm[k] = v
-	}
 	added := make(map[int64]tlog.Hash, len(hs))
+	r := auditlog.Overlay{Top: added, Base: st.edge}
 	k := 0
 	for i, e := range b.Entries {
 		if len(e) == 0 || len(e) > auditlog.MaxEntrySize {
 			return batchTip{}, fmt.Errorf("%w: entry %d is %d bytes", ErrLogMismatch, b.Start+int64(i), len(e))
 		}
-		sh, err := tlog.StoredHashes(b.Start+int64(i), e, hm)
+		sh, err := tlog.StoredHashes(b.Start+int64(i), e, r)
 		if err != nil {
 			return batchTip{}, fmt.Errorf("%w: %v", ErrLogMismatch, err)
 		}
@@ -157,12 +156,11 @@ func (st logState) extend(b protocol.AuditBatch) (batchTip, error) {
 			if h != hs[k] {
 				return batchTip{}, fmt.Errorf("%w: stored hash %d of batch at %d", ErrLogMismatch, k, b.Start)
 			}
-			x := tlog.StoredHashIndex(0, b.Start+int64(i)) + int64(j)
-			hm[x], added[x] = h, h
+			added[tlog.StoredHashIndex(0, b.Start+int64(i))+int64(j)] = h
 			k++
 		}
 	}
-	root, err := tlog.TreeHash(end, hm)
+	root, err := tlog.TreeHash(end, r)
 	if err != nil {
 		return batchTip{}, fmt.Errorf("%w: %v", ErrLogMismatch, err)
 	}
@@ -170,11 +168,16 @@ func (st logState) extend(b protocol.AuditBatch) (batchTip, error) {
 	if err != nil || c.Tree.N != end || c.Tree.Hash != root {
 		return batchTip{}, fmt.Errorf("%w: the checkpoint of batch at %d does not name the tree its entries make", ErrLogMismatch, b.Start)
 	}
-	next := logState{size: end, edge: auditlog.HashMap{}, checkpoint: b.Checkpoint}
-	for _, x := range auditlog.RightEdge(end) {
-		next.edge[x] = hm[x]
+	idx := auditlog.RightEdge(end)
+	edge, err := r.ReadHashes(idx)
+	if err != nil {
+		return batchTip{}, fmt.Errorf("%w: %v", ErrLogMismatch, err)
 	}
-	return batchTip{hashes: added, next: next}, nil
+	next := logState{size: end, edge: make(auditlog.HashMap, len(idx)), checkpoint: b.Checkpoint}
+	for i, x := range idx {
+		next.edge[x] = edge[i]
+	}
+	return batchTip{hashes: added, first: first, ordered: hs, next: next}, nil
 }
 
 // checkpointTree parses the text of a signed note without checking its

@@ -269,13 +269,17 @@ func TestLogMismatch(t *testing.T) {
 		other := newTestLog(t)
 		other.tag = ",\"other\":1"
 		otherB := other.batch(t, 3) // [0, 3) of another history
+		older := newTestLog(t)
+		older.tag = ",\"older\":1"
+		olderB := older.batch(t, 1) // [0, 1) of another history, under the tip
 		for name, b := range map[string]protocol.AuditBatch{
-			"entry":         {Start: good.Start, Entries: [][]byte{[]byte("x"), good.Entries[1]}, Hashes: good.Hashes, Checkpoint: good.Checkpoint},
-			"hash":          {Start: good.Start, Entries: good.Entries, Hashes: append([]byte{good.Hashes[0] ^ 1}, good.Hashes[1:]...), Checkpoint: good.Checkpoint},
-			"short hashes":  {Start: good.Start, Entries: good.Entries, Hashes: good.Hashes[:32], Checkpoint: good.Checkpoint},
-			"checkpoint":    {Start: good.Start, Entries: good.Entries, Hashes: good.Hashes, Checkpoint: b0.Checkpoint},
-			"empty":         {Start: good.Start, Checkpoint: good.Checkpoint},
-			"other history": otherB,
+			"entry":                {Start: good.Start, Entries: [][]byte{[]byte("x"), good.Entries[1]}, Hashes: good.Hashes, Checkpoint: good.Checkpoint},
+			"hash":                 {Start: good.Start, Entries: good.Entries, Hashes: append([]byte{good.Hashes[0] ^ 1}, good.Hashes[1:]...), Checkpoint: good.Checkpoint},
+			"short hashes":         {Start: good.Start, Entries: good.Entries, Hashes: good.Hashes[:32], Checkpoint: good.Checkpoint},
+			"checkpoint":           {Start: good.Start, Entries: good.Entries, Hashes: good.Hashes, Checkpoint: b0.Checkpoint},
+			"empty":                {Start: good.Start, Checkpoint: good.Checkpoint},
+			"other history":        otherB,
+			"older, other history": olderB,
 		} {
 			r := validRecord()
 			if len(b.Entries) > 0 {
@@ -385,32 +389,59 @@ func TestSQLiteLogReopen(t *testing.T) {
 	}
 }
 
-// BenchmarkAppendLogged is BenchmarkAppendParallel with every record carrying
-// a one-entry log batch, as each mint's record does when the enclave's
-// batches are small.
-func BenchmarkAppendLogged(b *testing.B) {
-	s := openTestSQLite(b)
-	tl := newTestLog(b)
+// TestLogLargeBatch: a batch with more entries and hashes than one INSERT
+// takes (maxRowsPerInsert) is stored whole, read back, and reopened.
+func TestLogLargeBatch(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.db")
+	s, err := OpenSQLite(path)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx := context.Background()
-	var mu sync.Mutex
-	b.ReportAllocs()
-	b.ResetTimer()
-	b.SetParallelism(8)
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			mu.Lock()
-			batch := tl.batch(b, 1)
-			mu.Unlock()
-			if _, err := s.Append(ctx, loggedRecord(batch, batch.Start)); err != nil {
-				b.Error(err)
-				return
+	tl := newTestLog(t)
+	for _, n := range []int{maxRowsPerInsert, 3*maxRowsPerInsert + 5, 1} {
+		if err := s.AppendBatch(ctx, tl.batch(t, n)); err != nil {
+			t.Fatalf("batch of %d: %v", n, err)
+		}
+	}
+	check := func(s *SQLite) {
+		t.Helper()
+		if s.LogSize() != tl.n {
+			t.Fatalf("LogSize %d, want %d", s.LogSize(), tl.n)
+		}
+		entries, err := s.ReadEntries(ctx, 0, tl.n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, e := range entries {
+			if !bytes.Equal(e, tl.entry(int64(i))) {
+				t.Fatalf("entry %d = %s", i, e)
 			}
 		}
-	})
-	b.StopTimer()
-	if st := s.Stats(); st.Commits > 0 {
-		b.ReportMetric(float64(st.Records)/float64(st.Commits), "records/commit")
+		var idx []int64
+		for x := range tlog.StoredHashIndex(0, tl.n) {
+			idx = append(idx, x)
+		}
+		hs, err := s.ReadHashes(ctx, idx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, h := range hs {
+			if tl.hashes[idx[i]] != h {
+				t.Fatalf("hash %d differs", idx[i])
+			}
+		}
 	}
+	check(s)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = OpenSQLite(path)
+	if err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	defer s.Close()
+	check(s)
 }
 
 // TestResumeNamesTheLog: Resume presents the store's log under the name it is

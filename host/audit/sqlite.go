@@ -112,8 +112,8 @@ const (
 		ttl_seconds, kid, jti, detail, host_asserted_wallet, count, client, tree_index, leaf_hash`
 	insertRecord = `INSERT INTO audit_records (` + recordColumns + `)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
-	insertEntry      = `INSERT INTO log_entries (idx, entry) VALUES (?, ?)`
-	insertHash       = `INSERT INTO log_hashes (idx, hash) VALUES (?, ?)`
+	insertEntries    = `INSERT INTO log_entries (idx, entry) VALUES (?, ?)`
+	insertHashes     = `INSERT INTO log_hashes (idx, hash) VALUES (?, ?)`
 	insertCheckpoint = `INSERT INTO log_checkpoints (size, note) VALUES (?, ?)`
 	upsertHeartbeat  = `INSERT INTO heartbeat (id, time_unix_micro) VALUES (1, ?)
 		ON CONFLICT (id) DO UPDATE SET time_unix_micro = excluded.time_unix_micro`
@@ -871,7 +871,6 @@ func (s *SQLite) insert(batch []*appendRequest) (res []appendResult, tip logStat
 	}
 	defer tx.Rollback() // after Commit, a no-op
 	st := s.stmts.in(ctx, tx)
-	stmt := st.record
 	res = make([]appendResult, len(batch))
 	probed := false
 	for i, req := range batch {
@@ -904,7 +903,7 @@ func (s *SQLite) insert(batch []*appendRequest) (res []appendResult, tip logStat
 		if r.Logged != nil {
 			treeIndex, leafHash = r.Logged.Index, r.Logged.LeafHash[:]
 		}
-		out, err := stmt.ExecContext(ctx, r.Time.UnixMicro(), r.Kind, r.Outcome, r.Wallet,
+		out, err := st.recordStmt().ExecContext(ctx, r.Time.UnixMicro(), r.Kind, r.Outcome, r.Wallet,
 			r.BearerSHA256, r.Audience, r.TTLSeconds, r.Kid, r.JTI, r.Detail, boolInt(r.HostAssertedWallet),
 			r.Count, r.Client, treeIndex, leafHash)
 		if err != nil {
@@ -935,15 +934,18 @@ func (s *SQLite) insert(batch []*appendRequest) (res []appendResult, tip logStat
 // batch already stored is checked against the stored checkpoint and written
 // again never; one past tip is parked; one that does not fit gets fits, an
 // error of its own. err is a database error, failing the transaction.
-func (s *SQLite) storeBatch(ctx context.Context, tx *sql.Tx, st writerStmts, tip logState, b protocol.AuditBatch) (next logState, parked bool, fits, err error) {
+func (s *SQLite) storeBatch(ctx context.Context, tx *sql.Tx, st *txStmts, tip logState, b protocol.AuditBatch) (next logState, parked bool, fits, err error) {
 	end := b.Start + int64(len(b.Entries))
 	switch {
 	case b.Start > tip.size:
 		return tip, true, nil, nil
 	case b.Start < tip.size:
+		// Nearly always the batch just stored, carried by another record
+		// of the same batch: its checkpoint is the tip's.
 		var note []byte
-		err := tx.QueryRowContext(ctx, `SELECT note FROM log_checkpoints WHERE size = ?`, end).Scan(&note)
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		if end == tip.size {
+			note = tip.checkpoint
+		} else if err := tx.QueryRowContext(ctx, `SELECT note FROM log_checkpoints WHERE size = ?`, end).Scan(&note); err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return tip, false, nil, fmt.Errorf("failed to read a checkpoint: %w", err)
 		}
 		if end > tip.size || !bytes.Equal(note, b.Checkpoint) {
@@ -955,57 +957,123 @@ func (s *SQLite) storeBatch(ctx context.Context, tx *sql.Tx, st writerStmts, tip
 	if ferr != nil {
 		return tip, false, fmt.Errorf("audit: %w", ferr), nil
 	}
-	for i, e := range b.Entries {
-		if _, err := st.entry.ExecContext(ctx, b.Start+int64(i), e); err != nil {
-			return tip, false, nil, fmt.Errorf("failed to insert a log entry: %w", err)
-		}
+	if err := st.insertRows(false, b.Start, b.Entries); err != nil {
+		return tip, false, nil, fmt.Errorf("failed to insert log entries: %w", err)
 	}
-	for k, h := range t.hashes {
-		if _, err := st.hash.ExecContext(ctx, k, h[:]); err != nil {
-			return tip, false, nil, fmt.Errorf("failed to insert a log hash: %w", err)
-		}
+	hashes := make([][]byte, len(t.ordered))
+	for i := range t.ordered {
+		hashes[i] = t.ordered[i][:]
 	}
-	if _, err := st.checkpoint.ExecContext(ctx, end, b.Checkpoint); err != nil {
+	if err := st.insertRows(true, t.first, hashes); err != nil {
+		return tip, false, nil, fmt.Errorf("failed to insert log hashes: %w", err)
+	}
+	if _, err := st.checkpointStmt().ExecContext(ctx, end, b.Checkpoint); err != nil {
 		return tip, false, nil, fmt.Errorf("failed to insert a checkpoint: %w", err)
 	}
 	return t.next, false, nil, nil
 }
 
-// writerStmts are the statements the writer's transactions run.
+// maxRowsPerInsert bounds the rows of one multi-row INSERT of log entries or
+// hashes (and so the statements prepared for them: one per row count).
+const maxRowsPerInsert = 32
+
+// writerStmts are the statements the writer's transactions run, prepared
+// once on the pool (each is then cached per connection, so the writer's
+// transactions, on its own connection, prepare it once): the record and
+// checkpoint inserts, and the multi-row inserts of log entries and hashes,
+// one per row count from 1 to maxRowsPerInsert (entries[n-1] inserts n).
 type writerStmts struct {
-	record, entry, hash, checkpoint *sql.Stmt
+	record, checkpoint *sql.Stmt
+	entries, hashes    [maxRowsPerInsert]*sql.Stmt
 }
 
-// prepareWriter prepares the writer's statements on db. Prepared on the
-// pool, each is cached per connection, so the writer's transactions (on its
-// own connection) prepare it once.
+// multiRow is insert with n rows of VALUES.
+func multiRow(insert string, n int) string {
+	return insert + strings.Repeat(", (?, ?)", n-1)
+}
+
+// prepareWriter prepares the writer's statements on db.
 func prepareWriter(db *sql.DB) (writerStmts, error) {
 	var st writerStmts
-	for _, p := range []struct {
-		stmt  **sql.Stmt
-		query string
-	}{{&st.record, insertRecord}, {&st.entry, insertEntry}, {&st.hash, insertHash}, {&st.checkpoint, insertCheckpoint}} {
+	prep := func(dst **sql.Stmt, query string) error {
 		var err error
-		if *p.stmt, err = db.Prepare(p.query); err != nil {
+		if *dst, err = db.Prepare(query); err != nil {
 			st.close()
-			return writerStmts{}, fmt.Errorf("audit: failed to prepare the writer's statements: %w", err)
+			return fmt.Errorf("audit: failed to prepare the writer's statements: %w", err)
+		}
+		return nil
+	}
+	if err := prep(&st.record, insertRecord); err != nil {
+		return writerStmts{}, err
+	}
+	if err := prep(&st.checkpoint, insertCheckpoint); err != nil {
+		return writerStmts{}, err
+	}
+	for n := 1; n <= maxRowsPerInsert; n++ {
+		if err := prep(&st.entries[n-1], multiRow(insertEntries, n)); err != nil {
+			return writerStmts{}, err
+		}
+		if err := prep(&st.hashes[n-1], multiRow(insertHashes, n)); err != nil {
+			return writerStmts{}, err
 		}
 	}
 	return st, nil
 }
 
-// in returns the statements bound to tx; they close with it.
-func (st writerStmts) in(ctx context.Context, tx *sql.Tx) writerStmts {
-	return writerStmts{record: tx.StmtContext(ctx, st.record), entry: tx.StmtContext(ctx, st.entry),
-		hash: tx.StmtContext(ctx, st.hash), checkpoint: tx.StmtContext(ctx, st.checkpoint)}
-}
-
 func (st writerStmts) close() {
-	for _, x := range []*sql.Stmt{st.record, st.entry, st.hash, st.checkpoint} {
+	for _, x := range append([]*sql.Stmt{st.record, st.checkpoint}, append(st.entries[:], st.hashes[:]...)...) {
 		if x != nil {
 			x.Close()
 		}
 	}
+}
+
+// txStmts binds the writer's statements to one transaction as it first uses
+// each; they close with it.
+type txStmts struct {
+	ctx                context.Context
+	tx                 *sql.Tx
+	all                *writerStmts
+	record, checkpoint *sql.Stmt
+	entries, hashes    [maxRowsPerInsert]*sql.Stmt
+}
+
+func (st *writerStmts) in(ctx context.Context, tx *sql.Tx) *txStmts {
+	return &txStmts{ctx: ctx, tx: tx, all: st}
+}
+
+func (t *txStmts) bind(dst **sql.Stmt, src *sql.Stmt) *sql.Stmt {
+	if *dst == nil {
+		*dst = t.tx.StmtContext(t.ctx, src)
+	}
+	return *dst
+}
+
+func (t *txStmts) recordStmt() *sql.Stmt     { return t.bind(&t.record, t.all.record) }
+func (t *txStmts) checkpointStmt() *sql.Stmt { return t.bind(&t.checkpoint, t.all.checkpoint) }
+
+// insertRows inserts (start+i, vals[i]) for every i into the log's entries
+// (hashes false) or hashes, maxRowsPerInsert rows per statement.
+func (t *txStmts) insertRows(hashes bool, start int64, vals [][]byte) error {
+	args := make([]any, 0, 2*min(len(vals), maxRowsPerInsert))
+	for len(vals) > 0 {
+		n := min(len(vals), maxRowsPerInsert)
+		var stmt *sql.Stmt
+		if hashes {
+			stmt = t.bind(&t.hashes[n-1], t.all.hashes[n-1])
+		} else {
+			stmt = t.bind(&t.entries[n-1], t.all.entries[n-1])
+		}
+		args = args[:0]
+		for i, v := range vals[:n] {
+			args = append(args, start+int64(i), v)
+		}
+		if _, err := stmt.ExecContext(t.ctx, args...); err != nil {
+			return err
+		}
+		start, vals = start+int64(n), vals[n:]
+	}
+	return nil
 }
 
 func boolInt(b bool) int64 {

@@ -66,3 +66,22 @@ func SplitHashes(b []byte, max int) ([]tlog.Hash, error) {
 	}
 	return out, nil
 }
+
+// Overlay is a tlog.HashReader over two HashMaps, neither copied: Top (the
+// hashes a batch adds) first, then Base (the right edge it extends).
+type Overlay struct{ Top, Base HashMap }
+
+// ReadHashes implements tlog.HashReader.
+func (o Overlay) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, len(indexes))
+	for i, x := range indexes {
+		h, ok := o.Top[x]
+		if !ok {
+			if h, ok = o.Base[x]; !ok {
+				return nil, fmt.Errorf("audit log: stored hash %d is not at hand", x)
+			}
+		}
+		out[i] = h
+	}
+	return out, nil
+}

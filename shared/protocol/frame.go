@@ -45,8 +45,10 @@ func WriteFrame(w io.Writer, payload []byte) error {
 func ReadFrame(r io.Reader) ([]byte, error) { return readFrame(r, nil, nil) }
 
 // frameChunk is the first buffer a frame's payload is read into; the buffer
-// doubles, up to the announced length, each time it fills.
-const frameChunk = 1 << 10
+// doubles, up to the announced length, each time it fills. 4 KiB holds a
+// mint's answer with its audit log batch and proof (about 2.5 KiB), so it is
+// read without growing the buffer.
+const frameChunk = 4 << 10
 
 // readFrame is ReadFrame with two hooks for the server: started runs once the
 // frame's first byte has arrived (to start the frame deadline), progress with

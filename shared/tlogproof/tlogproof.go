@@ -63,18 +63,28 @@ type Proof struct {
 
 // Marshal encodes the proof.
 func (p Proof) Marshal() []byte {
-	var b bytes.Buffer
-	b.WriteString(Header + "\n")
+	enc := base64.StdEncoding
+	b := make([]byte, 0, len(Header)+len("\nextra \nindex 18446744073709551615\n\n")+enc.EncodedLen(len(p.Extra))+
+		len(p.Hashes)*(enc.EncodedLen(tlog.HashSize)+1)+len(p.Checkpoint))
+	b = append(b, Header+"\n"...)
 	if p.Extra != nil {
-		b.WriteString("extra " + base64.StdEncoding.EncodeToString(p.Extra) + "\n")
+		b = append(b, "extra "...)
+		b = enc.AppendEncode(b, p.Extra)
+		b = append(b, '\n')
 	}
-	b.WriteString("index " + strconv.FormatInt(p.Index, 10) + "\n")
+	b = append(b, "index "...)
+	b = strconv.AppendInt(b, p.Index, 10)
+	b = append(b, '\n')
 	for _, h := range p.Hashes {
-		b.WriteString(base64.StdEncoding.EncodeToString(h[:]) + "\n")
+		b = enc.AppendEncode(b, h[:])
+		b = append(b, '\n')
 	}
-	b.WriteString("\n")
-	b.Write(p.Checkpoint)
-	return b.Bytes()
+	b = append(b, '\n')
+	return append(b, p.Checkpoint...)
+}
+
+func badHash(i int) error {
+	return fmt.Errorf("%w: hash %d is not a base64 SHA-256 hash", ErrMalformed, i)
 }
 
 // Parse decodes a proof. It checks the syntax (and that the checkpoint is a
@@ -119,22 +129,35 @@ func Parse(data []byte) (Proof, error) {
 		return p, fmt.Errorf("%w: the index is not a decimal without leading zeroes", ErrMalformed)
 	}
 	p.Index = n
+	const hashLen = 44 // base64.StdEncoding.EncodedLen(tlog.HashSize)
 	for {
-		l, ok := line()
-		if !ok {
+		// The hash lines are read in place, without a string or buffer per
+		// line: a proof comes with every credential.
+		i := bytes.IndexByte(data, '\n')
+		if i < 0 {
 			return p, fmt.Errorf("%w: no empty line before the checkpoint", ErrMalformed)
 		}
-		if l == "" {
+		l := data[:i]
+		data = data[i+1:]
+		if len(l) == 0 {
 			break
 		}
 		if len(p.Hashes) == MaxHashes {
 			return p, fmt.Errorf("%w: more than %d hashes", ErrMalformed, MaxHashes)
 		}
-		b, err := base64.StdEncoding.Strict().DecodeString(l)
-		if err != nil || len(b) != tlog.HashSize || base64.StdEncoding.EncodeToString(b) != l {
-			return p, fmt.Errorf("%w: hash %d is not a base64 SHA-256 hash", ErrMalformed, len(p.Hashes))
+		if len(l) != hashLen {
+			return p, badHash(len(p.Hashes))
 		}
-		p.Hashes = append(p.Hashes, tlog.Hash(b))
+		var dec [hashLen * 3 / 4]byte
+		var again [hashLen]byte
+		m, err := base64.StdEncoding.Strict().Decode(dec[:], l)
+		if err != nil || m != tlog.HashSize {
+			return p, badHash(len(p.Hashes))
+		}
+		if base64.StdEncoding.Encode(again[:], dec[:m]); !bytes.Equal(again[:], l) {
+			return p, badHash(len(p.Hashes))
+		}
+		p.Hashes = append(p.Hashes, tlog.Hash(dec[:tlog.HashSize]))
 	}
 	if len(data) == 0 || data[len(data)-1] != '\n' {
 		return p, fmt.Errorf("%w: the checkpoint is empty or does not end in a newline", ErrMalformed)
