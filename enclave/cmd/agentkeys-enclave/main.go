@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/agentkeys/broker/enclave/attester"
+	"github.com/agentkeys/broker/enclave/logtree"
 	"github.com/agentkeys/broker/enclave/origin"
 	"github.com/agentkeys/broker/enclave/seed"
 	"github.com/agentkeys/broker/enclave/service"
@@ -69,6 +70,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		policyF   = fs.String("policy", "", "policy file (JSON; see docs/protocol.md); required")
 		logLevel  = fs.String("log-level", "info", "log level: debug, info, warn or error")
 		limits    connLimits
+		tune      serviceTuning
 		sealing   sealConfig
 		orig      originConfig
 	)
@@ -94,6 +96,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&limits.maxConns, "max-conns", protocol.DefaultMaxConns, "connections served at once; more are closed at once")
 	fs.DurationVar(&limits.frameTimeout, "frame-timeout", protocol.DefaultFrameTimeout, "time a frame may take to arrive (or be written) whole once started")
 	fs.DurationVar(&limits.idleTimeout, "idle-timeout", protocol.DefaultIdleTimeout, "close a connection with no request in flight after this long")
+	fs.IntVar(&tune.sessionCache, "session-cache", service.DefaultSessionCache, "verified session tokens remembered (by SHA-256), so a mint with one skips its signature check; 0 remembers none")
+	fs.IntVar(&tune.auditMaxBatch, "audit-max-batch", logtree.DefaultMaxBatch, "most audit log entries in one batch (one checkpoint signature)")
+	fs.IntVar(&tune.auditMaxUnacked, "audit-max-unacked", logtree.DefaultMaxUnacked, "audit log entries the host may leave unstored before the enclave stops logging, and so minting")
 	usageError := func(err string) int {
 		newLogger(stderr, slog.LevelInfo).Error("invalid command line", "err", err, "hint", "run: agentkeys-enclave -h")
 		return 2
@@ -112,6 +117,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if limits.maxConns < 1 || limits.frameTimeout <= 0 || limits.idleTimeout <= 0 {
 		return usageError("--max-conns, --frame-timeout and --idle-timeout must be positive")
 	}
+	if tune.sessionCache < 0 || tune.auditMaxBatch < 1 || tune.auditMaxUnacked < tune.auditMaxBatch {
+		return usageError("--session-cache must be 0 or more, --audit-max-batch at least 1 and --audit-max-unacked at least --audit-max-batch")
+	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		return usageError(fmt.Sprintf("--log-level: invalid value %q: want debug, info, warn or error", *logLevel))
@@ -121,7 +129,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return usageError("--kms-timeout must be positive")
 	}
 	orig.log = log
-	if err := serve(log, *simulated, *stateDir, *listen, *policyF, limits, sealing, &orig); err != nil {
+	if err := serve(log, *simulated, *stateDir, *listen, *policyF, limits, tune, sealing, &orig); err != nil {
 		log.Error("exiting on an error", "err", err.Error())
 		return 1
 	}
@@ -142,7 +150,7 @@ func newLogger(w io.Writer, level slog.Level) *slog.Logger {
 	return log
 }
 
-func serve(log *slog.Logger, simulated bool, stateDir, listen, policyFile string, limits connLimits, sealing sealConfig, orig *originConfig) error {
+func serve(log *slog.Logger, simulated bool, stateDir, listen, policyFile string, limits connLimits, tune serviceTuning, sealing sealConfig, orig *originConfig) error {
 	if policyFile == "" {
 		return errors.New("--policy is required\n\thint: a minimal policy is {\"issuer\": \"https://broker.example.com\"}")
 	}
@@ -169,9 +177,9 @@ func serve(log *slog.Logger, simulated bool, stateDir, listen, policyFile string
 		att     attester.Attester
 	)
 	if simulated && sealing.endpoint == "" {
-		handler, att, err = fileSeed(log, pol, policyBytes, stateDir, orig)
+		handler, att, err = fileSeed(log, pol, policyBytes, stateDir, tune, orig)
 	} else {
-		handler, att, err = sealedSeed(log, simulated, pol, policyBytes, stateDir, sealing, orig)
+		handler, att, err = sealedSeed(log, simulated, pol, policyBytes, stateDir, tune, sealing, orig)
 	}
 	if err != nil {
 		return err

@@ -17,6 +17,7 @@ import (
 
 	"github.com/rogpeppe/go-internal/testscript"
 
+	"github.com/agentkeys/broker/enclave/service"
 	"github.com/agentkeys/broker/internal/scriptcmd"
 	"github.com/agentkeys/broker/shared/protocol"
 )
@@ -158,5 +159,22 @@ func TestStandardLogIsJSON(t *testing.T) {
 	var rec map[string]any
 	if err := json.Unmarshal([]byte(buf.String()), &rec); err != nil || rec["msg"] != "a library speaks" {
 		t.Fatalf("standard log output: %q (%v)", buf.String(), err)
+	}
+}
+
+// TestServiceTuning: the flags' values reach the service configuration;
+// --session-cache 0 is no cache (the service's negative), not its default.
+func TestServiceTuning(t *testing.T) {
+	for _, tc := range []struct {
+		in        serviceTuning
+		wantCache int
+	}{
+		{serviceTuning{sessionCache: 0, auditMaxBatch: 8, auditMaxUnacked: 64}, -1},
+		{serviceTuning{sessionCache: 100, auditMaxBatch: 8, auditMaxUnacked: 64}, 100},
+	} {
+		c := tc.in.apply(service.Config{})
+		if c.SessionCache != tc.wantCache || c.Audit.MaxBatch != tc.in.auditMaxBatch || c.Audit.MaxUnacked != int64(tc.in.auditMaxUnacked) {
+			t.Errorf("%+v: session cache %d, max batch %d, max unacked %d", tc.in, c.SessionCache, c.Audit.MaxBatch, c.Audit.MaxUnacked)
+		}
 	}
 }

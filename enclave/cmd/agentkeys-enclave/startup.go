@@ -35,7 +35,7 @@ var (
 
 // fileSeed is simulated mode's start-up: the seed is a file, the service
 // serves at once.
-func fileSeed(log *slog.Logger, pol policy.Policy, policyBytes []byte, stateDir string, orig *originConfig) (protocol.Handler, attester.Attester, error) {
+func fileSeed(log *slog.Logger, pol policy.Policy, policyBytes []byte, stateDir string, tune serviceTuning, orig *originConfig) (protocol.Handler, attester.Attester, error) {
 	log.Warn("WARNING: SIMULATED ENCLAVE. The seed is a file on this machine and attestation documents chain to a local root, never to AWS. Not for production.", "state_dir", stateDir)
 	s, created, err := seed.LoadOrCreate(stateDir, rand.Reader)
 	if err != nil {
@@ -49,7 +49,7 @@ func fileSeed(log *slog.Logger, pol policy.Policy, policyBytes []byte, stateDir 
 		seed.Wipe(s)
 		return nil, nil, err
 	}
-	svc, err := service.New(orig.serviceConfig(service.Config{Policy: pol, Seed: s, Attester: att, Logger: log}))
+	svc, err := service.New(orig.serviceConfig(tune.apply(service.Config{Policy: pol, Seed: s, Attester: att, Logger: log})))
 	seed.Wipe(s)
 	if err != nil {
 		att.Close()
@@ -62,7 +62,7 @@ func fileSeed(log *slog.Logger, pol policy.Policy, policyBytes []byte, stateDir 
 // sealedSeed is nitro mode's start-up (and simulated mode's with
 // --kms-endpoint): the enclave serves a seed.Gate until the host unseals the
 // seed through KMS.
-func sealedSeed(log *slog.Logger, simulated bool, pol policy.Policy, policyBytes []byte, stateDir string, sealing sealConfig, orig *originConfig) (protocol.Handler, attester.Attester, error) {
+func sealedSeed(log *slog.Logger, simulated bool, pol policy.Policy, policyBytes []byte, stateDir string, tune serviceTuning, sealing sealConfig, orig *originConfig) (protocol.Handler, attester.Attester, error) {
 	if sealing.keyID == "" || sealing.region == "" {
 		hint := "hint: pass the KMS key that seals the seed and its region; scripts/kms-policy.sh prints its key policy"
 		if simulated {
@@ -107,7 +107,7 @@ func sealedSeed(log *slog.Logger, simulated bool, pol policy.Policy, policyBytes
 		Info: protocol.InfoResponse{ProtocolVersion: protocol.Version, Mode: att.Mode(), Policy: pol,
 			PolicyDigest: pol.Digest(), PCRs: att.PCRs()},
 		Open: func(s []byte) (protocol.Handler, error) {
-			svc, err := service.New(orig.serviceConfig(service.Config{Policy: pol, Seed: s, Attester: att, Logger: log}))
+			svc, err := service.New(orig.serviceConfig(tune.apply(service.Config{Policy: pol, Seed: s, Attester: att, Logger: log})))
 			if err != nil {
 				return nil, err
 			}
@@ -121,4 +121,21 @@ func sealedSeed(log *slog.Logger, simulated bool, pol policy.Policy, policyBytes
 		return nil, nil, err
 	}
 	return g, att, nil
+}
+
+// serviceTuning is the service's bounds from the command line.
+type serviceTuning struct {
+	sessionCache    int // 0: none
+	auditMaxBatch   int
+	auditMaxUnacked int
+}
+
+// apply sets t's bounds in a service configuration.
+func (t serviceTuning) apply(c service.Config) service.Config {
+	c.SessionCache = t.sessionCache
+	if t.sessionCache == 0 {
+		c.SessionCache = -1 // service.Config: negative is none
+	}
+	c.Audit.MaxBatch, c.Audit.MaxUnacked = t.auditMaxBatch, int64(t.auditMaxUnacked)
+	return c
 }
