@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -163,6 +164,7 @@ func TestTwoHostsOneDatabase(t *testing.T) {
 	// serves a proof of it.
 	perLog := map[string]int{}
 	last := map[string][]byte{}
+	jtis := map[string]bool{} // RFC 7519 §4.1.7: one issuer's jtis never collide
 	for _, j := range jwts {
 		p, err := tlogproof.Parse([]byte(j.LogProof))
 		if err != nil {
@@ -179,6 +181,19 @@ func TestTwoHostsOneDatabase(t *testing.T) {
 			t.Fatalf("a proof under the checkpoint of %q, not of either host's log", origin)
 		}
 		name, other := names[owner], hosts[1-owner]
+		// jti = tag = entry jti = NAME/INDEX, and no other JWT of the
+		// issuer (from either host) has it.
+		if n, _ := checkMint(t, hosts[owner], j); n != p.Index {
+			t.Fatalf("checkMint gave index %d, the proof %d", n, p.Index)
+		}
+		jti := jwtClaims(t, j.Token).ID
+		if jti != name+"/"+strconv.FormatInt(p.Index, 10) {
+			t.Fatalf("%s's JWT has jti %q, want %s/%d", name, jti, name, p.Index)
+		}
+		if jtis[jti] {
+			t.Fatalf("two JWTs of the issuer have jti %q", jti)
+		}
+		jtis[jti] = true
 		perLog[name]++
 		last[name] = p.Checkpoint
 		hosts[owner].CheckConsistent(t, p.Checkpoint)
@@ -188,7 +203,7 @@ func TestTwoHostsOneDatabase(t *testing.T) {
 		if r := attest.VerifyAuditProofFromLog(ctx, []byte(j.LogProof), log, opts); !r.OK() {
 			t.Fatalf("the mint's proof, with the entry %s serves: %+v", names[1-owner], r.Checks)
 		}
-		status, served := httpGet(t, other.URL+httpapi.AuditLogPath(name)+"proof/"+auditlog.IndexString(p.Index))
+		status, served := httpGet(t, other.URL+httpapi.AuditLogPath(name)+"proof/"+strconv.FormatInt(p.Index, 10))
 		if status != http.StatusOK {
 			t.Fatalf("%s serves no proof of %s's entry %d: %d %s", names[1-owner], name, p.Index, status, served)
 		}

@@ -52,8 +52,11 @@ that was altered, deleted or reordered.
                        consistent with it (no fork, no rollback). On success
                        the new checkpoint is written to FILE. A missing FILE
                        is created (trust on first use).
-    --jwt FILE         A JWT the issuer minted: its jti (the log index) must be
-                       in the log, proven under the checkpoint.
+    --jwt FILE         A JWT the issuer minted: its jti (the log entry id:
+                       INDEX, or NAME/INDEX for the log named NAME) must
+                       name this log (known from --manifest, else from the
+                       JWT's iss) and an entry in it, proven under the
+                       checkpoint, that records the JWT.
     --proof FILE       A saved tlog-proof (GET /v1/audit/proof/INDEX) for
                        --jwt: checked offline; with --log, the entry it proves
                        is read from the log and hashed.
@@ -70,11 +73,14 @@ reconcile verifies the log as verify does, then reads CloudTrail logs (files
 {"Records":[...]}, .json or .json.gz, or directories of them, as aws s3 sync
 of the trail bucket leaves them) and checks every successful STS
 AssumeRoleWithWebIdentity call for the issuer: its agentkeys_log_index
-principal tag must name an oidc_jwt entry of the log, of the wallet in its
+principal tag (the entry id: INDEX, or NAME/INDEX in the log named NAME) must
+name an oidc_jwt entry of the log verified, of the wallet in its
 agentkeys_user_wallet tag, and the call's eventTime must be within the entry's
-[time - skew, exp + skew]. It prints one line per session that does not
-(missing_tag, unknown_index, wrong_wallet, time_out_of_range) and a summary,
-and exits 0 only when every session matches.
+[time - skew, exp + skew]. The log's name is its checkpoint's origin relative
+to the issuer's default log (HOST/PATH/audit). It prints one line per session
+that does not (missing_tag, other_log: the tag names another log of the
+issuer, reconcile it with that log; unknown_index, wrong_wallet,
+time_out_of_range) and a summary, and exits 0 only when every session matches.
 
     --cloudtrail PATH  A CloudTrail log file or directory; repeatable, and
                        further paths may follow it.

@@ -76,7 +76,11 @@ func auditReconcile(ctx context.Context, args []string, stdout, stderr io.Writer
 		report(stdout, res.Report, f.json)
 		return 1
 	}
-	rec := attest.Reconcile(sessions, entries, skew)
+	logName, _, err := attest.CheckpointLogName(res.Checkpoint, opts.ManifestKey, issuer)
+	if err != nil {
+		return fail(stderr, fmt.Errorf("--log is not a log of --issuer %s: %w", issuer, err))
+	}
+	rec := attest.Reconcile(sessions, logName, entries, skew)
 	rec.Skipped = skipped
 	if f.json {
 		enc := json.NewEncoder(stdout)
@@ -85,10 +89,11 @@ func auditReconcile(ctx context.Context, args []string, stdout, stderr io.Writer
 		enc.Encode(struct {
 			OK bool `json:"ok"`
 			attest.Reconciliation
-			LogSize int64 `json:"log_size"`
-		}{rec.OK(), rec, res.Tree.N})
+			LogName string `json:"log_name"`
+			LogSize int64  `json:"log_size"`
+		}{rec.OK(), rec, logName, res.Tree.N})
 	} else {
-		fmt.Fprintf(stdout, "✓ log: size %d, every entry and tile verified under the checkpoint\n", res.Tree.N)
+		fmt.Fprintf(stdout, "✓ log: %s, size %d, every entry and tile verified under the checkpoint\n", attest.LogLabel(logName), res.Tree.N)
 		rec.WriteText(stdout)
 	}
 	if !rec.OK() {
