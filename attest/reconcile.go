@@ -293,13 +293,14 @@ func WantedIndexes(sessions []STSSession) map[int64]bool {
 	return want
 }
 
-// Reconcile checks every session against entries, the entries of the
-// verified log, named logName ("" for the default log: CheckpointLogName),
-// at the indexes the sessions name (raw bytes by index; an index not in the
-// map is not in the log). A session whose tag names another log of the
-// issuer is an other_log finding: reconcile it with that log. skew widens
-// each entry's [time, exp] window on both sides.
-func Reconcile(sessions []STSSession, logName string, entries map[int64][]byte, skew time.Duration) Reconciliation {
+// Reconcile checks every session against the log its tag names, among
+// logs: by log name ("" for the default log: CheckpointLogName), the
+// entries of each verified log at the indexes the sessions name (raw bytes
+// by index; an index not in a log's map is not in that log). A session
+// whose tag names a log of the issuer not in logs is an other_log finding:
+// reconcile it with that log too. skew widens each entry's [time, exp]
+// window on both sides.
+func Reconcile(sessions []STSSession, logs map[string]map[int64][]byte, skew time.Duration) Reconciliation {
 	r := Reconciliation{Sessions: len(sessions), ByKind: map[string]int{}, Findings: []Finding{}}
 	for _, k := range FindingKinds {
 		r.ByKind[k] = 0
@@ -308,6 +309,11 @@ func Reconcile(sessions []STSSession, logName string, entries map[int64][]byte, 
 		r.Findings = append(r.Findings, Finding{Kind: kind, Session: s, Detail: fmt.Sprintf(format, args...)})
 		r.ByKind[kind]++
 	}
+	var given []string
+	for name := range logs {
+		given = append(given, LogLabel(name))
+	}
+	sort.Strings(given)
 	for _, s := range sessions {
 		if !s.HasIndex {
 			add(FindingMissingTag, s, "the session has no %s principal tag: its token was not minted by this issuer's enclave", TagLogIndex)
@@ -318,13 +324,15 @@ func Reconcile(sessions []STSSession, logName string, entries map[int64][]byte, 
 			add(FindingUnknownIndex, s, "%s %.100q is not an audit log entry id (INDEX, or LOGNAME/INDEX for a named log)", TagLogIndex, s.Index)
 			continue
 		}
-		if name != logName {
-			add(FindingOtherLog, s, "%s %q names entry %d of %s, not of %s, the log verified: reconcile it with --log of that log", TagLogIndex, s.Index, i, LogLabel(name), LogLabel(logName))
+		entries, ok := logs[name]
+		if !ok {
+			add(FindingOtherLog, s, "%s %q names entry %d of %s, not of the logs reconciled (%s): reconcile it with that log too (another --log)",
+				TagLogIndex, s.Index, i, LogLabel(name), strings.Join(given, ", "))
 			continue
 		}
 		b, ok := entries[i]
 		if !ok {
-			add(FindingUnknownIndex, s, "the log has no entry %d", i)
+			add(FindingUnknownIndex, s, "%s has no entry %d", LogLabel(name), i)
 			continue
 		}
 		e, err := auditlog.Parse(b)

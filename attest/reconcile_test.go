@@ -74,23 +74,34 @@ func reconcile(t *testing.T, log attest.AuditLog, paths ...string) attest.Reconc
 // when ""), whose name its checkpoint's origin gives.
 func reconcileKey(t *testing.T, log attest.AuditLog, key string, paths ...string) attest.Reconciliation {
 	t.Helper()
+	return reconcileLogs(t, []attest.AuditLog{log}, []string{key}, paths...)
+}
+
+// reconcileLogs verifies each log with its key and reconciles the
+// CloudTrail paths with all of them, each session with the log it names.
+func reconcileLogs(t *testing.T, logs []attest.AuditLog, keys []string, paths ...string) attest.Reconciliation {
+	t.Helper()
 	sessions, skipped, err := attest.ReadCloudTrail(paths, ctIssuer, attest.CloudTrailLimits{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := attest.WantedIndexes(sessions)
-	entries := map[int64][]byte{}
-	res := verifyLog(t, log, attest.AuditOptions{Key: key, Entry: func(i int64, e []byte) {
-		if want[i] {
-			entries[i] = append([]byte(nil), e...)
+	byLog := map[string]map[int64][]byte{}
+	for k, log := range logs {
+		entries := map[int64][]byte{}
+		res := verifyLog(t, log, attest.AuditOptions{Key: keys[k], Entry: func(i int64, e []byte) {
+			if want[i] {
+				entries[i] = append([]byte(nil), e...)
+			}
+		}})
+		mustPass(t, res.Report)
+		name, known, err := attest.CheckpointLogName(res.Checkpoint, "", ctIssuer)
+		if err != nil || !known {
+			t.Fatalf("CheckpointLogName: %v (known %v)", err, known)
 		}
-	}})
-	mustPass(t, res.Report)
-	name, known, err := attest.CheckpointLogName(res.Checkpoint, "", ctIssuer)
-	if err != nil || !known {
-		t.Fatalf("CheckpointLogName: %v (known %v)", err, known)
+		byLog[name] = entries
 	}
-	r := attest.Reconcile(sessions, name, entries, attest.DefaultReconcileSkew)
+	r := attest.Reconcile(sessions, byLog, attest.DefaultReconcileSkew)
 	r.Skipped = skipped
 	return r
 }
@@ -124,7 +135,7 @@ func TestReconcileFindings(t *testing.T) {
 	want := []struct{ event, kind, detail string }{
 		{"1a1b2c3d-0000-4000-8000-000000000001", attest.FindingMissingTag, "no agentkeys_log_index principal tag"},
 		{"1a1b2c3d-0000-4000-8000-000000000002", attest.FindingMissingTag, "no agentkeys_log_index principal tag"},
-		{"1a1b2c3d-0000-4000-8000-000000000003", attest.FindingUnknownIndex, "the log has no entry 99"},
+		{"1a1b2c3d-0000-4000-8000-000000000003", attest.FindingUnknownIndex, "the default log has no entry 99"},
 		{"1a1b2c3d-0000-4000-8000-000000000004", attest.FindingUnknownIndex, "entry 1 is not the oidc_jwt entry of a minted JWT (kind aws_creds"},
 		{"1a1b2c3d-0000-4000-8000-000000000005", attest.FindingUnknownIndex, `"x3" is not an audit log entry id`},
 		{"1a1b2c3d-0000-4000-8000-000000000006", attest.FindingWrongWallet, "entry 3 is wallet " + ctWallet1},
@@ -167,13 +178,13 @@ func TestReconcileNamedLog(t *testing.T) {
 		summary string
 	}{
 		{"host-a", serveLog(t, named, tiles.Options{}), key, 2, []finding{
-			{"2b000000-0000-4000-8000-000000000003", attest.FindingOtherLog, `"host-b/3" names entry 3 of the log "host-b", not of the log "host-a"`},
-			{"2b000000-0000-4000-8000-000000000004", attest.FindingOtherLog, `"3" names entry 3 of the default log, not of the log "host-a"`},
-			{"2b000000-0000-4000-8000-000000000005", attest.FindingUnknownIndex, "the log has no entry 99"},
+			{"2b000000-0000-4000-8000-000000000003", attest.FindingOtherLog, `"host-b/3" names entry 3 of the log "host-b", not of the logs reconciled (the log "host-a")`},
+			{"2b000000-0000-4000-8000-000000000004", attest.FindingOtherLog, `"3" names entry 3 of the default log, not of the logs reconciled (the log "host-a")`},
+			{"2b000000-0000-4000-8000-000000000005", attest.FindingUnknownIndex, `the log "host-a" has no entry 99`},
 			{"2b000000-0000-4000-8000-000000000006", attest.FindingUnknownIndex, `"host-a/03" is not an audit log entry id`},
 		}, "FAIL: 6 sessions read, 2 matched, 4 findings (missing_tag 0, other_log 2, unknown_index 2, wrong_wallet 0, time_out_of_range 0)"},
 		{"default", serveLog(t, ctLog(t), tiles.Options{}), "", 1, []finding{
-			{"2b000000-0000-4000-8000-000000000001", attest.FindingOtherLog, `"host-a/3" names entry 3 of the log "host-a", not of the default log`},
+			{"2b000000-0000-4000-8000-000000000001", attest.FindingOtherLog, `"host-a/3" names entry 3 of the log "host-a", not of the logs reconciled (the default log)`},
 			{"2b000000-0000-4000-8000-000000000002", attest.FindingOtherLog, `"host-a/5" names entry 5 of the log "host-a"`},
 			{"2b000000-0000-4000-8000-000000000003", attest.FindingOtherLog, `"host-b/3" names entry 3 of the log "host-b"`},
 			{"2b000000-0000-4000-8000-000000000005", attest.FindingOtherLog, `"host-a/99" names entry 99 of the log "host-a"`},
@@ -197,6 +208,30 @@ func TestReconcileNamedLog(t *testing.T) {
 				t.Errorf("summary:\n%s\nwant %q", b.String(), tc.summary)
 			}
 		})
+	}
+}
+
+// TestReconcileTwoLogs: reconciled with the logs host-a and the default log
+// together, each session of named.json is checked against the log its tag
+// names: "host-a/3", "host-a/5" and "3" match, entry 3 of host-a and of the
+// default log being different entries; host-b, not given, is other_log.
+func TestReconcileTwoLogs(t *testing.T) {
+	named, key := ctLogKey(t, "host-a")
+	logs := []attest.AuditLog{serveLog(t, named, tiles.Options{}), serveLog(t, ctLog(t), tiles.Options{})}
+	r := reconcileLogs(t, logs, []string{key, ""}, ct("named.json"))
+	want := []struct{ event, kind, detail string }{
+		{"2b000000-0000-4000-8000-000000000003", attest.FindingOtherLog, `"host-b/3" names entry 3 of the log "host-b", not of the logs reconciled (the default log, the log "host-a")`},
+		{"2b000000-0000-4000-8000-000000000005", attest.FindingUnknownIndex, `the log "host-a" has no entry 99`},
+		{"2b000000-0000-4000-8000-000000000006", attest.FindingUnknownIndex, `"host-a/03" is not an audit log entry id`},
+	}
+	if r.Sessions != 6 || r.Matched != 3 || len(r.Findings) != len(want) {
+		t.Fatalf("%d sessions, %d matched, %d findings; want 6, 3, %d: %+v", r.Sessions, r.Matched, len(r.Findings), len(want), r.Findings)
+	}
+	for i, w := range want {
+		f := r.Findings[i]
+		if f.Session.EventID != w.event || f.Kind != w.kind || !strings.Contains(f.Detail, w.detail) {
+			t.Errorf("finding %d: %s %s %q, want %s %s containing %q", i, f.Session.EventID, f.Kind, f.Detail, w.event, w.kind, w.detail)
+		}
 	}
 }
 
@@ -241,7 +276,7 @@ func TestReconcileSkew(t *testing.T) {
 		ok bool
 	}{{939, false}, {940, true}, {1500, true}, {1960, true}, {1961, false}} {
 		s := attest.STSSession{EventID: "e", EventTime: time.Unix(tc.at, 0), Index: "0", HasIndex: true, Wallet: ctWallet1}
-		if r := attest.Reconcile([]attest.STSSession{s}, "", map[int64][]byte{0: entry}, time.Minute); r.OK() != tc.ok {
+		if r := attest.Reconcile([]attest.STSSession{s}, map[string]map[int64][]byte{"": {0: entry}}, time.Minute); r.OK() != tc.ok {
 			t.Errorf("call at %d: ok %v, want %v (%+v)", tc.at, r.OK(), tc.ok, r.Findings)
 		}
 	}
