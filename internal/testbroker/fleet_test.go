@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -233,6 +234,21 @@ func TestTwoHostsOneDatabase(t *testing.T) {
 	}
 	for _, h := range hosts {
 		h.CheckLogWhole(t)
+	}
+	// verify --jwt refuses a JWT of one host's log against the other's,
+	// naming both logs (the jti says which log it is of).
+	for _, j := range jwts[:1] {
+		p, _ := tlogproof.Parse([]byte(j.LogProof))
+		name, _, _ := auditlog.ParseEntryID(jwtClaims(t, j.Token).ID)
+		otherName := names[0]
+		if name == names[0] {
+			otherName = names[1]
+		}
+		res := attest.VerifyAuditLog(ctx, logAt(t, hosts[0].URL+httpapi.AuditLogPath(otherName)), attest.AuditOptions{ManifestKey: m.CheckpointVerifierKey, JWT: j.Token})
+		f := res.FirstFailure()
+		if f == nil || f.Name != "jwt log" || !strings.Contains(f.Detail, fmt.Sprintf("names entry %d of the log %q, but the log verified is the log %q", p.Index, name, otherName)) {
+			t.Fatalf("%s's JWT verified against %s's log: %+v", name, otherName, res.Checks)
+		}
 	}
 
 	// A session revoked through one host is refused by the other.
