@@ -13,7 +13,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"filippo.io/torchwood"
@@ -125,8 +124,10 @@ type AuditOptions struct {
 	// Since is a checkpoint saved from an earlier run: the log must have
 	// grown from it (consistency proof), not forked or rolled back.
 	Since []byte
-	// JWT is a token the issuer minted: its jti, the decimal log index, must
-	// be in the log.
+	// JWT is a token the issuer minted: its jti, an audit log entry id
+	// (auditlog.EntryID), must name this log (see CheckpointLogName; the
+	// JWT's iss gives the default log's origin without ManifestKey) and an
+	// entry in it that records the JWT.
 	JWT string
 	// Progress, if set, is called as tiles are read.
 	Progress func(done, total int64)
@@ -159,7 +160,7 @@ func checkpointKey(r *Report, raw []byte, opts AuditOptions, label string) (stri
 			r.fail(check, "--key is not a key of the manifest's enclave: %v", err)
 			return "", false
 		}
-		r.pass(check, "--key is the manifest's checkpoint key for %s", logLabel(name))
+		r.pass(check, "--key is the manifest's checkpoint key for %s", LogLabel(name))
 		return opts.Key, true
 	}
 	origin, _, _ := bytes.Cut(raw[:min(len(raw), 1024)], []byte("\n"))
@@ -172,7 +173,8 @@ func checkpointKey(r *Report, raw []byte, opts AuditOptions, label string) (stri
 	return vkey, true
 }
 
-func logLabel(name string) string {
+// LogLabel names a log in a message: "the default log" or "the log \"NAME\"".
+func LogLabel(name string) string {
 	if name == "" {
 		return "the default log"
 	}
@@ -329,22 +331,81 @@ func (m *memHashes) ReadHashes(idx []int64) ([]tlog.Hash, error) {
 	return out, nil
 }
 
-// JWTIndex returns the log index a JWT names in its jti claim. It does not
-// verify the token (verify --jwt does).
-func JWTIndex(token string) (int64, error) {
+// JWTEntryID returns the audit log entry a JWT names in its jti claim
+// (auditlog.EntryID): the log's name ("" for the default log) and the index.
+// It does not verify the token (verify --jwt does).
+func JWTEntryID(token string) (name string, index int64, err error) {
 	c, err := jwtLogClaims(token)
 	if err != nil {
-		return 0, err
+		return "", 0, err
 	}
-	i, err := strconv.ParseInt(c.JTI, 10, 64)
-	if err != nil || i < 0 || strconv.FormatInt(i, 10) != c.JTI {
-		return 0, fmt.Errorf("JWT jti %q is not a decimal log index", c.JTI)
+	if name, index, err = auditlog.ParseEntryID(c.JTI); err != nil {
+		return "", 0, fmt.Errorf("JWT jti %.100q is not an audit log entry id (INDEX, or LOGNAME/INDEX for a named log)", c.JTI)
 	}
-	return i, nil
+	return name, index, nil
+}
+
+// CheckpointLogName returns the name ("" for the default log) of the log
+// whose checkpoint is given, from the checkpoint's origin (its first line):
+// relative to the default log's origin, which is manifestKey's name when
+// given (the manifest's checkpoint_verifier_key), else the one the enclave
+// derives from issuer (HOST/PATH/audit). known is false when neither is
+// given; an origin that is not a log of that enclave is an error.
+func CheckpointLogName(checkpoint []byte, manifestKey, issuer string) (name string, known bool, err error) {
+	origin, _, _ := bytes.Cut(checkpoint[:min(len(checkpoint), 1024)], []byte("\n"))
+	var def string
+	switch {
+	case manifestKey != "":
+		v, err := note.NewVerifier(manifestKey)
+		if err != nil {
+			return "", false, fmt.Errorf("the manifest's checkpoint key is not a note verifier key: %w", err)
+		}
+		def = v.Name()
+	case issuer != "":
+		u, err := url.Parse(issuer)
+		if err != nil || u.Host == "" {
+			return "", false, fmt.Errorf("issuer %.200q is not a URL", issuer)
+		}
+		def = u.Host + strings.TrimSuffix(u.Path, "/") + "/audit"
+	default:
+		return "", false, nil
+	}
+	name, err = auditlog.LogName(def, string(origin))
+	if err != nil {
+		return "", false, fmt.Errorf("the checkpoint's origin %.200q is not a log of the enclave whose default log is %s: %w", origin, def, err)
+	}
+	return name, true, nil
+}
+
+// checkJWTLog checks that the JWT's jti names the log of checkpoint (see
+// CheckpointLogName: by the manifest's key, else by the JWT's iss) and
+// returns the index it names. When neither says which log the checkpoint's
+// is, the entry's jti (checkJWTEntry) must be the JWT's.
+func checkJWTLog(r *Report, opts AuditOptions, checkpoint []byte) (int64, bool) {
+	name, index, err := JWTEntryID(opts.JWT)
+	if err != nil {
+		r.fail("jwt", "%v", err)
+		return 0, false
+	}
+	c, _ := jwtLogClaims(opts.JWT)
+	logName, known, err := CheckpointLogName(checkpoint, opts.ManifestKey, c.Issuer)
+	switch {
+	case err != nil:
+		r.fail("jwt log", "the JWT (jti %q, issuer %.200q) is not of this log: %v", c.JTI, c.Issuer, err)
+		return 0, false
+	case known && logName != name:
+		r.fail("jwt log", "the JWT's jti %q names entry %d of %s, but the log verified is %s: verify it against the log it names (agentkeys-attest audit verify --log-name %q)",
+			c.JTI, index, LogLabel(name), LogLabel(logName), name)
+		return 0, false
+	case known:
+		r.pass("jwt log", "the JWT's jti %q names entry %d of %s, the log verified", c.JTI, index, LogLabel(name))
+	}
+	return index, true
 }
 
 // logClaims are the claims of a JWT its log entry repeats.
 type logClaims struct {
+	Issuer string `json:"iss"`
 	JTI    string `json:"jti"`
 	Wallet string `json:"agentkeys_user_wallet"` // claims.Wallet
 }
@@ -384,8 +445,8 @@ func checkJWTEntry(r *Report, token string, index int64, entry []byte) {
 		r.fail("jwt entry", "entry %d is a %s entry, not the oidc_jwt entry of a JWT", index, e.Kind)
 	case e.JWTSHA256 != want:
 		r.fail("jwt entry", "entry %d names another JWT (SHA-256 %s), not this one (%s)", index, e.JWTSHA256, want)
-	case e.JTI != auditlog.IndexString(index):
-		r.fail("jwt entry", "entry %d carries jti %q, not %d", index, e.JTI, index)
+	case e.JTI != c.JTI:
+		r.fail("jwt entry", "entry %d carries jti %q, the JWT's is %q", index, e.JTI, c.JTI)
 	case e.Wallet != c.Wallet:
 		r.fail("jwt entry", "entry %d names wallet %s, the JWT's %s is %q", index, e.Wallet, claims.Wallet, c.Wallet)
 	default:
@@ -409,8 +470,7 @@ func VerifyAuditLog(ctx context.Context, log AuditLog, opts AuditOptions) AuditR
 	}
 	jwtIndex := int64(-1)
 	if opts.JWT != "" {
-		if jwtIndex, err = JWTIndex(opts.JWT); err != nil {
-			r.fail("jwt", "%v", err)
+		if jwtIndex, ok = checkJWTLog(r, opts, raw); !ok {
 			return res
 		}
 	}
@@ -591,9 +651,8 @@ func VerifyAuditProof(proof []byte, entry []byte, opts AuditOptions) Report {
 		return r
 	}
 	if opts.JWT != "" {
-		i, err := JWTIndex(opts.JWT)
-		if err != nil {
-			r.fail("jwt", "%v", err)
+		i, ok := checkJWTLog(&r, opts, p.Checkpoint)
+		if !ok {
 			return r
 		}
 		if i != p.Index {

@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/agentkeys/broker/shared/auditlog"
 )
 
 // FuzzSplitBundle: entry bundles come from the untrusted host. splitBundle
@@ -36,13 +38,14 @@ func FuzzSplitBundle(f *testing.F) {
 	})
 }
 
-// FuzzJWTIndex: the token is whatever the auditor was handed.
-func FuzzJWTIndex(f *testing.F) {
+// FuzzJWTEntryID: the token is whatever the auditor was handed.
+func FuzzJWTEntryID(f *testing.F) {
 	f.Add("eyJhbGciOiJFUzI1NiJ9.eyJqdGkiOiIyNTcifQ.c2ln")
 	f.Add("a.b.c")
+	f.Add("eyJhbGciOiJFUzI1NiJ9.eyJqdGkiOiJob3N0LWEvMjU3In0.c2ln") // jti host-a/257
 	f.Fuzz(func(t *testing.T, s string) {
-		if i, err := JWTIndex(s); err == nil && i < 0 {
-			t.Fatalf("negative index %d", i)
+		if name, i, err := JWTEntryID(s); err == nil && (i < 0 || auditlog.CheckLogName(name) != nil) {
+			t.Fatalf("accepted log %q, index %d", name, i)
 		}
 	})
 }

@@ -310,8 +310,81 @@ func TestAuditJWT(t *testing.T) {
 	}
 	mustPass(t, verifyLog(t, src, attest.AuditOptions{JWT: jwt + "\n"}).Report) // as read from a file
 	mustFail(t, verifyLog(t, src, attest.AuditOptions{JWT: fakeJWT("300")}).Report, "jti 300 is not in the log")
-	mustFail(t, verifyLog(t, src, attest.AuditOptions{JWT: fakeJWT("0257")}).Report, "not a decimal log index")
+	mustFail(t, verifyLog(t, src, attest.AuditOptions{JWT: fakeJWT("0257")}).Report, `JWT jti "0257" is not an audit log entry id`)
+	mustFail(t, verifyLog(t, src, attest.AuditOptions{JWT: fakeJWT("/257")}).Report, `JWT jti "/257" is not an audit log entry id`)
 	mustFail(t, verifyLog(t, src, attest.AuditOptions{JWT: "nope"}).Report, "not a compact JWT")
+}
+
+// issJWT is a fake JWT of issuer iss (no iss claim when "") with jti.
+func issJWT(iss, jti string) string {
+	enc := base64.RawURLEncoding.EncodeToString
+	c := `{"jti":"` + jti + `","agentkeys_user_wallet":"` + testWallet + `"}`
+	if iss != "" {
+		c = `{"iss":"` + iss + `","jti":"` + jti + `","agentkeys_user_wallet":"` + testWallet + `"}`
+	}
+	return enc([]byte(`{"alg":"ES256"}`)) + "." + enc([]byte(c)) + "." + enc([]byte("sig"))
+}
+
+// TestAuditJWTNamedLog: a JWT whose jti names the log host-a ("host-a/257")
+// verifies against that log, and verify --jwt refuses it against another
+// log of its issuer, and a JWT naming another log against host-a, naming
+// both logs; the log verified is known from the manifest's key or, without
+// one, from the JWT's iss.
+func TestAuditJWTNamedLog(t *testing.T) {
+	const iss = "https://broker.example.com" // tilestest.Origin's issuer
+	jwt := issJWT(iss, "host-a/257")
+	signer, namedKey := tilestest.NewKey(tilestest.Origin+"/host-a", "tilestest")
+	named := tilestest.New(signer)
+	named.AppendN(257)
+	named.Append(jwtEntry(t, "host-a/257", testWallet, jwt))
+	named.AppendN(42)
+	namedSrc := serveLog(t, named, tiles.Options{})
+	defJWT := issJWT(iss, "257")
+	defSrc := serveLog(t, jwtLog(300, 257, jwtEntry(t, "257", testWallet, defJWT)), tiles.Options{})
+	// Without iss or manifest the log verified is not known: the entry's
+	// jti must be the JWT's (the entry here names the JWT but not its log).
+	noIss := issJWT("", "host-a/257")
+	noIssSrc := serveLog(t, jwtLog(300, 257, jwtEntry(t, "257", testWallet, noIss)), tiles.Options{})
+	manifest := tilestest.VerifierKey()
+	for _, tc := range []struct {
+		name string
+		log  attest.AuditLog
+		opts attest.AuditOptions
+		want string // "" passes
+	}{
+		{"named, by iss", namedSrc, attest.AuditOptions{Key: namedKey, JWT: jwt}, ""},
+		{"named, by manifest", namedSrc, attest.AuditOptions{ManifestKey: manifest, JWT: jwt}, ""},
+		{"default, by iss", defSrc, attest.AuditOptions{JWT: defJWT}, ""},
+		{"default jti against host-a", namedSrc, attest.AuditOptions{Key: namedKey, JWT: defJWT},
+			`jwt log: the JWT's jti "257" names entry 257 of the default log, but the log verified is the log "host-a"`},
+		{"host-b jti against host-a", namedSrc, attest.AuditOptions{ManifestKey: manifest, JWT: issJWT("", "host-b/257")},
+			`jwt log: the JWT's jti "host-b/257" names entry 257 of the log "host-b", but the log verified is the log "host-a"`},
+		{"host-a jti against default", defSrc, attest.AuditOptions{JWT: jwt},
+			`jwt log: the JWT's jti "host-a/257" names entry 257 of the log "host-a", but the log verified is the default log`},
+		{"host-a jti against default, no iss", noIssSrc, attest.AuditOptions{JWT: noIss},
+			`jwt entry: entry 257 carries jti "257", the JWT's is "host-a/257"`},
+		{"another issuer", namedSrc, attest.AuditOptions{Key: namedKey, JWT: issJWT("https://other.example", "host-a/257")},
+			`jwt log: the JWT (jti "host-a/257", issuer "https://other.example") is not of this log`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := tc.opts
+			if opts.Key == "" && opts.ManifestKey == "" {
+				opts.Key = tilestest.VerifierKey()
+			}
+			r := attest.VerifyAuditLog(context.Background(), tc.log, opts).Report
+			if tc.want == "" {
+				mustPass(t, r)
+			} else {
+				mustFail(t, r, tc.want)
+			}
+			pr := attest.VerifyAuditProofFromLog(context.Background(), proofOf(t, tc.log, 257), tc.log, opts)
+			if tc.want == "" {
+				mustPass(t, pr)
+			} else {
+				mustFail(t, pr, tc.want)
+			}
+		})
+	}
 }
 
 // TestAuditJWTEntry: the entry at the JWT's index must record that JWT; an

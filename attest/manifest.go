@@ -198,5 +198,5 @@ func CheckAuditKey(m *manifest.Manifest, served string, fetchErr error) Check {
 	if err != nil {
 		return Check{Name: name, Status: StatusFail, Detail: fmt.Sprintf("the API serves %.200q as the audit log's verifier key, not a key of the attested enclave (%v): checkpoints it verifies were not signed by the enclave", served, err)}
 	}
-	return Check{Name: name, Status: StatusPass, Detail: fmt.Sprintf("%s is the manifest's checkpoint key for %s", served, logLabel(log))}
+	return Check{Name: name, Status: StatusPass, Detail: fmt.Sprintf("%s is the manifest's checkpoint key for %s", served, LogLabel(log))}
 }

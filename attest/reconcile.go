@@ -2,9 +2,10 @@ package attest
 
 // Reconciling CloudTrail with the audit log.
 //
-// Every JWT the enclave mints carries its log index as jti and, in the
-// transitive principal tags of https://aws.amazon.com/tags, the tags
-// agentkeys_log_index and agentkeys_user_wallet. STS copies a web identity
+// Every JWT the enclave mints carries its log entry id as jti
+// (auditlog.EntryID: the index, "NAME/INDEX" in the log named NAME) and, in
+// the transitive principal tags of https://aws.amazon.com/tags, the tags
+// agentkeys_log_index (the same id) and agentkeys_user_wallet. STS copies a web identity
 // token's principal tags into the session, and CloudTrail records each
 // AssumeRoleWithWebIdentity call with them. A session whose tags name no
 // entry of the verified log, or an entry of another wallet or another time,
@@ -28,7 +29,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -51,13 +51,14 @@ const (
 // Kinds of reconcile finding.
 const (
 	FindingMissingTag     = "missing_tag"       // no agentkeys_log_index tag
+	FindingOtherLog       = "other_log"         // the tag names an entry of another log of the issuer
 	FindingUnknownIndex   = "unknown_index"     // no such oidc_jwt entry in the log
 	FindingWrongWallet    = "wrong_wallet"      // the entry is another wallet's
 	FindingTimeOutOfRange = "time_out_of_range" // the STS call is outside the entry's [time, exp] ± skew
 )
 
 // FindingKinds lists the kinds of finding, in report order.
-var FindingKinds = []string{FindingMissingTag, FindingUnknownIndex, FindingWrongWallet, FindingTimeOutOfRange}
+var FindingKinds = []string{FindingMissingTag, FindingOtherLog, FindingUnknownIndex, FindingWrongWallet, FindingTimeOutOfRange}
 
 // STSSession is one successful AssumeRoleWithWebIdentity call for the issuer,
 // as CloudTrail recorded it.
@@ -279,28 +280,27 @@ type Reconciliation struct {
 // OK reports whether every session matched.
 func (r Reconciliation) OK() bool { return len(r.Findings) == 0 }
 
-// WantedIndexes returns the log indexes the sessions name, for collecting
-// only those entries while the log is verified.
+// WantedIndexes returns the log indexes the sessions name (in any log: the
+// log's name is known once its checkpoint is verified), for collecting only
+// those entries while the log is verified.
 func WantedIndexes(sessions []STSSession) map[int64]bool {
 	want := map[int64]bool{}
 	for _, s := range sessions {
-		if i, ok := parseIndex(s.Index); ok {
+		if _, i, err := auditlog.ParseEntryID(s.Index); err == nil {
 			want[i] = true
 		}
 	}
 	return want
 }
 
-func parseIndex(s string) (int64, bool) {
-	i, err := strconv.ParseInt(s, 10, 64)
-	return i, err == nil && i >= 0 && strconv.FormatInt(i, 10) == s
-}
-
-// Reconcile checks every session against entries, the verified log's
-// entries at the indexes the sessions name (raw bytes by index; an index
-// not in the map is not in the log). skew widens each entry's
-// [time, exp] window on both sides.
-func Reconcile(sessions []STSSession, entries map[int64][]byte, skew time.Duration) Reconciliation {
+// Reconcile checks every session against the log its tag names, among
+// logs: by log name ("" for the default log: CheckpointLogName), the
+// entries of each verified log at the indexes the sessions name (raw bytes
+// by index; an index not in a log's map is not in that log). A session
+// whose tag names a log of the issuer not in logs is an other_log finding:
+// reconcile it with that log too. skew widens each entry's [time, exp]
+// window on both sides.
+func Reconcile(sessions []STSSession, logs map[string]map[int64][]byte, skew time.Duration) Reconciliation {
 	r := Reconciliation{Sessions: len(sessions), ByKind: map[string]int{}, Findings: []Finding{}}
 	for _, k := range FindingKinds {
 		r.ByKind[k] = 0
@@ -309,19 +309,30 @@ func Reconcile(sessions []STSSession, entries map[int64][]byte, skew time.Durati
 		r.Findings = append(r.Findings, Finding{Kind: kind, Session: s, Detail: fmt.Sprintf(format, args...)})
 		r.ByKind[kind]++
 	}
+	var given []string
+	for name := range logs {
+		given = append(given, LogLabel(name))
+	}
+	sort.Strings(given)
 	for _, s := range sessions {
 		if !s.HasIndex {
 			add(FindingMissingTag, s, "the session has no %s principal tag: its token was not minted by this issuer's enclave", TagLogIndex)
 			continue
 		}
-		i, ok := parseIndex(s.Index)
+		name, i, err := auditlog.ParseEntryID(s.Index)
+		if err != nil {
+			add(FindingUnknownIndex, s, "%s %.100q is not an audit log entry id (INDEX, or LOGNAME/INDEX for a named log)", TagLogIndex, s.Index)
+			continue
+		}
+		entries, ok := logs[name]
 		if !ok {
-			add(FindingUnknownIndex, s, "%s %q is not a decimal log index", TagLogIndex, s.Index)
+			add(FindingOtherLog, s, "%s %q names entry %d of %s, not of the logs reconciled (%s): reconcile it with that log too (another --log)",
+				TagLogIndex, s.Index, i, LogLabel(name), strings.Join(given, ", "))
 			continue
 		}
 		b, ok := entries[i]
 		if !ok {
-			add(FindingUnknownIndex, s, "the log has no entry %d", i)
+			add(FindingUnknownIndex, s, "%s has no entry %d", LogLabel(name), i)
 			continue
 		}
 		e, err := auditlog.Parse(b)
@@ -329,7 +340,7 @@ func Reconcile(sessions []STSSession, entries map[int64][]byte, skew time.Durati
 		case err != nil:
 			add(FindingUnknownIndex, s, "entry %d is not an audit log entry: %v", i, err)
 			continue
-		case e.Kind != auditlog.KindOIDCJWT || e.JTI != auditlog.IndexString(i):
+		case e.Kind != auditlog.KindOIDCJWT || e.JTI != s.Index:
 			add(FindingUnknownIndex, s, "entry %d is not the oidc_jwt entry of a minted JWT (kind %s, jti %q)", i, e.Kind, e.JTI)
 			continue
 		}

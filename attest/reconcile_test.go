@@ -22,13 +22,25 @@ const (
 // ctLog is the log the CloudTrail fixtures were written against: entry 1 is
 // a host-asserted aws_creds entry, entry 3 the oidc_jwt entry of a JWT
 // minted for ctWallet1 at 2026-01-01T00:00:00Z, entry 5 one for ctWallet2 at
-// 01:00:00Z, each valid 15 minutes; the others are filler.
-func ctLog(t *testing.T) *tilestest.Log {
+// 01:00:00Z, each valid 15 minutes; the others are filler. It is the
+// default log of the issuer ctIssuer.
+func ctLog(t *testing.T) *tilestest.Log { return ctNamedLog(t, "") }
+
+// ctNamedLog is ctLog as the log named name of the same issuer: its entries'
+// jti name the log (name/INDEX), its checkpoints are signed under the origin
+// broker.example.com/audit/name, and the key is returned.
+func ctNamedLog(t *testing.T, name string) *tilestest.Log {
+	t.Helper()
+	l, _ := ctLogKey(t, name)
+	return l
+}
+
+func ctLogKey(t *testing.T, name string) (*tilestest.Log, string) {
 	t.Helper()
 	mint := func(i int64, wallet string, at int64) []byte {
 		b, err := auditlog.Entry{Version: auditlog.Version, Time: at, Kind: auditlog.KindOIDCJWT, Outcome: auditlog.OutcomeOK,
 			Wallet: wallet, SessionID: "s", Audience: "sts.amazonaws.com", ExpiresAt: at + 900,
-			JTI: auditlog.IndexString(i), JWTSHA256: auditlog.JWTHash("jwt " + auditlog.IndexString(i))}.Marshal()
+			JTI: auditlog.EntryID(name, i), JWTSHA256: auditlog.JWTHash("jwt " + auditlog.EntryID(name, i))}.Marshal()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -39,7 +51,8 @@ func ctLog(t *testing.T) *tilestest.Log {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := tilestest.New(nil)
+	signer, key := tilestest.NewKey(auditlog.LogOrigin(tilestest.Origin, name), "tilestest")
+	l := tilestest.New(signer)
 	l.AppendN(1)
 	l.Append(creds)
 	l.AppendN(1)
@@ -47,25 +60,48 @@ func ctLog(t *testing.T) *tilestest.Log {
 	l.AppendN(1)
 	l.Append(mint(5, ctWallet2, 1767229200))
 	l.AppendN(4)
-	return l
+	return l, key
 }
 
-// reconcile verifies log and reconciles the CloudTrail paths with it.
+// reconcile verifies log (the default log of ctIssuer) and reconciles the
+// CloudTrail paths with it.
 func reconcile(t *testing.T, log attest.AuditLog, paths ...string) attest.Reconciliation {
+	t.Helper()
+	return reconcileKey(t, log, "", paths...)
+}
+
+// reconcileKey is reconcile for the log of key (tilestest's default log's
+// when ""), whose name its checkpoint's origin gives.
+func reconcileKey(t *testing.T, log attest.AuditLog, key string, paths ...string) attest.Reconciliation {
+	t.Helper()
+	return reconcileLogs(t, []attest.AuditLog{log}, []string{key}, paths...)
+}
+
+// reconcileLogs verifies each log with its key and reconciles the
+// CloudTrail paths with all of them, each session with the log it names.
+func reconcileLogs(t *testing.T, logs []attest.AuditLog, keys []string, paths ...string) attest.Reconciliation {
 	t.Helper()
 	sessions, skipped, err := attest.ReadCloudTrail(paths, ctIssuer, attest.CloudTrailLimits{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := attest.WantedIndexes(sessions)
-	entries := map[int64][]byte{}
-	res := verifyLog(t, log, attest.AuditOptions{Entry: func(i int64, e []byte) {
-		if want[i] {
-			entries[i] = append([]byte(nil), e...)
+	byLog := map[string]map[int64][]byte{}
+	for k, log := range logs {
+		entries := map[int64][]byte{}
+		res := verifyLog(t, log, attest.AuditOptions{Key: keys[k], Entry: func(i int64, e []byte) {
+			if want[i] {
+				entries[i] = append([]byte(nil), e...)
+			}
+		}})
+		mustPass(t, res.Report)
+		name, known, err := attest.CheckpointLogName(res.Checkpoint, "", ctIssuer)
+		if err != nil || !known {
+			t.Fatalf("CheckpointLogName: %v (known %v)", err, known)
 		}
-	}})
-	mustPass(t, res.Report)
-	r := attest.Reconcile(sessions, entries, attest.DefaultReconcileSkew)
+		byLog[name] = entries
+	}
+	r := attest.Reconcile(sessions, byLog, attest.DefaultReconcileSkew)
 	r.Skipped = skipped
 	return r
 }
@@ -99,9 +135,9 @@ func TestReconcileFindings(t *testing.T) {
 	want := []struct{ event, kind, detail string }{
 		{"1a1b2c3d-0000-4000-8000-000000000001", attest.FindingMissingTag, "no agentkeys_log_index principal tag"},
 		{"1a1b2c3d-0000-4000-8000-000000000002", attest.FindingMissingTag, "no agentkeys_log_index principal tag"},
-		{"1a1b2c3d-0000-4000-8000-000000000003", attest.FindingUnknownIndex, "the log has no entry 99"},
+		{"1a1b2c3d-0000-4000-8000-000000000003", attest.FindingUnknownIndex, "the default log has no entry 99"},
 		{"1a1b2c3d-0000-4000-8000-000000000004", attest.FindingUnknownIndex, "entry 1 is not the oidc_jwt entry of a minted JWT (kind aws_creds"},
-		{"1a1b2c3d-0000-4000-8000-000000000005", attest.FindingUnknownIndex, `"x3" is not a decimal log index`},
+		{"1a1b2c3d-0000-4000-8000-000000000005", attest.FindingUnknownIndex, `"x3" is not an audit log entry id`},
 		{"1a1b2c3d-0000-4000-8000-000000000006", attest.FindingWrongWallet, "entry 3 is wallet " + ctWallet1},
 		{"1a1b2c3d-0000-4000-8000-000000000007", attest.FindingTimeOutOfRange, "the STS call at 2026-01-01T02:00:00Z is outside entry 5's"},
 	}
@@ -119,8 +155,111 @@ func TestReconcileFindings(t *testing.T) {
 	}
 	var b strings.Builder
 	r.WriteText(&b)
-	if !strings.Contains(b.String(), "FAIL: 8 sessions read, 1 matched, 7 findings (missing_tag 2, unknown_index 3, wrong_wallet 1, time_out_of_range 1)") {
+	if !strings.Contains(b.String(), "FAIL: 8 sessions read, 1 matched, 7 findings (missing_tag 2, other_log 0, unknown_index 3, wrong_wallet 1, time_out_of_range 1)") {
 		t.Errorf("summary:\n%s", b.String())
+	}
+}
+
+// TestReconcileNamedLog: named.json's sessions name entries of the logs
+// host-a, host-b and the default log of one issuer. Reconciled with the log
+// host-a, those of host-a match (or are unknown there) and every other log's
+// is an other_log finding naming that log; reconciled with the default log,
+// the same holds the other way round. Without log names in the tag, "3" of
+// host-a and "3" of the default log would be the same session.
+func TestReconcileNamedLog(t *testing.T) {
+	named, key := ctLogKey(t, "host-a")
+	type finding struct{ event, kind, detail string }
+	for _, tc := range []struct {
+		name    string
+		log     attest.AuditLog
+		key     string
+		matched int
+		want    []finding
+		summary string
+	}{
+		{"host-a", serveLog(t, named, tiles.Options{}), key, 2, []finding{
+			{"2b000000-0000-4000-8000-000000000003", attest.FindingOtherLog, `"host-b/3" names entry 3 of the log "host-b", not of the logs reconciled (the log "host-a")`},
+			{"2b000000-0000-4000-8000-000000000004", attest.FindingOtherLog, `"3" names entry 3 of the default log, not of the logs reconciled (the log "host-a")`},
+			{"2b000000-0000-4000-8000-000000000005", attest.FindingUnknownIndex, `the log "host-a" has no entry 99`},
+			{"2b000000-0000-4000-8000-000000000006", attest.FindingUnknownIndex, `"host-a/03" is not an audit log entry id`},
+		}, "FAIL: 6 sessions read, 2 matched, 4 findings (missing_tag 0, other_log 2, unknown_index 2, wrong_wallet 0, time_out_of_range 0)"},
+		{"default", serveLog(t, ctLog(t), tiles.Options{}), "", 1, []finding{
+			{"2b000000-0000-4000-8000-000000000001", attest.FindingOtherLog, `"host-a/3" names entry 3 of the log "host-a", not of the logs reconciled (the default log)`},
+			{"2b000000-0000-4000-8000-000000000002", attest.FindingOtherLog, `"host-a/5" names entry 5 of the log "host-a"`},
+			{"2b000000-0000-4000-8000-000000000003", attest.FindingOtherLog, `"host-b/3" names entry 3 of the log "host-b"`},
+			{"2b000000-0000-4000-8000-000000000005", attest.FindingOtherLog, `"host-a/99" names entry 99 of the log "host-a"`},
+			{"2b000000-0000-4000-8000-000000000006", attest.FindingUnknownIndex, `"host-a/03" is not an audit log entry id`},
+		}, "FAIL: 6 sessions read, 1 matched, 5 findings (missing_tag 0, other_log 4, unknown_index 1, wrong_wallet 0, time_out_of_range 0)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := reconcileKey(t, tc.log, tc.key, ct("named.json"))
+			if r.Sessions != 6 || r.Matched != tc.matched || len(r.Findings) != len(tc.want) {
+				t.Fatalf("%d sessions, %d matched, %d findings; want 6, %d, %d: %+v", r.Sessions, r.Matched, len(r.Findings), tc.matched, len(tc.want), r.Findings)
+			}
+			for i, w := range tc.want {
+				f := r.Findings[i]
+				if f.Session.EventID != w.event || f.Kind != w.kind || !strings.Contains(f.Detail, w.detail) {
+					t.Errorf("finding %d: %s %s %q, want %s %s containing %q", i, f.Session.EventID, f.Kind, f.Detail, w.event, w.kind, w.detail)
+				}
+			}
+			var b strings.Builder
+			r.WriteText(&b)
+			if !strings.Contains(b.String(), tc.summary) {
+				t.Errorf("summary:\n%s\nwant %q", b.String(), tc.summary)
+			}
+		})
+	}
+}
+
+// TestReconcileTwoLogs: reconciled with the logs host-a and the default log
+// together, each session of named.json is checked against the log its tag
+// names: "host-a/3", "host-a/5" and "3" match, entry 3 of host-a and of the
+// default log being different entries; host-b, not given, is other_log.
+func TestReconcileTwoLogs(t *testing.T) {
+	named, key := ctLogKey(t, "host-a")
+	logs := []attest.AuditLog{serveLog(t, named, tiles.Options{}), serveLog(t, ctLog(t), tiles.Options{})}
+	r := reconcileLogs(t, logs, []string{key, ""}, ct("named.json"))
+	want := []struct{ event, kind, detail string }{
+		{"2b000000-0000-4000-8000-000000000003", attest.FindingOtherLog, `"host-b/3" names entry 3 of the log "host-b", not of the logs reconciled (the default log, the log "host-a")`},
+		{"2b000000-0000-4000-8000-000000000005", attest.FindingUnknownIndex, `the log "host-a" has no entry 99`},
+		{"2b000000-0000-4000-8000-000000000006", attest.FindingUnknownIndex, `"host-a/03" is not an audit log entry id`},
+	}
+	if r.Sessions != 6 || r.Matched != 3 || len(r.Findings) != len(want) {
+		t.Fatalf("%d sessions, %d matched, %d findings; want 6, 3, %d: %+v", r.Sessions, r.Matched, len(r.Findings), len(want), r.Findings)
+	}
+	for i, w := range want {
+		f := r.Findings[i]
+		if f.Session.EventID != w.event || f.Kind != w.kind || !strings.Contains(f.Detail, w.detail) {
+			t.Errorf("finding %d: %s %s %q, want %s %s containing %q", i, f.Session.EventID, f.Kind, f.Detail, w.event, w.kind, w.detail)
+		}
+	}
+}
+
+// TestCheckpointLogName: the log's name is its origin relative to the
+// default log's, which the manifest's key or the issuer gives.
+func TestCheckpointLogName(t *testing.T) {
+	_, manifestKey := tilestest.NewKey(tilestest.Origin, "tilestest")
+	for _, tc := range []struct {
+		origin, manifestKey, issuer string
+		name                        string
+		known, ok                   bool
+	}{
+		{"broker.example.com/audit", "", ctIssuer, "", true, true},
+		{"broker.example.com/audit/host-a", "", ctIssuer, "host-a", true, true},
+		{"broker.example.com/audit/host-a", "", ctIssuer + "/", "host-a", true, true},
+		{"broker.example.com/audit/host-a", manifestKey, "", "host-a", true, true},
+		{"broker.example.com/audit/host-a", manifestKey, "https://other.example", "host-a", true, true},
+		{"broker.example.com/x/audit/host-a", "", "https://broker.example.com/x", "host-a", true, true},
+		{"broker.example.com/audit/host-a", "", "", "", false, true},
+		{"other.example/audit/host-a", "", ctIssuer, "", false, false},
+		{"broker.example.com/audit/Host-A", "", ctIssuer, "", false, false},
+		{"broker.example.com/audit/a/b", manifestKey, "", "", false, false},
+		{"broker.example.com/audit", "", "not a url", "", false, false},
+	} {
+		name, known, err := attest.CheckpointLogName([]byte(tc.origin+"\n5\nAAAA\n"), tc.manifestKey, tc.issuer)
+		if name != tc.name || known != tc.known || (err == nil) != tc.ok {
+			t.Errorf("CheckpointLogName(%q, %q, %q) = %q, %v, %v; want %q, %v, ok %v", tc.origin, tc.manifestKey, tc.issuer, name, known, err, tc.name, tc.known, tc.ok)
+		}
 	}
 }
 
@@ -137,7 +276,7 @@ func TestReconcileSkew(t *testing.T) {
 		ok bool
 	}{{939, false}, {940, true}, {1500, true}, {1960, true}, {1961, false}} {
 		s := attest.STSSession{EventID: "e", EventTime: time.Unix(tc.at, 0), Index: "0", HasIndex: true, Wallet: ctWallet1}
-		if r := attest.Reconcile([]attest.STSSession{s}, map[int64][]byte{0: entry}, time.Minute); r.OK() != tc.ok {
+		if r := attest.Reconcile([]attest.STSSession{s}, map[string]map[int64][]byte{"": {0: entry}}, time.Minute); r.OK() != tc.ok {
 			t.Errorf("call at %d: ok %v, want %v (%+v)", tc.at, r.OK(), tc.ok, r.Findings)
 		}
 	}

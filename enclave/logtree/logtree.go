@@ -11,7 +11,7 @@
 // new Log takes no entries until [Log.Resume] is given the host's latest
 // checkpoint and right edge (and the log's name): an empty store starts an
 // empty log. Then [Log.Append] adds an entry, built by the caller once it
-// knows the entry's index (a minted JWT's jti is its index, so the JWT is
+// knows the entry's index (a minted JWT's jti names it, so the JWT is
 // signed inside build), and returns where it landed: its index, its
 // inclusion proof, and the batch to store.
 //
@@ -196,6 +196,15 @@ func (l *Log) VerifierKey() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.vkey
+}
+
+// Name is the name of the log chosen by the first Resume ("" for the default
+// log, and before Resume). Called from an Append's build, it is the name of
+// the log that entry is appended to: the name never changes once resumed.
+func (l *Log) Name() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.name
 }
 
 // Append reserves the next index, calls build with it (outside any lock,

@@ -32,8 +32,14 @@ func TestNamedLog(t *testing.T) {
 	if !strings.HasPrefix(def, origin+"+") {
 		t.Fatalf("before Resume the key is %s, want the default log's", def)
 	}
+	if l1.Name() != "" {
+		t.Fatalf("Name before Resume = %q", l1.Name())
+	}
 	if _, err := l1.Resume(protocol.AuditResumeRequest{Log: "host-a"}); err != nil {
 		t.Fatal(err)
+	}
+	if l1.Name() != "host-a" {
+		t.Fatalf("Name after Resume = %q, want host-a", l1.Name())
 	}
 	want, err := auditlog.LogVerifierKey(def, "host-a")
 	if err != nil {

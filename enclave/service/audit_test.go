@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -48,7 +49,8 @@ func checkLogged(t *testing.T, vkey string, l protocol.AuditLogged) auditlog.Ent
 	return e
 }
 
-// TestMintIsLogged: every JWT's jti is its log index, carried as the
+// TestMintIsLogged: every JWT's jti is its log index (in the default log),
+// carried as the
 // agentkeys_log_index tag, and its entry (logged under a checkpoint signed
 // with the published key) names the JWT's hash, wallet, session and chain.
 func TestMintIsLogged(t *testing.T) {
@@ -61,7 +63,7 @@ func TestMintIsLogged(t *testing.T) {
 		if err := e.call(t, protocol.OpMintOIDC, protocol.MintOIDCRequest{Token: sess.Token, LogSize: i}, &m); err != nil {
 			t.Fatal(err)
 		}
-		if m.Log.Index != i || m.JTI != auditlog.IndexString(i) {
+		if m.Log.Index != i || m.JTI != auditlog.EntryID("", i) || m.JTI != strconv.FormatInt(i, 10) {
 			t.Fatalf("mint %d: index %d, jti %q", i, m.Log.Index, m.JTI)
 		}
 		var c claims.OIDC
@@ -153,9 +155,21 @@ func resumeBody(t *testing.T, req protocol.AuditResumeRequest) []byte {
 	return b
 }
 
+// checkNamedJTI checks that a mint in a named log has the jti want (NAME/INDEX)
+// in its answer, its claims, its agentkeys_log_index tag and its entry.
+func checkNamedJTI(t *testing.T, m protocol.MintOIDCResponse, entry auditlog.Entry, want string) {
+	t.Helper()
+	var c claims.OIDC
+	decodeSegment(t, strings.Split(m.JWT, ".")[1], &c)
+	tag := c.Tags.PrincipalTags[claims.LogIndexTag]
+	if m.JTI != want || c.ID != want || len(tag) != 1 || tag[0] != want || entry.JTI != want || want != auditlog.EntryID("host-a", m.Log.Index) {
+		t.Fatalf("mint at %d: jti %q, claim %q, tag %v, entry jti %q; want %q", m.Log.Index, m.JTI, c.ID, tag, entry.JTI, want)
+	}
+}
+
 // TestNamedLog: the first audit_resume names the log; Info then reports that
 // log's verifier key (the manifest's key under the name origin/NAME), mints
-// are logged under it, a restarted enclave resumes it under that name only,
+// are logged under it with jti NAME/INDEX, a restarted enclave resumes it under that name only,
 // and a resume naming another log is refused.
 func TestNamedLog(t *testing.T) {
 	p := policy.Default(testIssuer)
@@ -207,7 +221,8 @@ func TestNamedLog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkLogged(t, info.CheckpointVerifierKey, minted.Log) // checks the origin is the key's name
+	entry := checkLogged(t, info.CheckpointVerifierKey, minted.Log) // checks the origin is the key's name
+	checkNamedJTI(t, minted, entry, "host-a/0")
 	if !strings.HasPrefix(string(minted.Log.Batch.Checkpoint), origin+"\n1\n") {
 		t.Fatalf("checkpoint %q", minted.Log.Batch.Checkpoint)
 	}
@@ -232,8 +247,15 @@ func TestNamedLog(t *testing.T) {
 	if again.Info().CheckpointVerifierKey != want {
 		t.Fatal("the restarted enclave reports another key")
 	}
-	if m, err := again.MintOIDC(req); err != nil || m.Log.Index != 1 {
-		t.Fatalf("mint after restart: %+v %v", m, err)
+	m2, err := again.MintOIDC(req)
+	if err != nil || m2.Log.Index != 1 {
+		t.Fatalf("mint after restart: %+v %v", m2, err)
+	}
+	checkNamedJTI(t, m2, checkLogged(t, want, m2.Log), "host-a/1")
+	// A host-asserted entry may name the JWT it used by its id in a named log.
+	if a, err := again.AuditAppend(protocol.AuditAppendRequest{Entry: protocol.AuditHostEntry{Kind: "aws_creds", Outcome: "ok", Wallet: "unknown", JTI: "host-a/1"}, LogSize: 2}); err != nil ||
+		checkLogged(t, want, a).JTI != "host-a/1" {
+		t.Fatalf("host-asserted entry naming host-a/1: %+v %v", a, err)
 	}
 
 	for _, bad := range []string{"Host-A", "a/b", "-a", strings.Repeat("x", 64)} {

@@ -29,8 +29,9 @@
 //     session with less than the policy's minimum JWT TTL left) and signs the
 //     claims of [claims.OIDC] with oidc/issuer/v1. The JWT is signed inside
 //     the audit log's append (enclave/logtree): its jti, and its
-//     agentkeys_log_index tag, are the index of the entry that names its
-//     SHA-256, and the answer carries the batch and the inclusion proof.
+//     agentkeys_log_index tag, are the id of the entry that names its
+//     SHA-256 (auditlog.EntryID: its index, "NAME/INDEX" in the log named
+//     NAME), and the answer carries the batch and the inclusion proof.
 //   - AuditAppend logs an entry the host asserts (marked host_asserted), and
 //     AuditResume takes the host's log at start: until then nothing is
 //     minted. The checkpoints are signed with audit/checkpoint/v1.

@@ -84,13 +84,13 @@ func (s *Service) MintOIDC(req protocol.MintOIDCRequest) (protocol.MintOIDCRespo
 		Wallet:             wallet,
 		HostAssertedWallet: hostAsserted,
 	}
-	// The JWT's jti is its audit log index: the log hands out the index,
-	// the JWT is signed with it, and the entry naming the JWT's hash takes
-	// the index, all before the batch's checkpoint is signed.
+	// The JWT's jti is its audit log entry id (the log's name and the index):
+	// the log hands out the index, the JWT is signed with it, and the entry
+	// naming the JWT's hash takes it, all before the batch's checkpoint is signed.
 	s.audit.Ack(req.LogSize)
 	var signed string
 	logged, err := s.audit.Append(func(index int64) ([]byte, error) {
-		jti := auditlog.IndexString(index)
+		jti := auditlog.EntryID(s.audit.Name(), index) // Name is fixed once Append runs build
 		c.ID, c.Tags = jti, claims.MintTags(wallet, jti)
 		var err error
 		if signed, err = signES256(s.issuerKey, s.issuerKid, c); err != nil {

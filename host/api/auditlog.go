@@ -55,7 +55,7 @@ func hostEntry(rec audit.Record, accessKeyID string, expiresAt int64) protocol.A
 		AccessKeyID: clip(accessKeyID, auditlog.MaxIDLen), ExpiresAt: expiresAt, Detail: clip(rec.Detail, auditlog.MaxDetailLen),
 	}
 	if (auditlog.Entry{Version: auditlog.Version, Kind: "x", Outcome: "x", Wallet: "unknown", JTI: rec.JTI}).Validate() == nil {
-		e.JTI = rec.JTI // a log index
+		e.JTI = rec.JTI // an entry id (auditlog.EntryID), perhaps of another log of the issuer
 	}
 	return e
 }

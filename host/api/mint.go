@@ -54,8 +54,8 @@ func (a *API) mintJWT(ctx context.Context, tok, audience string, ttl int64, rec 
 	attach(rec, resp.Log)
 	rec.Wallet, rec.HostAssertedWallet = resp.Wallet, resp.HostAssertedWallet
 	rec.Kid, rec.JTI, rec.Audience, rec.TTLSeconds = resp.Kid, resp.JTI, resp.Audience, resp.ExpiresAt-resp.IssuedAt
-	if resp.JTI != auditlog.IndexString(resp.Log.Index) {
-		a.log.Error("the enclave minted a JWT whose jti is not its log index; refusing", "jti", resp.JTI, "log_index", resp.Log.Index)
+	if resp.JTI != auditlog.EntryID(a.cfg.AuditLogName, resp.Log.Index) {
+		a.log.Error("the enclave minted a JWT whose jti is not its entry id in this host's log; refusing", "jti", resp.JTI, "log_index", resp.Log.Index, "audit_log", a.cfg.AuditLogName)
 		return resp, errorf(http.StatusInternalServerError, KindInternal, "the enclave's answer is inconsistent; see the host log")
 	}
 	if req.Token != "" {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -48,15 +49,21 @@ func jwtClaims(t testing.TB, jwt string) claims.OIDC {
 	return c
 }
 
-// checkMint checks one minted JWT against its proof: jti = the proof's
-// index = the agentkeys_log_index tag, and the entry names the JWT.
+// checkMint checks one minted JWT against its proof: jti = the
+// agentkeys_log_index tag = the entry's jti = the entry id of the proof's
+// index in the broker's log (the index in decimal in the default log,
+// NAME/INDEX in the log named NAME), and the entry names the JWT.
 func checkMint(t testing.TB, b *testbroker.Broker, j *client.JWT) (int64, []byte) {
 	t.Helper()
 	e := b.CheckProof(t, j.LogProof)
 	p, _ := tlogproof.Parse([]byte(j.LogProof))
 	c := jwtClaims(t, j.Token)
-	if c.ID != auditlog.IndexString(p.Index) || c.Tags.PrincipalTags[claims.LogIndexTag][0] != c.ID || e.JTI != c.ID {
-		t.Fatalf("jti %q, tag %v, proof index %d, entry jti %q", c.ID, c.Tags.PrincipalTags, p.Index, e.JTI)
+	want := auditlog.EntryID(b.AuditLogName(), p.Index)
+	if b.AuditLogName() == "" && want != strconv.FormatInt(p.Index, 10) {
+		t.Fatalf("the default log's entry id of %d is %q, not the index in decimal", p.Index, want)
+	}
+	if c.ID != want || len(c.Tags.PrincipalTags[claims.LogIndexTag]) != 1 || c.Tags.PrincipalTags[claims.LogIndexTag][0] != c.ID || e.JTI != c.ID {
+		t.Fatalf("jti %q, tag %v, entry jti %q; want %q (log %q, proof index %d)", c.ID, c.Tags.PrincipalTags, e.JTI, want, b.AuditLogName(), p.Index)
 	}
 	if e.JWTSHA256 != auditlog.JWTHash(j.Token) || e.Wallet != j.Wallet || e.HostAsserted || e.Kind != auditlog.KindOIDCJWT {
 		t.Fatalf("entry %+v does not name the JWT", e)
@@ -192,7 +199,7 @@ func TestStoreFailureKeepsLogWhole(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, raw := range entries {
-		if e, err := auditlog.Parse(raw); err != nil || e.JTI != auditlog.IndexString(int64(i)) {
+		if e, err := auditlog.Parse(raw); err != nil || e.JTI != strconv.Itoa(i) {
 			t.Fatalf("entry %d: %v %+v", i, err, e)
 		}
 	}

@@ -5,10 +5,12 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -163,6 +165,7 @@ func TestTwoHostsOneDatabase(t *testing.T) {
 	// serves a proof of it.
 	perLog := map[string]int{}
 	last := map[string][]byte{}
+	jtis := map[string]bool{} // RFC 7519 §4.1.7: one issuer's jtis never collide
 	for _, j := range jwts {
 		p, err := tlogproof.Parse([]byte(j.LogProof))
 		if err != nil {
@@ -179,6 +182,19 @@ func TestTwoHostsOneDatabase(t *testing.T) {
 			t.Fatalf("a proof under the checkpoint of %q, not of either host's log", origin)
 		}
 		name, other := names[owner], hosts[1-owner]
+		// jti = tag = entry jti = NAME/INDEX, and no other JWT of the
+		// issuer (from either host) has it.
+		if n, _ := checkMint(t, hosts[owner], j); n != p.Index {
+			t.Fatalf("checkMint gave index %d, the proof %d", n, p.Index)
+		}
+		jti := jwtClaims(t, j.Token).ID
+		if jti != name+"/"+strconv.FormatInt(p.Index, 10) {
+			t.Fatalf("%s's JWT has jti %q, want %s/%d", name, jti, name, p.Index)
+		}
+		if jtis[jti] {
+			t.Fatalf("two JWTs of the issuer have jti %q", jti)
+		}
+		jtis[jti] = true
 		perLog[name]++
 		last[name] = p.Checkpoint
 		hosts[owner].CheckConsistent(t, p.Checkpoint)
@@ -188,7 +204,7 @@ func TestTwoHostsOneDatabase(t *testing.T) {
 		if r := attest.VerifyAuditProofFromLog(ctx, []byte(j.LogProof), log, opts); !r.OK() {
 			t.Fatalf("the mint's proof, with the entry %s serves: %+v", names[1-owner], r.Checks)
 		}
-		status, served := httpGet(t, other.URL+httpapi.AuditLogPath(name)+"proof/"+auditlog.IndexString(p.Index))
+		status, served := httpGet(t, other.URL+httpapi.AuditLogPath(name)+"proof/"+strconv.FormatInt(p.Index, 10))
 		if status != http.StatusOK {
 			t.Fatalf("%s serves no proof of %s's entry %d: %d %s", names[1-owner], name, p.Index, status, served)
 		}
@@ -218,6 +234,21 @@ func TestTwoHostsOneDatabase(t *testing.T) {
 	}
 	for _, h := range hosts {
 		h.CheckLogWhole(t)
+	}
+	// verify --jwt refuses a JWT of one host's log against the other's,
+	// naming both logs (the jti says which log it is of).
+	for _, j := range jwts[:1] {
+		p, _ := tlogproof.Parse([]byte(j.LogProof))
+		name, _, _ := auditlog.ParseEntryID(jwtClaims(t, j.Token).ID)
+		otherName := names[0]
+		if name == names[0] {
+			otherName = names[1]
+		}
+		res := attest.VerifyAuditLog(ctx, logAt(t, hosts[0].URL+httpapi.AuditLogPath(otherName)), attest.AuditOptions{ManifestKey: m.CheckpointVerifierKey, JWT: j.Token})
+		f := res.FirstFailure()
+		if f == nil || f.Name != "jwt log" || !strings.Contains(f.Detail, fmt.Sprintf("names entry %d of the log %q, but the log verified is the log %q", p.Index, name, otherName)) {
+			t.Fatalf("%s's JWT verified against %s's log: %+v", name, otherName, res.Checks)
+		}
 	}
 
 	// A session revoked through one host is refused by the other.

@@ -309,6 +309,10 @@ func (b *Broker) Rotate(adjust func(*policy.Policy)) {
 	b.t.Fatal("the host did not pick up the new policy")
 }
 
+// AuditLogName is the name of the log this broker's host keeps
+// (Options.AuditLogName; "" is the default log).
+func (b *Broker) AuditLogName() string { return b.logName }
+
 // CheckProof verifies a log_proof the way an agent would (the checkpoint's
 // signature with the enclave's published verifier key, the inclusion of the
 // entry the store holds at its index) and returns that entry.

@@ -23,10 +23,11 @@
 // verified itself: the JWT it signed (JWTSHA256 is the SHA-256 of the compact
 // JWT), for the wallet of a session whose token it checked (or, with
 // HostAssertedWallet, for a wallet the host vouched for under the policy
-// allow_host_asserted_wallet). Its JTI is its own index in the log.
+// allow_host_asserted_wallet). Its JTI is its own [EntryID]: its index in
+// decimal in the default log, "NAME/INDEX" in the log named NAME.
 //
 // An entry with HostAsserted true records what only the host saw: the outcome
-// of an STS call (AccessKeyID, and in JTI the log index of the JWT it used) or
+// of an STS call (AccessKeyID, and in JTI the entry id of the JWT it used) or
 // a refusal (Outcome, Detail). The enclave logs it as the host told it, with
 // its own Time and HostAsserted forced true; the log proves the host said it
 // at that point, not that it is true.
@@ -55,7 +56,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"unicode/utf8"
 
 	"github.com/agentkeys/broker/shared/strictjson"
@@ -96,8 +96,9 @@ type Entry struct {
 	Audience  string `json:"aud,omitempty"`
 	ExpiresAt int64  `json:"exp,omitempty"` // the credential's expiry, unix seconds
 	Kid       string `json:"kid,omitempty"`
-	// JTI is the JWT's jti: for an enclave-built entry its own log index, for
-	// a host-asserted aws_creds entry the index of the JWT STS was given.
+	// JTI is the JWT's jti, an [EntryID]: for an enclave-built entry its own
+	// (its log's name and its index), for a host-asserted aws_creds entry
+	// that of the JWT STS was given (which may name another log).
 	JTI string `json:"jti,omitempty"`
 	// JWTSHA256 is the lowercase hex SHA-256 of the compact JWT.
 	JWTSHA256          string `json:"jwt_sha256,omitempty"`
@@ -155,8 +156,8 @@ func (e Entry) Validate() error {
 		return fmt.Errorf("%w: jwt_sha256 is not 64 lowercase hex digits", ErrInvalid)
 	}
 	if e.JTI != "" {
-		if n, err := strconv.ParseInt(e.JTI, 10, 64); err != nil || n < 0 || strconv.FormatInt(n, 10) != e.JTI {
-			return fmt.Errorf("%w: jti %q is not a log index in decimal", ErrInvalid, e.JTI)
+		if _, _, err := ParseEntryID(e.JTI); err != nil {
+			return fmt.Errorf("%w: jti %q is not an entry id (INDEX or LOGNAME/INDEX)", ErrInvalid, e.JTI)
 		}
 	}
 	return nil
@@ -205,9 +206,6 @@ func JWTHash(jwt string) string {
 	sum := sha256.Sum256([]byte(jwt))
 	return hex.EncodeToString(sum[:])
 }
-
-// IndexString is the decimal form of a log index, the JWT's jti.
-func IndexString(index int64) string { return strconv.FormatInt(index, 10) }
 
 func isName(s string) bool {
 	if s == "" || s[0] < 'a' || s[0] > 'z' || s[len(s)-1] == '_' {

@@ -81,6 +81,8 @@ func TestParseRefusesOtherEncodings(t *testing.T) {
 		"version":        strings.Replace(s, `"v":1,`, `"v":2,`, 1),
 		"upper wallet":   strings.Replace(s, wallet, strings.ToUpper(wallet[:2])+wallet[2:], 1),
 		"jti not index":  strings.Replace(s, `"jti":"41"`, `"jti":"041"`, 1),
+		"jti bad name":   strings.Replace(s, `"jti":"41"`, `"jti":"Host-A/41"`, 1),
+		"jti no name":    strings.Replace(s, `"jti":"41"`, `"jti":"/41"`, 1),
 		"escaped html":   strings.Replace(s, `sts.amazonaws.com`, `sts\u003c`, 1),
 		"bad kind":       strings.Replace(s, `oidc_jwt`, `OIDC`, 1),
 	} {

@@ -20,8 +20,9 @@ const (
 	// so that it survives role chaining.
 	WalletTag = "agentkeys_user_wallet"
 	// LogIndexTag is the session tag key that carries the JWT's audit log
-	// index (its jti), transitive as well: each STS session CloudTrail
-	// records names the log entry that authorised it.
+	// entry id (its jti, auditlog.EntryID: the index, or LOGNAME/INDEX in a
+	// named log), transitive as well: each STS session CloudTrail records
+	// names the log entry that authorised it.
 	LogIndexTag = "agentkeys_log_index"
 )
 
@@ -35,7 +36,7 @@ type OIDC struct {
 	IssuedAt           int64  `json:"iat"`
 	NotBefore          int64  `json:"nbf"`
 	ExpiresAt          int64  `json:"exp"`
-	ID                 string `json:"jti"` // the audit log index, in decimal
+	ID                 string `json:"jti"` // the audit log entry id (auditlog.EntryID)
 	Wallet             string `json:"agentkeys_user_wallet"`
 	Tags               Tags   `json:"https://aws.amazon.com/tags"`
 	HostAssertedWallet bool   `json:"agentkeys_host_asserted_wallet,omitempty"`
@@ -47,9 +48,9 @@ type Tags struct {
 	TransitiveTagKeys []string            `json:"transitive_tag_keys"`
 }
 
-// MintTags returns the tags of a JWT minted for wallet whose audit log index
-// (and jti) is logIndex, in decimal: WalletTag = wallet and LogIndexTag =
-// logIndex, both transitive.
+// MintTags returns the tags of a JWT minted for wallet whose audit log entry
+// id (and jti, auditlog.EntryID) is logIndex: WalletTag = wallet and
+// LogIndexTag = logIndex, both transitive.
 func MintTags(wallet, logIndex string) Tags {
 	return Tags{
 		PrincipalTags:     map[string][]string{WalletTag: {wallet}, LogIndexTag: {logIndex}},

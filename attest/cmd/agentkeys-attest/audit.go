@@ -25,6 +25,7 @@ const auditUsage = `Usage:
     agentkeys-attest audit verify --proof FILE --jwt FILE --key VKEY [--witness VKEY]... [--log URL|DIR]
     agentkeys-attest audit export DIR --log URL
     agentkeys-attest audit reconcile --log URL|DIR --key VKEY|--manifest FILE [--witness VKEY]... [--issuer URL] --cloudtrail PATH... [--skew D] [--json]
+    agentkeys-attest audit reconcile --log URL|DIR --log URL|DIR... --manifest FILE [--witness VKEY]... --issuer URL --cloudtrail PATH... […]
 
 verify reads the audit log (over HTTP from the issuer's /v1/audit/ tiles, or a
 directory written by export), checks the checkpoint's signature with --key and
@@ -52,8 +53,11 @@ that was altered, deleted or reordered.
                        consistent with it (no fork, no rollback). On success
                        the new checkpoint is written to FILE. A missing FILE
                        is created (trust on first use).
-    --jwt FILE         A JWT the issuer minted: its jti (the log index) must be
-                       in the log, proven under the checkpoint.
+    --jwt FILE         A JWT the issuer minted: its jti (the log entry id:
+                       INDEX, or NAME/INDEX for the log named NAME) must
+                       name this log (known from --manifest, else from the
+                       JWT's iss) and an entry in it, proven under the
+                       checkpoint, that records the JWT.
     --proof FILE       A saved tlog-proof (GET /v1/audit/proof/INDEX) for
                        --jwt: checked offline; with --log, the entry it proves
                        is read from the log and hashed.
@@ -70,11 +74,17 @@ reconcile verifies the log as verify does, then reads CloudTrail logs (files
 {"Records":[...]}, .json or .json.gz, or directories of them, as aws s3 sync
 of the trail bucket leaves them) and checks every successful STS
 AssumeRoleWithWebIdentity call for the issuer: its agentkeys_log_index
-principal tag must name an oidc_jwt entry of the log, of the wallet in its
+principal tag (the entry id: INDEX, or NAME/INDEX in the log named NAME) must
+name an oidc_jwt entry of the log verified, of the wallet in its
 agentkeys_user_wallet tag, and the call's eventTime must be within the entry's
-[time - skew, exp + skew]. It prints one line per session that does not
-(missing_tag, unknown_index, wrong_wallet, time_out_of_range) and a summary,
-and exits 0 only when every session matches.
+[time - skew, exp + skew]. The log's name is its checkpoint's origin relative
+to the issuer's default log (HOST/PATH/audit). It prints one line per session
+that does not (missing_tag, other_log: the tag names another log of the
+issuer, reconcile it with that log; unknown_index, wrong_wallet,
+time_out_of_range) and a summary, and exits 0 only when every session matches.
+--log may be given once per log of the issuer (with --manifest, which gives
+each log's key by its checkpoint's origin): each session is then reconciled
+with the log its tag names, and other_log means a log not given.
 
     --cloudtrail PATH  A CloudTrail log file or directory; repeatable, and
                        further paths may follow it.
@@ -106,6 +116,7 @@ func audit(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 type auditFlags struct {
 	log, key, since, jwt, proof string
+	logs                        []string // every --log, for reconcile (log is the last)
 	manifest, logName           string
 	logNameSet                  bool
 	cmd                         string // verify or reconcile, for messages
@@ -116,7 +127,7 @@ type auditFlags struct {
 }
 
 func (f *auditFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.log, "log", "", "")
+	fs.Func("log", "", func(s string) error { f.log, f.logs = s, append(f.logs, s); return nil })
 	fs.StringVar(&f.key, "key", "", "")
 	fs.StringVar(&f.manifest, "manifest", "", "")
 	fs.Func("log-name", "", func(s string) error { f.logName, f.logNameSet = s, true; return nil })
@@ -182,17 +193,21 @@ func (f *auditFlags) auditOptions() (attest.AuditOptions, error) {
 	return opts, nil
 }
 
-func (f *auditFlags) openLog() (attest.AuditLog, error) {
+// openLog opens the --log at path (f.log unless reconcile's several).
+func (f *auditFlags) openLog(path string) (attest.AuditLog, error) {
+	if len(f.logs) > 1 && f.cmd != "reconcile" {
+		return nil, usagef("--log is given %d times: only audit reconcile takes several logs", len(f.logs))
+	}
 	if f.timeout <= 0 || f.maxBody <= 0 {
 		return nil, usagef("--timeout and --max-body must be positive")
 	}
-	if strings.HasPrefix(f.log, "http://") || strings.HasPrefix(f.log, "https://") {
-		return attest.NewHTTPAuditLog(f.log, &http.Client{Timeout: f.timeout}, f.maxBody)
+	if strings.HasPrefix(path, "http://") || strings.HasPrefix(path, "https://") {
+		return attest.NewHTTPAuditLog(path, &http.Client{Timeout: f.timeout}, f.maxBody)
 	}
-	if st, err := os.Stat(f.log); err != nil || !st.IsDir() {
-		return nil, usagef("--log %q is neither an http(s) URL nor a directory", f.log)
+	if st, err := os.Stat(path); err != nil || !st.IsDir() {
+		return nil, usagef("--log %q is neither an http(s) URL nor a directory", path)
 	}
-	return attest.NewDirAuditLog(f.log), nil
+	return attest.NewDirAuditLog(path), nil
 }
 
 func auditVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -209,6 +224,9 @@ func auditVerify(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	opts, err := f.auditOptions()
 	if err != nil {
 		return fail(stderr, err)
+	}
+	if len(f.logs) > 1 {
+		return fail(stderr, usagef("audit verify takes one --log, not %d: verify each log on its own", len(f.logs)))
 	}
 	if f.proof == "" && f.log == "" {
 		return fail(stderr, usagef("audit verify needs --log URL|DIR (or --proof FILE --jwt FILE)"))
@@ -229,7 +247,7 @@ func auditVerify(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	var log attest.AuditLog
 	if f.log != "" {
 		var err error
-		if log, err = f.openLog(); err != nil {
+		if log, err = f.openLog(f.log); err != nil {
 			return fail(stderr, err)
 		}
 	}
@@ -277,7 +295,7 @@ func auditVerify(ctx context.Context, args []string, stdout, stderr io.Writer) i
 }
 
 func auditExport(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	var f auditFlags
+	f := auditFlags{cmd: "export"}
 	fs := flag.NewFlagSet("audit export", flag.ContinueOnError)
 	f.register(fs)
 	pos, code, ok := parseAuditFlags(fs, args, stdout, stderr)
@@ -290,7 +308,7 @@ func auditExport(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	if !strings.HasPrefix(f.log, "http://") && !strings.HasPrefix(f.log, "https://") {
 		return fail(stderr, usagef("audit export needs --log URL: the issuer (https://broker.example.com)"))
 	}
-	log, err := f.openLog()
+	log, err := f.openLog(f.log)
 	if err != nil {
 		return fail(stderr, err)
 	}

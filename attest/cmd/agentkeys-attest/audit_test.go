@@ -41,7 +41,8 @@ import (
 // oidc_jwt entry), $WORK/other-jwt.txt is another JWT of jti 257,
 // $WORK/far-jwt.txt jti 999; $WORK/proof.txt is the tlog-proof of entry 257.
 // $NAMEDLOG is the log named host-a of the same enclave (50 entries, key
-// $NAMEDKEY), $STRANGERLOG one of another origin with the same key bytes;
+// $NAMEDKEY; entry 7 is the oidc_jwt entry of $WORK/named-jwt.txt, jti
+// host-a/7; $WORK/host-b-jwt.txt has jti host-b/7), $STRANGERLOG one of another origin with the same key bytes;
 // $WORK/manifest.json is a manifest naming $KEY, $WORK/other-manifest.json
 // one naming another key.
 func TestAuditScript(t *testing.T) {
@@ -88,7 +89,17 @@ func TestAuditScript(t *testing.T) {
 			// under the name Origin/host-a; and a log of another origin.
 			namedSigner, namedKey := tilestest.NewKey(tilestest.Origin+"/host-a", "tilestest")
 			named := tilestest.New(namedSigner)
-			named.AppendN(50)
+			// Entry 7 of host-a is the enclave's entry of named-jwt.txt's
+			// JWT (jti host-a/7, minted at 2023-11-14T22:13:20Z).
+			namedJWT := fakeJWT("host-a/7")
+			namedEntry, err := auditlog.Entry{Version: auditlog.Version, Time: 1700000000, Kind: auditlog.KindOIDCJWT, Outcome: auditlog.OutcomeOK,
+				Wallet: testWallet, SessionID: "s", JTI: "host-a/7", ExpiresAt: 1700000900, JWTSHA256: auditlog.JWTHash(namedJWT)}.Marshal()
+			if err != nil {
+				return err
+			}
+			named.AppendN(7)
+			named.Append(namedEntry)
+			named.AppendN(42)
 			env.Setenv("NAMEDLOG", serve(named, false))
 			env.Setenv("NAMEDKEY", namedKey)
 			strangerSigner, _ := tilestest.NewKey("other.example/audit/host-a", "tilestest")
@@ -114,6 +125,12 @@ func TestAuditScript(t *testing.T) {
 				return err
 			}
 			if err := write("far-jwt.txt", []byte(fakeJWT("999")+"\n")); err != nil {
+				return err
+			}
+			if err := write("named-jwt.txt", []byte(namedJWT+"\n")); err != nil {
+				return err
+			}
+			if err := write("host-b-jwt.txt", []byte(fakeJWT("host-b/7")+"\n")); err != nil {
 				return err
 			}
 			resp, err := http.Get(logURL + "/v1/audit/proof/257")

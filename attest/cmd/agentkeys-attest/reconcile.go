@@ -45,38 +45,73 @@ func auditReconcile(ctx context.Context, args []string, stdout, stderr io.Writer
 	case skew < 0 || lim.MaxFile <= 0 || lim.MaxFiles <= 0:
 		return fail(stderr, usagef("--skew must not be negative, --max-file and --max-files must be positive"))
 	}
-	if issuer == "" {
-		if !strings.HasPrefix(f.log, "https://") && !strings.HasPrefix(f.log, "http://") {
-			return fail(stderr, usagef("audit reconcile needs --issuer URL when --log is a directory"))
-		}
-		issuer = strings.TrimSuffix(strings.TrimSuffix(f.log, "/"), "/v1/audit")
+	if len(f.logs) > 1 && (opts.Key != "" || f.logNameSet) {
+		return fail(stderr, usagef("several --log need --manifest FILE without --key or --log-name: each log's key is the manifest's under its checkpoint's origin"))
 	}
-	log, err := f.openLog()
-	if err != nil {
-		return fail(stderr, err)
+	if issuer == "" {
+		for _, l := range f.logs {
+			if !strings.HasPrefix(l, "https://") && !strings.HasPrefix(l, "http://") {
+				return fail(stderr, usagef("audit reconcile needs --issuer URL when --log is a directory"))
+			}
+			i := strings.TrimSuffix(strings.TrimSuffix(l, "/"), "/v1/audit")
+			if issuer != "" && i != issuer {
+				return fail(stderr, usagef("the --log URLs are of %s and %s: give --issuer URL, the issuer whose logs they are", issuer, i))
+			}
+			issuer = i
+		}
+	}
+	var logs []attest.AuditLog
+	for _, l := range f.logs {
+		log, err := f.openLog(l)
+		if err != nil {
+			return fail(stderr, err)
+		}
+		logs = append(logs, log)
 	}
 
 	sessions, skipped, err := attest.ReadCloudTrail(trails, issuer, lim)
 	if err != nil {
 		return fail(stderr, err)
 	}
+	// Each log is verified, then named by its checkpoint's origin; each
+	// session is reconciled with the log its tag names.
 	want := attest.WantedIndexes(sessions)
-	entries := map[int64][]byte{}
-	opts.Entry = func(i int64, e []byte) {
-		if want[i] {
-			entries[i] = append([]byte(nil), e...)
+	byLog := map[string]map[int64][]byte{}
+	type verified struct {
+		Name string `json:"log_name"`
+		Size int64  `json:"log_size"`
+	}
+	var done []verified
+	for k, log := range logs {
+		entries := map[int64][]byte{}
+		opts.Entry = func(i int64, e []byte) {
+			if want[i] {
+				entries[i] = append([]byte(nil), e...)
+			}
 		}
+		bar := newProgressBar(stderr)
+		opts.Progress = bar.update
+		res := attest.VerifyAuditLog(ctx, log, opts)
+		bar.done()
+		if !res.OK() {
+			// The log itself is wrong: nothing to reconcile with.
+			if len(logs) > 1 {
+				fmt.Fprintf(stdout, "--log %s:\n", f.logs[k])
+			}
+			report(stdout, res.Report, f.json)
+			return 1
+		}
+		name, _, err := attest.CheckpointLogName(res.Checkpoint, opts.ManifestKey, issuer)
+		if err != nil {
+			return fail(stderr, fmt.Errorf("--log %s is not a log of --issuer %s: %w", f.logs[k], issuer, err))
+		}
+		if _, dup := byLog[name]; dup {
+			return fail(stderr, usagef("two --log are %s: give each log once", attest.LogLabel(name)))
+		}
+		byLog[name] = entries
+		done = append(done, verified{name, res.Tree.N})
 	}
-	bar := newProgressBar(stderr)
-	opts.Progress = bar.update
-	res := attest.VerifyAuditLog(ctx, log, opts)
-	bar.done()
-	if !res.OK() {
-		// The log itself is wrong: nothing to reconcile with.
-		report(stdout, res.Report, f.json)
-		return 1
-	}
-	rec := attest.Reconcile(sessions, entries, skew)
+	rec := attest.Reconcile(sessions, byLog, skew)
 	rec.Skipped = skipped
 	if f.json {
 		enc := json.NewEncoder(stdout)
@@ -85,10 +120,12 @@ func auditReconcile(ctx context.Context, args []string, stdout, stderr io.Writer
 		enc.Encode(struct {
 			OK bool `json:"ok"`
 			attest.Reconciliation
-			LogSize int64 `json:"log_size"`
-		}{rec.OK(), rec, res.Tree.N})
+			Logs []verified `json:"logs"`
+		}{rec.OK(), rec, done})
 	} else {
-		fmt.Fprintf(stdout, "✓ log: size %d, every entry and tile verified under the checkpoint\n", res.Tree.N)
+		for _, v := range done {
+			fmt.Fprintf(stdout, "✓ log: %s, size %d, every entry and tile verified under the checkpoint\n", attest.LogLabel(v.Name), v.Size)
+		}
 		rec.WriteText(stdout)
 	}
 	if !rec.OK() {

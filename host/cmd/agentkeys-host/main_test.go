@@ -344,13 +344,13 @@ func (d *drainEnclave) Handle(ctx context.Context, op protocol.Op, body []byte) 
 		d.inMint <- struct{}{}
 		<-d.release
 		logged, err := d.log.Append(func(i int64) ([]byte, error) {
-			return auditlog.Entry{Version: 1, Kind: "oidc_jwt", Outcome: "ok", Wallet: "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed", JTI: auditlog.IndexString(i)}.Marshal()
+			return auditlog.Entry{Version: 1, Kind: "oidc_jwt", Outcome: "ok", Wallet: "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed", JTI: auditlog.EntryID("", i)}.Marshal()
 		})
 		if err != nil {
 			return nil, err
 		}
 		return protocol.MintOIDCResponse{JWT: "aaa.bbb.ccc", Wallet: "0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed", SessionID: "s1", Kid: "k",
-			JTI: auditlog.IndexString(logged.Index), Audience: "sts.amazonaws.com", IssuedAt: 1, ExpiresAt: 301, Log: logged}, nil
+			JTI: auditlog.EntryID("", logged.Index), Audience: "sts.amazonaws.com", IssuedAt: 1, ExpiresAt: 301, Log: logged}, nil
 	}
 	return nil, protocol.Errorf(protocol.CodeUnknownOp, "no")
 }
