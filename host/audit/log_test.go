@@ -483,3 +483,104 @@ func TestResumeNamesTheLog(t *testing.T) {
 		}
 	}
 }
+
+// TestSQLiteLogOneTransaction: batches that share one transaction are stored
+// with one multi-row INSERT per table (entries, hashes and checkpoints of
+// more batches than one INSERT takes), read back and reopened whole.
+func TestSQLiteLogOneTransaction(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.db")
+	st := newStall()
+	s, err := OpenSQLite(path, st.option())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	defer st.Release()
+	ctx := context.Background()
+	tl := newTestLog(t)
+	var recs []Record
+	for k := range maxRowsPerInsert + 8 {
+		b := tl.batch(t, 1+k%2)
+		for i := range b.Entries {
+			recs = append(recs, loggedRecord(b, b.Start+int64(i)))
+		}
+	}
+	errs := make(chan error, len(recs))
+	go func() { _, err := s.Append(ctx, recs[0]); errs <- err }()
+	<-st.entered
+	for _, r := range recs[1:] {
+		go func() { _, err := s.Append(ctx, r); errs <- err }()
+	}
+	waitFor(func() bool { return len(s.reqs) == len(recs)-1 })
+	st.Release()
+	for range recs {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := s.Stats(); got.Commits != 1 || got.LogBatches != maxRowsPerInsert+8 || got.LogEntries != tl.n {
+		t.Fatalf("Stats = %+v, want one commit of %d batches, %d entries", got, maxRowsPerInsert+8, tl.n)
+	}
+	s.Close()
+	s, err = OpenSQLite(path)
+	if err != nil {
+		t.Fatalf("reopening: %v", err)
+	}
+	defer s.Close()
+	entries, err := s.ReadEntries(ctx, 0, tl.n)
+	if err != nil || s.LogSize() != tl.n {
+		t.Fatalf("ReadEntries: %v, size %d", err, s.LogSize())
+	}
+	for i, e := range entries {
+		if !bytes.Equal(e, tl.entry(int64(i))) {
+			t.Fatalf("entry %d = %s", i, e)
+		}
+	}
+	var idx []int64
+	for x := range tlog.StoredHashIndex(0, tl.n) {
+		idx = append(idx, x)
+	}
+	hs, err := s.ReadHashes(ctx, idx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, h := range hs {
+		if tl.hashes[idx[i]] != h {
+			t.Fatalf("hash %d differs", idx[i])
+		}
+	}
+}
+
+// TestStoreBatchPending: in one transaction, a batch stored earlier in it
+// (its rows not yet inserted) is recognised again by its checkpoint, and one
+// that differs from it is refused.
+func TestStoreBatchPending(t *testing.T) {
+	s := openTestSQLite(t)
+	ctx := context.Background()
+	tl := newTestLog(t)
+	a, b := tl.batch(t, 1), tl.batch(t, 2)
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	tip := *s.tip.Load()
+	rows := logRows{entryStart: tip.size, hashStart: tlog.StoredHashIndex(0, tip.size)}
+	for _, x := range []protocol.AuditBatch{a, b} {
+		var fits error
+		if tip, _, fits, err = storeBatch(ctx, tx, &rows, tip, x); err != nil || fits != nil {
+			t.Fatalf("storeBatch at %d: %v, %v", x.Start, err, fits)
+		}
+	}
+	if _, parked, fits, err := storeBatch(ctx, tx, &rows, tip, a); err != nil || fits != nil || parked {
+		t.Fatalf("the first batch again: %v, %v, parked %v", err, fits, parked)
+	}
+	other := a
+	other.Checkpoint = b.Checkpoint
+	if _, _, fits, err := storeBatch(ctx, tx, &rows, tip, other); err != nil || !errors.Is(fits, ErrLogMismatch) {
+		t.Fatalf("a different first batch: %v, %v, want ErrLogMismatch", err, fits)
+	}
+	if len(rows.sizes) != 2 || len(rows.entries) != 3 {
+		t.Fatalf("rows hold %d checkpoints, %d entries; want 2, 3", len(rows.sizes), len(rows.entries))
+	}
+}
