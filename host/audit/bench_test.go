@@ -110,6 +110,7 @@ func BenchmarkAppendLogged(b *testing.B) {
 			b.StopTimer()
 			if st := s.Stats(); st.Commits > 0 {
 				b.ReportMetric(float64(st.Records)/float64(st.Commits), "records/commit")
+				reportTxTime(b, st)
 			}
 		})
 	}
@@ -135,4 +136,11 @@ func BenchmarkExtend(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// reportTxTime reports the writer's serial section: µs per transaction, and
+// the share of the benchmark's time the writer spent in transactions.
+func reportTxTime(b *testing.B, st Stats) {
+	b.ReportMetric(float64(st.TxTime.Microseconds())/float64(st.Commits), "tx-µs/commit")
+	b.ReportMetric(float64(st.TxTime)/float64(b.Elapsed()), "tx-busy")
 }

@@ -165,6 +165,7 @@ type SQLite struct {
 	failedRecords atomic.Int64
 	logBatches    atomic.Int64
 	logEntries    atomic.Int64
+	txTime        atomic.Int64 // nanoseconds
 }
 
 var (
@@ -203,6 +204,10 @@ type Stats struct {
 	FailedRecords int64 // records whose transaction failed; their callers got an error
 	LogBatches    int64 // enclave log batches stored (each with one checkpoint)
 	LogEntries    int64 // log entries in them
+	// TxTime is the time the SQLite writer spent in committed transactions,
+	// BEGIN to COMMIT and its fsync: the serial section every record waits
+	// for. Zero for PostgreSQL.
+	TxTime time.Duration
 }
 
 // Option configures OpenSQLite.
@@ -784,8 +789,10 @@ func (s *SQLite) commit(batch []*appendRequest) (parked []*appendRequest) {
 	var tip logState
 	var stored int
 	if err == nil {
+		began := time.Now()
 		if res, tip, stored, err = s.insert(batch); err == nil {
 			s.commits.Add(1)
+			s.txTime.Add(int64(time.Since(began)))
 			err = s.checkFiles()
 		}
 	}
@@ -1253,6 +1260,7 @@ func (s *SQLite) Stats() Stats {
 		FailedRecords: s.failedRecords.Load(),
 		LogBatches:    s.logBatches.Load(),
 		LogEntries:    s.logEntries.Load(),
+		TxTime:        time.Duration(s.txTime.Load()),
 	}
 }
 

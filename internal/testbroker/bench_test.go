@@ -62,6 +62,10 @@ func benchmarkMint(b *testing.B, opts testbroker.Options) {
 	b.StopTimer()
 	if st := store.Stats(); st.Commits > 0 {
 		b.ReportMetric(float64(st.Records)/float64(st.Commits), "records/commit")
+		// The writer's serial section: µs per transaction (BEGIN to fsync)
+		// and the share of the time the writer spent in transactions.
+		b.ReportMetric(float64(st.TxTime.Microseconds())/float64(st.Commits), "tx-µs/commit")
+		b.ReportMetric(float64(st.TxTime)/float64(b.Elapsed()), "tx-busy")
 	}
 	if st := store.Stats(); st.LogBatches > 0 {
 		b.ReportMetric(float64(st.LogEntries)/float64(st.LogBatches), "entries/batch")
