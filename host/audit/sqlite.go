@@ -880,7 +880,6 @@ func (s *SQLite) insert(batch []*appendRequest) (res []appendResult, tip logStat
 	st := s.stmts.in(ctx, tx)
 	res = make([]appendResult, len(batch))
 	probed := false
-	rows := logRows{entryStart: tip.size, hashStart: tlog.StoredHashIndex(0, tip.size)}
 	for i, req := range batch {
 		if req.probe {
 			probed = true
@@ -889,7 +888,7 @@ func (s *SQLite) insert(batch []*appendRequest) (res []appendResult, tip logStat
 		if req.batch != nil {
 			var fits error
 			before := tip.size
-			if tip, res[i].parked, fits, err = storeBatch(ctx, tx, &rows, tip, *req.batch); err != nil {
+			if tip, res[i].parked, fits, err = s.storeBatch(ctx, tx, st, tip, *req.batch); err != nil {
 				return nil, tip, 0, err
 			}
 			if tip.size > before {
@@ -921,9 +920,6 @@ func (s *SQLite) insert(batch []*appendRequest) (res []appendResult, tip logStat
 			return nil, tip, 0, fmt.Errorf("failed to read assigned seq: %w", err)
 		}
 	}
-	if err := rows.insert(st); err != nil {
-		return nil, tip, 0, err
-	}
 	if probed {
 		// A Ping: write the heartbeat, and read the log's table so that a
 		// store whose table is gone is not reported ready.
@@ -941,12 +937,11 @@ func (s *SQLite) insert(batch []*appendRequest) (res []appendResult, tip logStat
 	return res, tip, stored, nil
 }
 
-// storeBatch adds b's rows to rows if it extends tip, and returns the new
-// tip. A batch already stored (in the database or in rows) is checked against
-// the stored checkpoint and written again never; one past tip is parked; one
-// that does not fit gets fits, an error of its own. err is a database error,
-// failing the transaction.
-func storeBatch(ctx context.Context, tx *sql.Tx, rows *logRows, tip logState, b protocol.AuditBatch) (next logState, parked bool, fits, err error) {
+// storeBatch writes b in tx if it extends tip, and returns the new tip. A
+// batch already stored is checked against the stored checkpoint and written
+// again never; one past tip is parked; one that does not fit gets fits, an
+// error of its own. err is a database error, failing the transaction.
+func (s *SQLite) storeBatch(ctx context.Context, tx *sql.Tx, st *txStmts, tip logState, b protocol.AuditBatch) (next logState, parked bool, fits, err error) {
 	end := b.Start + int64(len(b.Entries))
 	switch {
 	case b.Start > tip.size:
@@ -957,8 +952,6 @@ func storeBatch(ctx context.Context, tx *sql.Tx, rows *logRows, tip logState, b 
 		var note []byte
 		if end == tip.size {
 			note = tip.checkpoint
-		} else if n, ok := rows.checkpoint(end); ok {
-			note = n
 		} else if err := tx.QueryRowContext(ctx, `SELECT note FROM log_checkpoints WHERE size = ?`, end).Scan(&note); err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return tip, false, nil, fmt.Errorf("failed to read a checkpoint: %w", err)
 		}
@@ -971,56 +964,20 @@ func storeBatch(ctx context.Context, tx *sql.Tx, rows *logRows, tip logState, b 
 	if ferr != nil {
 		return tip, false, fmt.Errorf("audit: %w", ferr), nil
 	}
-	rows.add(b, t)
-	return t.next, false, nil, nil
-}
-
-// logRows are the log's rows one transaction adds, inserted together at its
-// end (three multi-row INSERTs for all its batches, not three per batch).
-// The batches a transaction stores each extend the one before, so their
-// entries and stored hashes are contiguous: from entryStart and hashStart.
-type logRows struct {
-	entryStart, hashStart int64
-	entries, hashes       [][]byte
-	sizes                 []int64 // checkpoints: the tree size of each
-	notes                 [][]byte
-}
-
-// add appends b's rows; t is what extend made of b.
-func (r *logRows) add(b protocol.AuditBatch, t batchTip) {
-	r.entries = append(r.entries, b.Entries...)
+	if err := st.insertRows(false, b.Start, b.Entries); err != nil {
+		return tip, false, nil, fmt.Errorf("failed to insert log entries: %w", err)
+	}
+	hashes := make([][]byte, len(t.ordered))
 	for i := range t.ordered {
-		r.hashes = append(r.hashes, t.ordered[i][:])
+		hashes[i] = t.ordered[i][:]
 	}
-	r.sizes = append(r.sizes, t.next.size)
-	r.notes = append(r.notes, b.Checkpoint)
-}
-
-// checkpoint returns the note of the checkpoint of size n among rows.
-func (r *logRows) checkpoint(n int64) ([]byte, bool) {
-	for i, x := range r.sizes {
-		if x == n {
-			return r.notes[i], true
-		}
+	if err := st.insertRows(true, t.first, hashes); err != nil {
+		return tip, false, nil, fmt.Errorf("failed to insert log hashes: %w", err)
 	}
-	return nil, false
-}
-
-// insert writes rows in the transaction of st.
-func (r *logRows) insert(st *txStmts) error {
-	if len(r.sizes) == 0 {
-		return nil
+	if _, err := st.checkpointStmt().ExecContext(ctx, end, b.Checkpoint); err != nil {
+		return tip, false, nil, fmt.Errorf("failed to insert a checkpoint: %w", err)
 	}
-	if err := st.insertRows(&st.entries, &st.all.entries, func(i int) int64 { return r.entryStart + int64(i) }, r.entries); err != nil {
-		return fmt.Errorf("failed to insert log entries: %w", err)
-	}
-	if err := st.insertRows(&st.hashes, &st.all.hashes, func(i int) int64 { return r.hashStart + int64(i) }, r.hashes); err != nil {
-		return fmt.Errorf("failed to insert log hashes: %w", err)
-	}
-	if err := st.insertRows(&st.checkpoints, &st.all.checkpoints, func(i int) int64 { return r.sizes[i] }, r.notes); err != nil {
-		return fmt.Errorf("failed to insert log checkpoints: %w", err)
-	}
-	return nil
+	return t.next, false, nil, nil
 }
 
 // maxRowsPerInsert bounds the rows of one multi-row INSERT of log entries or
@@ -1029,12 +986,12 @@ const maxRowsPerInsert = 32
 
 // writerStmts are the statements the writer's transactions run, prepared
 // once on the pool (each is then cached per connection, so the writer's
-// transactions, on its own connection, prepare it once): the record insert,
-// and the multi-row inserts of log entries, hashes and checkpoints, one per
-// row count from 1 to maxRowsPerInsert (entries[n-1] inserts n).
+// transactions, on its own connection, prepare it once): the record and
+// checkpoint inserts, and the multi-row inserts of log entries and hashes,
+// one per row count from 1 to maxRowsPerInsert (entries[n-1] inserts n).
 type writerStmts struct {
-	record                       *sql.Stmt
-	entries, hashes, checkpoints [maxRowsPerInsert]*sql.Stmt
+	record, checkpoint *sql.Stmt
+	entries, hashes    [maxRowsPerInsert]*sql.Stmt
 }
 
 // multiRow is insert with n rows of VALUES.
@@ -1056,6 +1013,9 @@ func prepareWriter(db *sql.DB) (writerStmts, error) {
 	if err := prep(&st.record, insertRecord); err != nil {
 		return writerStmts{}, err
 	}
+	if err := prep(&st.checkpoint, insertCheckpoint); err != nil {
+		return writerStmts{}, err
+	}
 	for n := 1; n <= maxRowsPerInsert; n++ {
 		if err := prep(&st.entries[n-1], multiRow(insertEntries, n)); err != nil {
 			return writerStmts{}, err
@@ -1063,15 +1023,12 @@ func prepareWriter(db *sql.DB) (writerStmts, error) {
 		if err := prep(&st.hashes[n-1], multiRow(insertHashes, n)); err != nil {
 			return writerStmts{}, err
 		}
-		if err := prep(&st.checkpoints[n-1], multiRow(insertCheckpoint, n)); err != nil {
-			return writerStmts{}, err
-		}
 	}
 	return st, nil
 }
 
 func (st writerStmts) close() {
-	for _, x := range slices.Concat([]*sql.Stmt{st.record}, st.entries[:], st.hashes[:], st.checkpoints[:]) {
+	for _, x := range append([]*sql.Stmt{st.record, st.checkpoint}, append(st.entries[:], st.hashes[:]...)...) {
 		if x != nil {
 			x.Close()
 		}
@@ -1081,11 +1038,11 @@ func (st writerStmts) close() {
 // txStmts binds the writer's statements to one transaction as it first uses
 // each; they close with it.
 type txStmts struct {
-	ctx                          context.Context
-	tx                           *sql.Tx
-	all                          *writerStmts
-	record                       *sql.Stmt
-	entries, hashes, checkpoints [maxRowsPerInsert]*sql.Stmt
+	ctx                context.Context
+	tx                 *sql.Tx
+	all                *writerStmts
+	record, checkpoint *sql.Stmt
+	entries, hashes    [maxRowsPerInsert]*sql.Stmt
 }
 
 func (st *writerStmts) in(ctx context.Context, tx *sql.Tx) *txStmts {
@@ -1099,24 +1056,29 @@ func (t *txStmts) bind(dst **sql.Stmt, src *sql.Stmt) *sql.Stmt {
 	return *dst
 }
 
-func (t *txStmts) recordStmt() *sql.Stmt { return t.bind(&t.record, t.all.record) }
+func (t *txStmts) recordStmt() *sql.Stmt     { return t.bind(&t.record, t.all.record) }
+func (t *txStmts) checkpointStmt() *sql.Stmt { return t.bind(&t.checkpoint, t.all.checkpoint) }
 
-// insertRows inserts (idx(i), vals[i]) for every i with the multi-row
-// statements all (bound to the transaction in bound as they are first used),
-// maxRowsPerInsert rows per statement.
-func (t *txStmts) insertRows(bound, all *[maxRowsPerInsert]*sql.Stmt, idx func(int) int64, vals [][]byte) error {
+// insertRows inserts (start+i, vals[i]) for every i into the log's entries
+// (hashes false) or hashes, maxRowsPerInsert rows per statement.
+func (t *txStmts) insertRows(hashes bool, start int64, vals [][]byte) error {
 	args := make([]any, 0, 2*min(len(vals), maxRowsPerInsert))
-	for k := 0; k < len(vals); {
-		n := min(len(vals)-k, maxRowsPerInsert)
-		stmt := t.bind(&bound[n-1], all[n-1])
+	for len(vals) > 0 {
+		n := min(len(vals), maxRowsPerInsert)
+		var stmt *sql.Stmt
+		if hashes {
+			stmt = t.bind(&t.hashes[n-1], t.all.hashes[n-1])
+		} else {
+			stmt = t.bind(&t.entries[n-1], t.all.entries[n-1])
+		}
 		args = args[:0]
-		for i := k; i < k+n; i++ {
-			args = append(args, idx(i), vals[i])
+		for i, v := range vals[:n] {
+			args = append(args, start+int64(i), v)
 		}
 		if _, err := stmt.ExecContext(t.ctx, args...); err != nil {
 			return err
 		}
-		k += n
+		start, vals = start+int64(n), vals[n:]
 	}
 	return nil
 }
