@@ -100,6 +100,10 @@ type Config struct {
 	// PageLimit, if set, rate-limits the transparency page (GET /) per
 	// client: 429 rate_limited, not counted (it reaches nothing).
 	PageLimit *ratelimit.Limiter
+	// ReadLimit, if set, rate-limits per client the public reads that cost
+	// the store work: /readyz (which commits a heartbeat) and the audit
+	// log's routes under /v1/audit/. 429 rate_limited, not counted.
+	ReadLimit *ratelimit.Limiter
 	// Witnesses, if set, cosign the audit log's checkpoints: /v1/audit/
 	// serves the cosigned checkpoint, each mint nudges them, and /readyz
 	// reports each one's cosigned size and lag (informative: a witness that
@@ -197,7 +201,7 @@ func New(cfg Config) (*API, error) {
 	a.published.a = a
 	a.route("GET /{$}", "page", a.pageLimited(a.page))
 	a.route("GET /healthz", "healthz", a.healthz)
-	a.route("GET /readyz", "readyz", a.readyz)
+	a.route("GET /readyz", "readyz", a.readLimited(a.readyz))
 	a.route("GET "+httpapi.PathDiscovery, "discovery", a.discovery)
 	a.route("GET "+httpapi.PathJWKS, "jwks", a.jwks)
 	a.route("GET "+httpapi.PathAttestation, "attestation", a.limited(a.issuing(a.attestation)))
@@ -287,6 +291,20 @@ func (a *API) limited(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if !a.cfg.SignInLimit.Allow(clientOf(r.Context())) {
 			writeError(w, tooMany(a.cfg.SignInLimit, "too many sign-in requests from this client"))
+			return
+		}
+		h(w, r)
+	}
+}
+
+// readLimited applies the per-client limit of the public reads (ReadLimit).
+func (a *API) readLimited(h http.HandlerFunc) http.HandlerFunc {
+	if a.cfg.ReadLimit == nil {
+		return h
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !a.cfg.ReadLimit.Allow(clientOf(r.Context())) {
+			writeError(w, tooMany(a.cfg.ReadLimit, "too many reads from this client"))
 			return
 		}
 		h(w, r)

@@ -28,15 +28,15 @@ func (a *API) mountAuditLogs() {
 		a.log.Error("not serving the store's logs", "err", err.Error())
 		return
 	}
-	a.route(tiles.LogsIndex, "audit_logs", h.ServeHTTP)
-	a.route(tiles.LogsCheckpoint, "audit_logs_checkpoint", h.ServeHTTP)
-	a.route(tiles.LogsTile, "audit_logs_tile", h.ServeHTTP)
-	a.route(tiles.LogsProof, "audit_logs_proof", h.ServeHTTP)
-	a.route(tiles.LogsVerifierKey, "audit_logs_verifier_key", func(w http.ResponseWriter, r *http.Request) {
+	a.route(tiles.LogsIndex, "audit_logs", a.readLimited(h.ServeHTTP))
+	a.route(tiles.LogsCheckpoint, "audit_logs_checkpoint", a.readLimited(h.ServeHTTP))
+	a.route(tiles.LogsTile, "audit_logs_tile", a.readLimited(h.ServeHTTP))
+	a.route(tiles.LogsProof, "audit_logs_proof", a.readLimited(h.ServeHTTP))
+	a.route(tiles.LogsVerifierKey, "audit_logs_verifier_key", a.readLimited(func(w http.ResponseWriter, r *http.Request) {
 		if httpapi.AuditLogName(r.PathValue("name")) == logs.OwnLog() {
 			a.auditVerifierKey(w, r)
 			return
 		}
 		h.ServeHTTP(w, r)
-	})
+	}))
 }

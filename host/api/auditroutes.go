@@ -34,10 +34,10 @@ func (a *API) mountAuditLog() {
 		a.checkpoint = a.cfg.Witnesses.Checkpoint
 	}
 	h := tiles.New(a.cfg.Audit, tiles.Options{Logger: a.log, Checkpoint: a.checkpoint})
-	a.route("GET "+httpapi.PathAuditCheckpoint, "audit_checkpoint", h.ServeHTTP)
-	a.route("GET /v1/audit/tile/", "audit_tile", h.ServeHTTP)
-	a.route("GET /v1/audit/proof/{index}", "audit_proof", h.ServeHTTP)
-	a.route("GET "+httpapi.PathAuditVerifierKey, "audit_verifier_key", a.auditVerifierKey)
+	a.route("GET "+httpapi.PathAuditCheckpoint, "audit_checkpoint", a.readLimited(h.ServeHTTP))
+	a.route("GET /v1/audit/tile/", "audit_tile", a.readLimited(h.ServeHTTP))
+	a.route("GET /v1/audit/proof/{index}", "audit_proof", a.readLimited(h.ServeHTTP))
+	a.route("GET "+httpapi.PathAuditVerifierKey, "audit_verifier_key", a.readLimited(a.auditVerifierKey))
 	a.mountAuditLogs()
 }
 

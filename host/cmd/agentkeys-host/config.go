@@ -57,6 +57,7 @@ type config struct {
 	SkipStartupCheck bool
 	SignInRate       float64 // sign-in requests per second per client; 0 = off
 	PageRate         float64 // transparency page loads per second per client; 0 = off
+	ReadRate         float64 // /readyz and /v1/audit/ reads per second per client; 0 = off
 
 	// Abuse limits (see docs/operator.md).
 	TrustedProxies  []netip.Prefix // proxies whose X-Forwarded-For is believed; none = never
@@ -92,7 +93,7 @@ type config struct {
 // the help to stdout and returns flag.ErrHelp.
 func parseConfig(args []string, getenv func(string) string, stdout io.Writer) (*config, error) {
 	c := &config{}
-	var port, ttl, grace, httpsPort, httpPort, sessDur, signInRate, pageRate string
+	var port, ttl, grace, httpsPort, httpPort, sessDur, signInRate, pageRate, readRate string
 	var trustedProxies, mintRate, mintBurst, walletMintRate, refusalRate, refusalBurst, refusalInterval, refusalClients string
 	var originPort, relayMaxConns, relayHelloTimeout, relayIdleTimeout, witnessInterval string
 	fs := flag.NewFlagSet("agentkeys-host", flag.ContinueOnError)
@@ -124,6 +125,7 @@ func parseConfig(args []string, getenv func(string) string, stdout io.Writer) (*
 		{"session-duration", "BROKER_SESSION_DURATION_SECONDS", "3600", "default AWS credential lifetime in seconds, within the enclave policy's aws_duration bounds (900-43200 by default)", &sessDur},
 		{"metrics-listen", "BROKER_METRICS_LISTEN", "", "serve /metrics only on this address (e.g. 127.0.0.1:9091) instead of the public API listener", &c.MetricsListen},
 		{"sign-in-rate", "BROKER_SIGN_IN_RATE", "5", "sign-in requests (nonce and sign-in) per second per client, bursts of 4x; 0 turns the limit off", &signInRate},
+		{"read-rate", "BROKER_READ_RATE", "200", "reads of /readyz (which writes a heartbeat) and of the audit log under /v1/audit/ per second per client, bursts of 5x; over it 429; 0 turns the limit off", &readRate},
 		{"page-rate", "BROKER_PAGE_RATE", "2", "transparency page (GET /) loads per second per client, bursts of 4x; over it 429; 0 turns the limit off", &pageRate},
 		{"trusted-proxies", "BROKER_TRUSTED_PROXIES", "", "comma-separated CIDRs of reverse proxies whose X-Forwarded-For names the client (the right-most untrusted hop); empty: X-Forwarded-For is ignored", &trustedProxies},
 		{"mint-rate", "BROKER_MINT_RATE", "10000", "requests per second per client on the bearer routes (mint-oidc-jwt, mint-aws-creds, session/revoke); over it 429; 0 turns the limit off", &mintRate},
@@ -340,6 +342,9 @@ func parseConfig(args []string, getenv func(string) string, stdout io.Writer) (*
 	}
 	if c.PageRate, err = strconv.ParseFloat(pageRate, 64); err != nil || c.PageRate < 0 || c.PageRate > 10000 {
 		return nil, bad("page-rate", pageRate, "want page loads per second in [0, 10000]")
+	}
+	if c.ReadRate, err = strconv.ParseFloat(readRate, 64); err != nil || c.ReadRate < 0 || c.ReadRate > 100000 {
+		return nil, bad("read-rate", readRate, "want reads per second in [0, 100000]")
 	}
 	if c.TrustedProxies, err = ratelimit.ParseTrustedProxies(trustedProxies); err != nil {
 		return nil, bad("trusted-proxies", trustedProxies, err.Error())

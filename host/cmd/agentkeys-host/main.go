@@ -248,6 +248,9 @@ func apiConfig(cfg *config, d *deps, log *slog.Logger) (api.Config, error) {
 	if cfg.SignInRate > 0 {
 		apiCfg.SignInLimit = ratelimit.New(cfg.SignInRate, max(1, int(4*cfg.SignInRate)), 100_000)
 	}
+	if cfg.ReadRate > 0 {
+		apiCfg.ReadLimit = ratelimit.New(cfg.ReadRate, max(1, int(5*cfg.ReadRate)), 100_000)
+	}
 	if cfg.PageRate > 0 {
 		apiCfg.PageLimit = ratelimit.New(cfg.PageRate, max(1, int(4*cfg.PageRate)), 100_000)
 	}
