@@ -2,6 +2,8 @@ package audit
 
 import (
 	"cmp"
+	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -105,3 +107,74 @@ func (a *aggregator) take(final bool) []Record {
 }
 
 const aggTimeFormat = "2006-01-02T15:04:05.000Z07:00"
+
+// counted is Count for the durable stores: the aggregates of the current
+// interval, appended (with the store's Append, at once, so its writer commits
+// them together) at the end of every interval and once more by stop.
+type counted struct {
+	agg    *aggregator
+	every  time.Duration
+	append func(context.Context, Record) (Record, error)
+	quit   chan struct{}
+	done   chan struct{}
+}
+
+// startCounted starts the interval loop of a store whose Append is append.
+func startCounted(clients int, every time.Duration, append func(context.Context, Record) (Record, error)) *counted {
+	c := &counted{agg: newAggregator(clients), every: every, append: append, quit: make(chan struct{}), done: make(chan struct{})}
+	go c.run()
+	return c
+}
+
+// count adds r to its aggregate.
+func (c *counted) count(r Record) error {
+	r, err := prepare(r, time.Now())
+	if err != nil {
+		return err
+	}
+	return c.agg.add(r)
+}
+
+// flush appends the aggregates counted so far, as the end of an interval
+// does, and starts a new interval.
+func (c *counted) flush(ctx context.Context) error { return c.appendAll(ctx, c.agg.take(false)) }
+
+func (c *counted) appendAll(ctx context.Context, recs []Record) error {
+	errs := make([]error, len(recs))
+	var wg sync.WaitGroup
+	for i, r := range recs {
+		wg.Go(func() { _, errs[i] = c.append(ctx, r) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func (c *counted) run() {
+	defer close(c.done)
+	t := time.NewTicker(c.every)
+	defer t.Stop()
+	for {
+		final := false
+		select {
+		case <-t.C:
+		case <-c.quit:
+			final = true
+		}
+		// Bounded: a writer stuck on a locked file must not hold Close.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		// A failure is in the stats (FailedRecords) and, for a broken
+		// store, in Ping; the refusals counted were refused regardless.
+		c.appendAll(ctx, c.agg.take(final))
+		cancel()
+		if final {
+			return
+		}
+	}
+}
+
+// stop appends the last aggregates and ends the loop; the store's writer
+// must still be taking appends.
+func (c *counted) stop() {
+	close(c.quit)
+	<-c.done
+}

@@ -136,10 +136,7 @@ type Postgres struct {
 	log  string // the log this store writes
 	dsn  string // for redacting errors; never logged
 
-	agg        *aggregator
-	flushEvery time.Duration
-	flushStop  chan struct{}
-	flushDone  chan struct{}
+	counted    *counted // Count's aggregates and their flushing
 	closeOnce  sync.Once
 	reqs       chan *appendRequest
 	writerDone chan struct{}
@@ -220,10 +217,6 @@ func OpenPostgres(ctx context.Context, dsn, logName string, opts ...Option) (*Po
 		pool:       pool,
 		log:        logName,
 		dsn:        dsn,
-		agg:        newAggregator(cfg.aggClients),
-		flushEvery: cfg.aggEvery,
-		flushStop:  make(chan struct{}),
-		flushDone:  make(chan struct{}),
 		reqs:       make(chan *appendRequest, max(cfg.maxBatch, DefaultMaxBatch)),
 		writerDone: make(chan struct{}),
 		maxBatch:   cfg.maxBatch,
@@ -238,7 +231,7 @@ func OpenPostgres(ctx context.Context, dsn, logName string, opts ...Option) (*Po
 	}
 	p.tip.Store(&tip)
 	go p.writer()
-	go p.flusher()
+	p.counted = startCounted(cfg.aggClients, cfg.aggEvery, p.Append)
 	return p, nil
 }
 
@@ -896,47 +889,13 @@ func (p *Postgres) redact(err error) error { return pgdb.RedactError(err, p.dsn)
 
 // Count implements Store, as SQLite.Count does.
 func (p *Postgres) Count(r Record) error {
-	r, err := prepare(r, time.Now())
-	if err != nil {
-		return err
-	}
-	return p.agg.add(r)
+	return p.counted.count(r)
 }
 
 // Flush appends the aggregates of everything counted so far and starts a
 // new interval.
 func (p *Postgres) Flush(ctx context.Context) error {
-	return p.appendAll(ctx, p.agg.take(false))
-}
-
-func (p *Postgres) appendAll(ctx context.Context, recs []Record) error {
-	errs := make([]error, len(recs))
-	var wg sync.WaitGroup
-	for i, r := range recs {
-		wg.Go(func() { _, errs[i] = p.Append(ctx, r) })
-	}
-	wg.Wait()
-	return errors.Join(errs...)
-}
-
-func (p *Postgres) flusher() {
-	defer close(p.flushDone)
-	t := time.NewTicker(p.flushEvery)
-	defer t.Stop()
-	for {
-		final := false
-		select {
-		case <-t.C:
-		case <-p.flushStop:
-			final = true
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		p.appendAll(ctx, p.agg.take(final))
-		cancel()
-		if final {
-			return
-		}
-	}
+	return p.counted.flush(ctx)
 }
 
 // Stats returns the writer's counters. Commits counts the transactions that
@@ -959,8 +918,7 @@ func (p *Postgres) TipMoved() int64 { return p.tipMoved.Load() }
 // writer commit everything handed to it, then closes the pool.
 func (p *Postgres) Close() error {
 	p.closeOnce.Do(func() {
-		close(p.flushStop)
-		<-p.flushDone
+		p.counted.stop()
 		p.mu.Lock()
 		p.closed = true
 		close(p.reqs)

@@ -138,10 +138,7 @@ type SQLite struct {
 	// than parse each statement again for every record and log batch.
 	stmts      writerStmts
 	lost       atomic.Pointer[error]
-	agg        *aggregator
-	flushEvery time.Duration
-	flushStop  chan struct{}
-	flushDone  chan struct{}
+	counted    *counted // Count's aggregates and their flushing
 	closeOnce  sync.Once
 	closeErr   error
 	reqs       chan *appendRequest
@@ -345,10 +342,6 @@ func OpenSQLite(path string, opts ...Option) (*SQLite, error) {
 		conn:       conn,
 		files:      files,
 		stmts:      stmts,
-		agg:        newAggregator(cfg.aggClients),
-		flushEvery: cfg.aggEvery,
-		flushStop:  make(chan struct{}),
-		flushDone:  make(chan struct{}),
 		reqs:       make(chan *appendRequest, max(cfg.maxBatch, DefaultMaxBatch)),
 		writerDone: make(chan struct{}),
 		maxBatch:   cfg.maxBatch,
@@ -358,7 +351,7 @@ func OpenSQLite(path string, opts ...Option) (*SQLite, error) {
 	}
 	s.tip.Store(&tip)
 	go s.writer()
-	go s.flusher()
+	s.counted = startCounted(cfg.aggClients, cfg.aggEvery, s.Append)
 	return s, nil
 }
 
@@ -1165,53 +1158,13 @@ func (s *SQLite) Ping(ctx context.Context) error {
 // Count implements Store. The aggregates are appended every interval
 // (WithAggregateInterval) and by Close.
 func (s *SQLite) Count(r Record) error {
-	r, err := prepare(r, time.Now())
-	if err != nil {
-		return err
-	}
-	return s.agg.add(r)
+	return s.counted.count(r)
 }
 
 // Flush appends the aggregates of everything counted so far, as the end of
 // an interval does, and starts a new interval.
 func (s *SQLite) Flush(ctx context.Context) error {
-	return s.appendAll(ctx, s.agg.take(false))
-}
-
-// appendAll appends recs at once, so the writer commits them together.
-func (s *SQLite) appendAll(ctx context.Context, recs []Record) error {
-	errs := make([]error, len(recs))
-	var wg sync.WaitGroup
-	for i, r := range recs {
-		wg.Go(func() { _, errs[i] = s.Append(ctx, r) })
-	}
-	wg.Wait()
-	return errors.Join(errs...)
-}
-
-// flusher appends the aggregates at the end of every interval, and once more
-// when Close stops it.
-func (s *SQLite) flusher() {
-	defer close(s.flushDone)
-	t := time.NewTicker(s.flushEvery)
-	defer t.Stop()
-	for {
-		final := false
-		select {
-		case <-t.C:
-		case <-s.flushStop:
-			final = true
-		}
-		// Bounded: a writer stuck on a locked file must not hold Close.
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		// A failure is in the stats (FailedRecords) and, for a broken
-		// store, in Ping; the refusals counted were refused regardless.
-		s.appendAll(ctx, s.agg.take(final))
-		cancel()
-		if final {
-			return
-		}
-	}
+	return s.counted.flush(ctx)
 }
 
 // Stats returns the writer's counters.
@@ -1231,8 +1184,7 @@ func (s *SQLite) Stats() Stats {
 // database. Appends that have not been handed over get ErrClosed.
 func (s *SQLite) Close() error {
 	s.closeOnce.Do(func() {
-		close(s.flushStop)
-		<-s.flushDone
+		s.counted.stop()
 		s.mu.Lock()
 		s.closed = true
 		close(s.reqs)
