@@ -230,7 +230,8 @@ func OpenPostgres(ctx context.Context, dsn, logName string, opts ...Option) (*Po
 		return nil, pgdb.RedactError(err, dsn)
 	}
 	p.tip.Store(&tip)
-	go p.writer()
+	go groupWriter{reqs: p.reqs, maxBatch: p.maxBatch, gapGrace: p.gapGrace, stall: p.stall,
+		size: func() int64 { return p.tip.Load().size }, commit: p.commit, retryNow: func() bool { return p.again }}.run(p.writerDone)
 	p.counted = startCounted(cfg.aggClients, cfg.aggEvery, p.Append)
 	return p, nil
 }
@@ -408,118 +409,6 @@ func (p *Postgres) enqueue(ctx context.Context, req *appendRequest) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-}
-
-// writer is the only goroutine that writes this store's log: SQLite's
-// writer, committing to PostgreSQL.
-func (p *Postgres) writer() {
-	defer close(p.writerDone)
-	batch := make([]*appendRequest, 0, p.maxBatch)
-	var parked []*appendRequest
-	for {
-		var wake <-chan time.Time
-		var timer *time.Timer
-		if len(parked) > 0 {
-			first := parked[0].deadline
-			for _, r := range parked {
-				if r.deadline.Before(first) {
-					first = r.deadline
-				}
-			}
-			if p.again {
-				first = time.Now() // the tip moved: try the parked batches now
-			}
-			timer = time.NewTimer(time.Until(first))
-			wake = timer.C
-		}
-		var req *appendRequest
-		ok := true
-		select {
-		case req, ok = <-p.reqs:
-		case <-wake:
-		}
-		if timer != nil {
-			timer.Stop()
-		}
-		if !ok {
-			for _, r := range parked {
-				r.done <- appendResult{err: ErrClosed}
-			}
-			return
-		}
-		batch = append(batch[:0], parked...)
-		parked = parked[:0]
-		limit := len(batch) + p.maxBatch
-		if req != nil {
-			batch = append(batch, req)
-			if p.stall != nil {
-				p.stall()
-			}
-		}
-		closed := false
-	gather:
-		for len(batch) < limit {
-			select {
-			case req, ok := <-p.reqs:
-				if !ok {
-					closed = true
-					break gather
-				}
-				batch = append(batch, req)
-			default:
-				break gather
-			}
-		}
-		if !closed && p.gapGrace > 0 && len(batch) < limit && p.hasGap(batch) {
-			batch = p.fillGap(batch, limit)
-		}
-		parked = append(parked, p.commit(batch)...)
-		clear(batch)
-	}
-}
-
-// hasGap reports whether a log batch among reqs starts past the stored log
-// and the batches before it in reqs.
-func (p *Postgres) hasGap(reqs []*appendRequest) bool {
-	var starts []*protocol.AuditBatch
-	for _, r := range reqs {
-		if r.batch != nil {
-			starts = append(starts, r.batch)
-		}
-	}
-	if len(starts) == 0 {
-		return false
-	}
-	slices.SortFunc(starts, func(a, b *protocol.AuditBatch) int { return cmp.Compare(a.Start, b.Start) })
-	size := p.tip.Load().size
-	for _, b := range starts {
-		if b.Start > size {
-			return true
-		}
-		size = max(size, b.Start+int64(len(b.Entries)))
-	}
-	return false
-}
-
-// fillGap waits up to gapGrace for the requests that fill the gaps in batch.
-func (p *Postgres) fillGap(batch []*appendRequest, limit int) []*appendRequest {
-	t := time.NewTimer(p.gapGrace)
-	defer t.Stop()
-	for len(batch) < limit {
-		select {
-		case req, ok := <-p.reqs:
-			if !ok {
-				return batch
-			}
-			batch = append(batch, req)
-			if !p.hasGap(batch) {
-				return batch
-			}
-		case <-t.C:
-			return batch
-		}
-	}
-	return batch
 }
 
 // commit stores batch in one transaction and answers every request in it

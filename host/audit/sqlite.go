@@ -350,7 +350,8 @@ func OpenSQLite(path string, opts ...Option) (*SQLite, error) {
 		gapGrace:   cfg.gapGrace,
 	}
 	s.tip.Store(&tip)
-	go s.writer()
+	go groupWriter{reqs: s.reqs, maxBatch: s.maxBatch, gapGrace: s.gapGrace, stall: s.stall,
+		size: func() int64 { return s.tip.Load().size }, commit: s.commit}.run(s.writerDone)
 	s.counted = startCounted(cfg.aggClients, cfg.aggEvery, s.Append)
 	return s, nil
 }
@@ -635,127 +636,6 @@ func (s *SQLite) enqueue(ctx context.Context, req *appendRequest) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-}
-
-// writer is the only goroutine that writes the database. It takes one
-// request, then everything else already queued (up to maxBatch), commits
-// them in one transaction, answers each, and repeats until reqs is closed
-// and drained.
-//
-// A request whose log batch starts past the stored log is parked: it joins
-// every later transaction until the batches before it are stored with it,
-// or its deadline passes (ErrLogGap).
-func (s *SQLite) writer() {
-	defer close(s.writerDone)
-	batch := make([]*appendRequest, 0, s.maxBatch)
-	var parked []*appendRequest
-	for {
-		var wake <-chan time.Time
-		var timer *time.Timer
-		if len(parked) > 0 {
-			first := parked[0].deadline
-			for _, p := range parked {
-				if p.deadline.Before(first) {
-					first = p.deadline
-				}
-			}
-			timer = time.NewTimer(time.Until(first))
-			wake = timer.C
-		}
-		var req *appendRequest
-		ok := true
-		select {
-		case req, ok = <-s.reqs:
-		case <-wake:
-		}
-		if timer != nil {
-			timer.Stop()
-		}
-		if !ok {
-			// Closed: answer what is parked, then return.
-			for _, p := range parked {
-				p.done <- appendResult{err: ErrClosed}
-			}
-			return
-		}
-		batch = append(batch[:0], parked...)
-		parked = parked[:0]
-		limit := len(batch) + s.maxBatch
-		if req != nil {
-			batch = append(batch, req)
-			if s.stall != nil {
-				s.stall()
-			}
-		}
-		closed := false
-	gather:
-		for len(batch) < limit {
-			select {
-			case req, ok := <-s.reqs:
-				if !ok {
-					closed = true
-					break gather // closed: commit this batch, then return above
-				}
-				batch = append(batch, req)
-			default:
-				break gather
-			}
-		}
-		if !closed && s.gapGrace > 0 && len(batch) < limit && s.hasGap(batch) {
-			batch = s.fillGap(batch, limit)
-		}
-		parked = append(parked, s.commit(batch)...)
-		clear(batch)
-	}
-}
-
-// hasGap reports whether a log batch among reqs starts past the stored log
-// and the batches before it in reqs: committed now, it would be parked.
-func (s *SQLite) hasGap(reqs []*appendRequest) bool {
-	var starts []*protocol.AuditBatch
-	for _, r := range reqs {
-		if r.batch != nil {
-			starts = append(starts, r.batch)
-		}
-	}
-	if len(starts) == 0 {
-		return false
-	}
-	slices.SortFunc(starts, func(a, b *protocol.AuditBatch) int { return cmp.Compare(a.Start, b.Start) })
-	size := s.tip.Load().size
-	for _, b := range starts {
-		if b.Start > size {
-			return true
-		}
-		size = max(size, b.Start+int64(len(b.Entries)))
-	}
-	return false
-}
-
-// fillGap waits up to gapGrace for the requests that fill the gaps in batch
-// (see hasGap), taking every request that arrives meanwhile, and returns
-// batch with them. The batches ahead of a parked one are nearly always on
-// their way (the enclave answered them first; their callers raced), and
-// waiting for them here costs microseconds, where parking costs the parked
-// callers a whole transaction more.
-func (s *SQLite) fillGap(batch []*appendRequest, limit int) []*appendRequest {
-	t := time.NewTimer(s.gapGrace)
-	defer t.Stop()
-	for len(batch) < limit {
-		select {
-		case req, ok := <-s.reqs:
-			if !ok {
-				return batch // closed: the writer finds out at its next receive
-			}
-			batch = append(batch, req)
-			if !s.hasGap(batch) {
-				return batch
-			}
-		case <-t.C:
-			return batch
-		}
-	}
-	return batch
 }
 
 // commit stores batch in one transaction and answers every request in it
