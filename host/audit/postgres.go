@@ -2,11 +2,9 @@ package audit
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -418,13 +416,6 @@ func (p *Postgres) enqueue(ctx context.Context, req *appendRequest) error {
 // again, and one that another writer stored differently fails alone with
 // ErrLogMismatch.
 func (p *Postgres) commit(batch []*appendRequest) (parked []*appendRequest) {
-	start := func(r *appendRequest) int64 {
-		if r.batch == nil {
-			return -1
-		}
-		return r.batch.Start
-	}
-	slices.SortStableFunc(batch, func(a, b *appendRequest) int { return cmp.Compare(start(a), start(b)) })
 	var res []appendResult
 	var tip pgTip
 	var stored int

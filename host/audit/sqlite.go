@@ -2,7 +2,6 @@ package audit
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"database/sql"
 	"database/sql/driver"
@@ -13,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -648,15 +646,6 @@ func (s *SQLite) enqueue(ctx context.Context, req *appendRequest) error {
 // while the transaction ran fails the records it holds: they are in a file
 // that will vanish, and the callers must not hand out credentials for them.
 func (s *SQLite) commit(batch []*appendRequest) (parked []*appendRequest) {
-	// Log batches in order of their start, so that one which fills a gap is
-	// stored before those behind it; records without one keep their order.
-	start := func(r *appendRequest) int64 {
-		if r.batch == nil {
-			return -1 // records without a batch first, in their order
-		}
-		return r.batch.Start
-	}
-	slices.SortStableFunc(batch, func(a, b *appendRequest) int { return cmp.Compare(start(a), start(b)) })
 	err := s.checkFiles()
 	var res []appendResult
 	var tip logState

@@ -22,7 +22,9 @@ type groupWriter struct {
 	gapGrace time.Duration
 	size     func() int64 // the stored log's size
 	// commit stores a group in one transaction, answers its requests and
-	// returns those it parked.
+	// returns those it parked. The group comes in order of its log
+	// batches' starts, so that one which fills a gap is stored before those
+	// behind it; records without a batch come first, in their order.
 	commit func(batch []*appendRequest) (parked []*appendRequest)
 	// retryNow, if set, says that the parked requests should be tried at
 	// once rather than at their deadline (PostgreSQL: another writer moved
@@ -94,6 +96,7 @@ func (w groupWriter) run(done chan struct{}) {
 		if !closed && w.gapGrace > 0 && len(batch) < limit && w.hasGap(batch) {
 			batch = w.fillGap(batch, limit)
 		}
+		slices.SortStableFunc(batch, func(a, b *appendRequest) int { return cmp.Compare(batchStart(a), batchStart(b)) })
 		parked = append(parked, w.commit(batch)...)
 		clear(batch)
 	}
@@ -146,4 +149,12 @@ func (w groupWriter) fillGap(batch []*appendRequest, limit int) []*appendRequest
 		}
 	}
 	return batch
+}
+
+// batchStart orders a group: records without a log batch first.
+func batchStart(r *appendRequest) int64 {
+	if r.batch == nil {
+		return -1
+	}
+	return r.batch.Start
 }
